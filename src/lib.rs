@@ -1,0 +1,4 @@
+//! neuronpath: influential neuron paths in Vision Transformers
+//! (Wang et al., "Discovering Influential Neuron Path in Vision Transformers", ICLR 2025).
+
+pub mod model;

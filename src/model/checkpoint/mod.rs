@@ -1,0 +1,183 @@
+//! Loading a [`Vit`] from the three checkpoint layouts, detected automatically.
+
+mod google;
+mod huggingface;
+mod timm;
+
+use super::vit::{LayerNorm, Linear, Vit};
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Mean and standard deviation the checkpoint was trained with.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// What a checkpoint may not say about itself.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Attention heads, for timm files (which store no head count).
+    pub heads: Option<usize>,
+}
+
+/// Loads a Hugging Face directory, a timm `.safetensors` or a Google `.npz`.
+pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
+    if path.is_dir() {
+        return huggingface::load(path);
+    }
+    if !path.exists() {
+        bail!("{}: no such checkpoint file or directory", path.display());
+    }
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("npz") => google::load(path),
+        Some("safetensors") => {
+            let tensors = Tensors::from_safetensors(path)?;
+            if tensors.contains("blocks.0.attn.qkv.weight") {
+                timm::load(tensors, options)
+            } else if tensors.contains("vit.embeddings.cls_token") {
+                bail!("{}: Hugging Face weights need their config.json: pass the directory holding both", path.display())
+            } else {
+                bail!("{}: unknown checkpoint layout (neither timm `blocks.N.attn.qkv` nor Hugging Face `vit.*` tensors)", path.display())
+            }
+        }
+        _ => bail!("{}: unknown checkpoint layout: expected a directory, .safetensors or .npz", path.display()),
+    }
+}
+
+/// Named tensors of one file, taken out one by one with shape checks.
+pub(crate) struct Tensors {
+    file: PathBuf,
+    map: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl Tensors {
+    pub(crate) fn from_safetensors(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
+        let mut map = HashMap::new();
+        for (name, view) in st.tensors() {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                safetensors::Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+                safetensors::Dtype::F16 => data.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+                safetensors::Dtype::BF16 => data.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
+                other => bail!("{}: tensor {name} has unsupported dtype {other:?}", path.display()),
+            };
+            map.insert(name, (view.shape().to_vec(), values));
+        }
+        Ok(Tensors { file: path.to_path_buf(), map })
+    }
+
+    pub(crate) fn from_npz(path: &Path) -> Result<Self> {
+        let mut map = HashMap::new();
+        for (name, array) in super::npy::read_npz(path)? {
+            let values = array.to_f32().with_context(|| format!("{}: tensor {name}", path.display()))?;
+            map.insert(name, (array.shape, values));
+        }
+        Ok(Tensors { file: path.to_path_buf(), map })
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    pub(crate) fn shape(&self, name: &str) -> Result<&[usize]> {
+        Ok(&self.map.get(name).with_context(|| format!("{}: missing tensor {name}", self.file.display()))?.0)
+    }
+
+    /// Removes `name`, checking it holds `shape`.
+    pub(crate) fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (have, values) = self.map.remove(name).with_context(|| format!("{}: missing tensor {name}", self.file.display()))?;
+        if have != shape {
+            bail!("{}: tensor {name} has shape {have:?}, expected {shape:?}", self.file.display());
+        }
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            bail!("{}: tensor {name} holds a non-finite value ({}) at index {i}", self.file.display(), values[i]);
+        }
+        Ok(values)
+    }
+
+    pub(crate) fn take_linear(&mut self, weight: &str, bias: &str, out: usize, inp: usize) -> Result<Linear> {
+        Ok(Linear { w: self.take(weight, &[out, inp])?, b: self.take(bias, &[out])? })
+    }
+
+    /// A conv/patch weight of any rank flattened to `[shape[0], rest]`, with its bias.
+    pub(crate) fn take_linear_reshaped(&mut self, prefix: &str, shape: &[usize]) -> Result<Linear> {
+        Ok(Linear { w: self.take(&format!("{prefix}.weight"), shape)?, b: self.take(&format!("{prefix}.bias"), &shape[..1])? })
+    }
+
+    pub(crate) fn take_norm(&mut self, weight: &str, bias: &str, dim: usize, eps: f32) -> Result<LayerNorm> {
+        Ok(LayerNorm { gamma: self.take(weight, &[dim])?, beta: self.take(bias, &[dim])?, eps })
+    }
+
+    pub(crate) fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Tensor names not consumed by the loader: a sign of an architecture we do not model.
+    pub(crate) fn leftover(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.map.keys().map(String::as_str).collect();
+        names.sort();
+        names
+    }
+}
+
+/// Stacks separate Q, K and V projections into one `[3d, d]` linear layer.
+pub(crate) fn fuse_qkv(q: Linear, k: Linear, v: Linear) -> Linear {
+    Linear { w: [q.w, k.w, v.w].concat(), b: [q.b, k.b, v.b].concat() }
+}
+
+/// The patch/pos/cls/head parts and blocks, checked for consistency.
+pub(crate) fn assemble(mut vit: Vit) -> Result<Vit> {
+    let c = &vit.config;
+    if c.hidden % c.heads != 0 {
+        bail!("hidden size {} is not divisible by {} heads", c.hidden, c.heads);
+    }
+    if c.image_size % c.patch_size != 0 {
+        bail!("image size {} is not a multiple of patch size {}", c.image_size, c.patch_size);
+    }
+    if vit.blocks.len() != c.layers {
+        bail!("expected {} blocks, found {}", c.layers, vit.blocks.len());
+    }
+    if let Some(names) = &vit.class_names {
+        if names.len() != c.classes {
+            vit.class_names = None;
+        }
+    }
+    Ok(vit)
+}
+
+pub(crate) fn check_consumed(tensors: &Tensors) -> Result<()> {
+    let left = tensors.leftover();
+    // A pooler or pre-logits layer changes what the head reads: refuse rather than mis-model it.
+    if let Some(name) = left.iter().find(|n| n.contains("pre_logits") || n.contains("fc_norm") || n.contains("pooler.dense")) {
+        bail!(
+            "{}: tensor {name} belongs to a head this tool does not model (pre-logits, pooler or mean-pooled fc_norm); only CLS-token heads are supported",
+            tensors.file().display()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn block_count(tensors: &Tensors, name_of: impl Fn(usize) -> String) -> usize {
+    (0..).take_while(|&i| tensors.contains(&name_of(i))).count()
+}
+
+/// IEEE half to single precision.
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let mant = (h & 0x3ff) as u32;
+    let bits = match (exp, mant) {
+        (0, 0) => sign,
+        (0, m) => {
+            // subnormal: renormalise
+            let shift = m.leading_zeros() - 21;
+            sign | ((127 - 15 + 1 - shift) << 23) | (((m << shift) & 0x3ff) << 13)
+        }
+        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
+        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}

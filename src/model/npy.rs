@@ -1,0 +1,106 @@
+//! Reading NumPy `.npy` arrays and `.npz` archives (stored or deflated).
+
+use anyhow::{bail, Context, Result};
+use std::io::Read;
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum NpyData {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+    I64(Vec<i64>),
+    Str(Vec<String>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Array {
+    pub shape: Vec<usize>,
+    pub data: NpyData,
+}
+
+impl Array {
+    /// The values as `f32` (floating and integer arrays).
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        Ok(match &self.data {
+            NpyData::F32(v) => v.clone(),
+            NpyData::U8(v) => v.iter().map(|&x| x as f32).collect(),
+            NpyData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            NpyData::Str(_) => bail!("array holds strings, not numbers"),
+        })
+    }
+}
+
+/// Parses one `.npy` file held in memory.
+pub fn parse_npy(bytes: &[u8]) -> Result<Array> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        bail!("not a .npy array (bad magic)");
+    }
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 => (u32::from_le_bytes(bytes[8..12].try_into()?) as usize, 12),
+        v => bail!("unsupported .npy version {v}"),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len]).context("non-UTF-8 .npy header")?;
+    let field = |key: &str| -> Result<&str> {
+        let at = header.find(&format!("'{key}'")).with_context(|| format!(".npy header lacks '{key}'"))?;
+        Ok(header[at + key.len() + 2..].trim_start().trim_start_matches(':').trim_start())
+    };
+    let descr = field("descr")?.trim_start_matches('\'');
+    let descr = &descr[..descr.find('\'').context("bad descr")?];
+    if field("fortran_order")?.starts_with("True") {
+        bail!("Fortran-ordered arrays are not supported");
+    }
+    let shape_text = field("shape")?;
+    let shape_text = &shape_text[1..shape_text.find(')').context("bad shape")?];
+    let shape: Vec<usize> = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().context("bad shape entry"))
+        .collect::<Result<_>>()?;
+    let count: usize = shape.iter().product();
+    let body = &bytes[start + header_len..];
+    let need = |width: usize| -> Result<&[u8]> {
+        body.get(..count * width).with_context(|| format!("array data truncated: {} of {} bytes", body.len(), count * width))
+    };
+    let data = match descr {
+        "<f4" => NpyData::F32(need(4)?.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()),
+        "<f8" => NpyData::F32(need(8)?.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect()),
+        "<f2" => NpyData::F32(need(2)?.chunks_exact(2).map(|b| super::checkpoint::f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect()),
+        "|u1" | "<u1" => NpyData::U8(need(1)?.to_vec()),
+        "<i8" => NpyData::I64(need(8)?.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()),
+        "<i4" => NpyData::I64(need(4)?.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect()),
+        d if d.starts_with("<U") => {
+            let chars: usize = d[2..].parse().context("bad unicode width")?;
+            let strings = need(4 * chars)?
+                .chunks_exact(4 * chars)
+                .map(|s| {
+                    s.chunks_exact(4)
+                        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                        .take_while(|&c| c != 0)
+                        .filter_map(char::from_u32)
+                        .collect()
+                })
+                .collect();
+            NpyData::Str(strings)
+        }
+        other => bail!("unsupported .npy dtype {other}"),
+    };
+    Ok(Array { shape, data })
+}
+
+/// All arrays of an `.npz` archive, keyed by name without the `.npy` suffix.
+pub fn read_npz(path: &Path) -> Result<Vec<(String, Array)>> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut zip = zip::ZipArchive::new(file).with_context(|| format!("{}: not a valid .npz (zip) archive", path.display()))?;
+    let mut out = Vec::with_capacity(zip.len());
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i)?;
+        let name = entry.name()?.trim_end_matches(".npy").to_string();
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut bytes).with_context(|| format!("{}: cannot read {name}", path.display()))?;
+        let array = parse_npy(&bytes).with_context(|| format!("{}: array {name}", path.display()))?;
+        out.push((name, array));
+    }
+    Ok(out)
+}
