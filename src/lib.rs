@@ -1,4 +1,5 @@
 //! neuronpath: influential neuron paths in Vision Transformers
 //! (Wang et al., "Discovering Influential Neuron Path in Vision Transformers", ICLR 2025).
 
+pub mod data;
 pub mod model;

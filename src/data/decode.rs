@@ -1,0 +1,91 @@
+//! Image files to RGB bytes, as PIL's `Image.open(..).convert("RGB")` gives them.
+//!
+//! JPEG goes through libjpeg-turbo's decoder (the `mozjpeg` crate builds it from
+//! source): the same integer IDCT and fancy upsampling as PIL, so the pixels are
+//! bit-identical. Any libjpeg warning (truncated or corrupt data) is an error.
+
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+
+/// An 8-bit RGB image, rows top to bottom, `[height, width, 3]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<u8>,
+}
+
+/// Decodes a JPEG or PNG file, chosen by its content, not its name.
+pub fn open(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    decode(&bytes).with_context(|| format!("{}: not a readable image", path.display()))
+}
+
+pub fn decode(bytes: &[u8]) -> Result<RgbImage> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        decode_jpeg(bytes)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        decode_png(bytes)
+    } else {
+        bail!("neither JPEG nor PNG data")
+    }
+}
+
+#[cold]
+extern "C-unwind" fn jpeg_fatal(cinfo: &mut mozjpeg_sys::jpeg_common_struct) {
+    let code = unsafe { cinfo.err.as_ref().map_or(-1, |e| e.msg_code) };
+    std::panic::resume_unwind(Box::new(format!("libjpeg error {code}")));
+}
+
+#[cold]
+extern "C-unwind" fn jpeg_message(cinfo: &mut mozjpeg_sys::jpeg_common_struct, level: std::os::raw::c_int) {
+    // level -1 is a warning: corrupt or truncated data that libjpeg would paper over.
+    if level < 0 {
+        let code = unsafe { cinfo.err.as_ref().map_or(-1, |e| e.msg_code) };
+        std::panic::resume_unwind(Box::new(format!("corrupt or truncated JPEG data (libjpeg warning {code})")));
+    }
+}
+
+fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
+    let result = std::panic::catch_unwind(|| -> Result<RgbImage> {
+        let mut err: mozjpeg_sys::jpeg_error_mgr = unsafe { std::mem::zeroed() };
+        unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };
+        err.error_exit = Some(jpeg_fatal);
+        err.emit_message = Some(jpeg_message);
+        let decoder = mozjpeg::Decompress::with_err(err).from_mem(bytes)?;
+        let mut started = decoder.rgb()?;
+        let (width, height) = (started.width(), started.height());
+        let pixels: Vec<u8> = started.read_scanlines()?;
+        started.finish()?;
+        if pixels.len() != width * height * 3 {
+            bail!("JPEG data ends early: {} of {} bytes of pixels", pixels.len(), width * height * 3);
+        }
+        Ok(RgbImage { width, height, pixels })
+    });
+    match result {
+        Ok(image) => image,
+        Err(panic) => {
+            let message = panic.downcast_ref::<String>().cloned().unwrap_or_else(|| "JPEG decoder failed".into());
+            bail!("{message}")
+        }
+    }
+}
+
+fn decode_png(bytes: &[u8]) -> Result<RgbImage> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info()?;
+    let mut buf = vec![0; reader.output_buffer_size().context("PNG too large")?];
+    let info = reader.next_frame(&mut buf)?;
+    let (width, height) = (info.width as usize, info.height as usize);
+    let data = &buf[..info.buffer_size()];
+    // convert("RGB"): grey is replicated, alpha is dropped (not composited).
+    let pixels: Vec<u8> = match info.color_type {
+        png::ColorType::Rgb => data.to_vec(),
+        png::ColorType::Rgba => data.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        png::ColorType::Grayscale => data.iter().flat_map(|&v| [v, v, v]).collect(),
+        png::ColorType::GrayscaleAlpha => data.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+        png::ColorType::Indexed => bail!("palette PNG was not expanded"),
+    };
+    Ok(RgbImage { width, height, pixels })
+}

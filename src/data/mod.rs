@@ -1,0 +1,49 @@
+//! Images in, model-ready tensors out: decoding, PIL-exact resizing, normalisation.
+
+pub mod decode;
+pub mod folder;
+pub mod resize;
+
+use crate::model::checkpoint::{IMAGENET_MEAN, IMAGENET_STD};
+use crate::model::{Normalization, Vit};
+use anyhow::Result;
+use std::path::Path;
+
+pub use decode::RgbImage;
+pub use folder::{ImageEntry, ImageSet};
+
+/// Which input normalisation to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// The checkpoint's own mean/std (preprocessor_config.json; ImageNet's when absent).
+    Checkpoint,
+    /// ImageNet mean/std whatever the checkpoint says: what the paper's code always uses.
+    Reference,
+}
+
+pub fn normalization(vit: &Vit, preset: Preset) -> Normalization {
+    match preset {
+        Preset::Checkpoint => vit.normalization.clone(),
+        Preset::Reference => Normalization { mean: IMAGENET_MEAN, std: IMAGENET_STD, source: "ImageNet (reference preset)".into() },
+    }
+}
+
+/// Bilinear resize to `size x size` (no crop), `/255`, `(x - mean) / std`, CHW.
+pub fn to_tensor(img: &RgbImage, size: usize, norm: &Normalization) -> Vec<f32> {
+    let img = resize::resize_bilinear(img, size, size);
+    let plane = size * size;
+    let mut out = vec![0f32; 3 * plane];
+    for (i, px) in img.pixels.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = (px[c] as f32 / 255.0 - norm.mean[c]) / norm.std[c];
+        }
+    }
+    out
+}
+
+/// Reads an image file and prepares it for `vit`.
+pub fn load_image(path: &Path, vit: &Vit, norm: &Normalization) -> Result<Vec<f32>> {
+    let img = decode::open(path)?;
+    Ok(to_tensor(&img, vit.config.image_size, norm))
+}
