@@ -1,5 +1,6 @@
 //! neuronpath: influential neuron paths in Vision Transformers
 //! (Wang et al., "Discovering Influential Neuron Path in Vision Transformers", ICLR 2025).
 
+pub mod attribution;
 pub mod data;
 pub mod model;
