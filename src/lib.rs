@@ -4,3 +4,4 @@
 pub mod attribution;
 pub mod data;
 pub mod model;
+pub mod record;

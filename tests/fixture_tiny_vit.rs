@@ -8,9 +8,30 @@ use neuronpath::model::{self, Keep, LoadOptions, RowAction, Vit};
 fn layouts() -> Vec<(&'static str, Vit)> {
     let heads = LoadOptions { heads: Some(4) };
     vec![
-        ("hf", model::load(&common::shared("fixtures/tiny-vit-hf"), &LoadOptions::default()).unwrap()),
-        ("timm", model::load(&common::shared("fixtures/tiny-vit-timm.safetensors"), &heads).unwrap()),
-        ("google", model::load(&common::shared("fixtures/tiny-vit-google.npz"), &LoadOptions::default()).unwrap()),
+        (
+            "hf",
+            model::load(
+                &common::shared("fixtures/tiny-vit-hf"),
+                &LoadOptions::default(),
+            )
+            .unwrap(),
+        ),
+        (
+            "timm",
+            model::load(
+                &common::shared("fixtures/tiny-vit-timm.safetensors"),
+                &heads,
+            )
+            .unwrap(),
+        ),
+        (
+            "google",
+            model::load(
+                &common::shared("fixtures/tiny-vit-google.npz"),
+                &LoadOptions::default(),
+            )
+            .unwrap(),
+        ),
     ]
 }
 
@@ -25,31 +46,68 @@ fn logits_activations_and_gradients_match_pytorch() {
     let images = reference["pixels"].shape[0];
     for (name, vit) in layouts() {
         let c = &vit.config;
-        assert_eq!((c.layers, c.hidden, c.heads, c.intermediate, c.classes), (3, 32, 4, 64, 5), "{name} config");
+        assert_eq!(
+            (c.layers, c.hidden, c.heads, c.intermediate, c.classes),
+            (3, 32, 4, 64, 5),
+            "{name} config"
+        );
         let per_image = pixels.len() / images;
-        let x: Vec<f32> = pixels.chunks_exact(per_image).flat_map(|p| vit.embed(p)).collect();
+        let x: Vec<f32> = pixels
+            .chunks_exact(per_image)
+            .flat_map(|p| vit.embed(p))
+            .collect();
         let actions = vec![RowAction::Keep; c.layers];
-        let out = vit.forward(x, 0, &actions, Keep { tape: true, residuals: false });
+        let out = vit.forward(
+            x,
+            0,
+            &actions,
+            Keep {
+                tape: true,
+                residuals: false,
+            },
+        );
         for (i, (got, want)) in out.logits.iter().zip(&want_logits).enumerate() {
-            assert!((got - want).abs() < 1e-4, "{name}: logit {i}: {got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-4,
+                "{name}: logit {i}: {got} vs {want}"
+            );
         }
         let f = c.intermediate;
         for l in 0..c.layers {
             for img in 0..images {
                 let got = &out.cls_ffn[l][img * f..(img + 1) * f];
                 let want = &want_acts[(img * c.layers + l) * f..][..f];
-                let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                assert!(worst < 1e-5, "{name}: activation image {img} layer {l}: off by {worst}");
+                let worst = got
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst < 1e-5,
+                    "{name}: activation image {img} layer {l}: off by {worst}"
+                );
             }
         }
-        let grads = vit.backward(out.tape.as_ref().unwrap(), &out.logits, &vec![target; images], false);
+        let grads = vit.backward(
+            out.tape.as_ref().unwrap(),
+            &out.logits,
+            &vec![target; images],
+            false,
+        );
         for l in 0..c.layers {
             for img in 0..images {
                 let got = &grads.cls_ffn[l][img * f..(img + 1) * f];
                 let want = &want_grads[(img * c.layers + l) * f..][..f];
                 let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                assert!(worst <= 1e-3 * scale, "{name}: gradient image {img} layer {l}: off by {worst} (scale {scale})");
+                let worst = got
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst <= 1e-3 * scale,
+                    "{name}: gradient image {img} layer {l}: off by {worst} (scale {scale})"
+                );
             }
         }
     }
@@ -57,7 +115,11 @@ fn logits_activations_and_gradients_match_pytorch() {
 
 #[test]
 fn branching_equals_a_full_forward_with_the_row_replaced() {
-    let vit = model::load(&common::shared("fixtures/tiny-vit-hf"), &LoadOptions::default()).unwrap();
+    let vit = model::load(
+        &common::shared("fixtures/tiny-vit-hf"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let reference = common::npz("fixtures/tiny-vit-reference.npz");
     let pixels = reference["pixels"].to_f32().unwrap();
     let pixels = &pixels[..pixels.len() / 4];
@@ -66,13 +128,34 @@ fn branching_equals_a_full_forward_with_the_row_replaced() {
     let rows: Vec<f32> = clean.cls_ffn[1].iter().map(|v| v * 0.3).collect();
     let mut actions = vec![RowAction::Keep; 3];
     actions[1] = RowAction::Replace(&rows);
-    let full = vit.forward(vit.embed(pixels), 0, &actions, Keep { tape: true, residuals: false });
-    let branched = vit.forward(vit.branch(&clean, 1, &rows), 2, &actions, Keep { tape: true, residuals: false });
+    let full = vit.forward(
+        vit.embed(pixels),
+        0,
+        &actions,
+        Keep {
+            tape: true,
+            residuals: false,
+        },
+    );
+    let branched = vit.forward(
+        vit.branch(&clean, 1, &rows),
+        2,
+        &actions,
+        Keep {
+            tape: true,
+            residuals: false,
+        },
+    );
     for (a, b) in full.logits.iter().zip(&branched.logits) {
         assert!((a - b).abs() < 1e-5);
     }
     let g_full = vit.backward(full.tape.as_ref().unwrap(), &full.logits, &[2], false);
-    let g_branch = vit.backward(branched.tape.as_ref().unwrap(), &branched.logits, &[2], true);
+    let g_branch = vit.backward(
+        branched.tape.as_ref().unwrap(),
+        &branched.logits,
+        &[2],
+        true,
+    );
     let g1 = vit.branch_gradient(1, g_branch.input.as_ref().unwrap());
     assert_eq!(g1.len(), f);
     for (a, b) in g_full.cls_ffn[1].iter().zip(&g1) {

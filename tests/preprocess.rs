@@ -8,8 +8,12 @@ use neuronpath::model::Normalization;
 #[test]
 fn jpeg_decoding_is_bit_identical_to_pil() {
     let npz = common::npz("reference/preprocess/cifar10-dev-pixels.npz");
-    let NpyData::U8(pixels) = &npz["pixels"].data else { panic!("pixels not u8") };
-    let NpyData::Str(files) = &npz["files"].data else { panic!("files not strings") };
+    let NpyData::U8(pixels) = &npz["pixels"].data else {
+        panic!("pixels not u8")
+    };
+    let NpyData::Str(files) = &npz["files"].data else {
+        panic!("files not strings")
+    };
     assert_eq!(files.len(), 50);
     for (i, file) in files.iter().enumerate() {
         let img = decode::open(&common::shared(&format!("data/cifar10-test/{file}"))).unwrap();
@@ -23,17 +27,33 @@ fn jpeg_decoding_is_bit_identical_to_pil() {
 #[test]
 fn bilinear_resize_and_normalisation_match_pil_and_torchvision() {
     let npz = common::npz("reference/preprocess/resize-224.npz");
-    let imagenet = Normalization { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], source: String::new() };
+    let imagenet = Normalization {
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+        source: String::new(),
+    };
     for name in ["smooth-400x300", "cat-32x32"] {
         let key = name.replace('-', "_");
-        let img = decode::open(&common::shared(&format!("reference/preprocess/{name}.png"))).unwrap();
+        let img =
+            decode::open(&common::shared(&format!("reference/preprocess/{name}.png"))).unwrap();
         let resized = resize::resize_bilinear(&img, 224, 224);
-        let NpyData::U8(want) = &npz[&format!("{key}_resized_u8")].data else { panic!() };
-        let off = resized.pixels.iter().zip(want).filter(|(a, b)| a != b).count();
+        let NpyData::U8(want) = &npz[&format!("{key}_resized_u8")].data else {
+            panic!()
+        };
+        let off = resized
+            .pixels
+            .iter()
+            .zip(want)
+            .filter(|(a, b)| a != b)
+            .count();
         assert_eq!(off, 0, "{name}: {off} resized values differ from PIL");
         let tensor = to_tensor(&img, 224, &imagenet);
         let want = npz[&key].to_f32().unwrap();
-        let worst = tensor.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let worst = tensor
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(worst < 1e-6, "{name}: normalised tensor off by {worst}");
     }
 }
@@ -48,8 +68,14 @@ fn corrupt_inputs_are_errors_that_name_the_problem() {
     let text = dir.join("text.png");
     std::fs::write(&text, "hello, not an image").unwrap();
     let err = format!("{:#}", decode::open(&truncated).unwrap_err());
-    assert!(err.contains("truncated.jpg") && err.contains("JPEG"), "{err}");
+    assert!(
+        err.contains("truncated.jpg") && err.contains("JPEG"),
+        "{err}"
+    );
     let err = format!("{:#}", decode::open(&text).unwrap_err());
-    assert!(err.contains("text.png") && err.contains("neither JPEG nor PNG"), "{err}");
+    assert!(
+        err.contains("text.png") && err.contains("neither JPEG nor PNG"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

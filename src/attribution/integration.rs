@@ -41,11 +41,17 @@ impl Integration {
     /// `(alphas, weights)`.
     pub fn nodes(&self) -> (Vec<f32>, Vec<f64>) {
         match *self {
-            Integration::LeftRiemann(m) => ((0..m).map(|k| k as f32 / m as f32).collect(), vec![1.0 / m as f64; m]),
+            Integration::LeftRiemann(m) => (
+                (0..m).map(|k| k as f32 / m as f32).collect(),
+                vec![1.0 / m as f64; m],
+            ),
             Integration::GaussLegendre(n) => {
                 let (x, w) = gauss_legendre(n);
                 // [-1, 1] -> [0, 1]
-                (x.iter().map(|&x| ((x + 1.0) / 2.0) as f32).collect(), w.iter().map(|w| w / 2.0).collect())
+                (
+                    x.iter().map(|&x| ((x + 1.0) / 2.0) as f32).collect(),
+                    w.iter().map(|w| w / 2.0).collect(),
+                )
             }
         }
     }
@@ -91,8 +97,15 @@ mod tests {
             let (a, w) = Integration::GaussLegendre(n).nodes();
             assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
             for deg in 0..2 * n {
-                let got: f64 = a.iter().zip(&w).map(|(&x, w)| w * (x as f64).powi(deg as i32)).sum();
-                assert!((got - 1.0 / (deg as f64 + 1.0)).abs() < 1e-6, "n={n} deg={deg}: {got}");
+                let got: f64 = a
+                    .iter()
+                    .zip(&w)
+                    .map(|(&x, w)| w * (x as f64).powi(deg as i32))
+                    .sum();
+                assert!(
+                    (got - 1.0 / (deg as f64 + 1.0)).abs() < 1e-6,
+                    "n={n} deg={deg}: {got}"
+                );
             }
         }
     }

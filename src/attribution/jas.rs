@@ -27,7 +27,9 @@ impl ScoreForm {
     fn combine(self, a: impl Iterator<Item = f64>, g: impl Iterator<Item = f64>) -> f64 {
         match self {
             ScoreForm::Reference => {
-                let (sa, sg) = a.zip(g).fold((0.0, 0.0), |(sa, sg), (a, g)| (sa + a, sg + g));
+                let (sa, sg) = a
+                    .zip(g)
+                    .fold((0.0, 0.0), |(sa, sg), (a, g)| (sa + a, sg + g));
                 sa * sg
             }
             ScoreForm::Paper => a.zip(g).map(|(a, g)| a * g).sum(),
@@ -54,7 +56,11 @@ pub struct PathScore {
 impl PathScore {
     /// Each neuron's own integrated gradient (activation x mean gradient).
     pub fn contributions(&self) -> Vec<f64> {
-        self.activation.iter().zip(&self.gradient).map(|(a, g)| a * g).collect()
+        self.activation
+            .iter()
+            .zip(&self.gradient)
+            .map(|(a, g)| a * g)
+            .collect()
     }
 }
 
@@ -68,39 +74,92 @@ impl Attributor<'_> {
     /// For every image and step, replaces the CLS FFN rows of blocks `0..=top` by
     /// `rows(image, layer, step)` and returns the gradients of the target probability
     /// w.r.t. them: `[image][layer][step * intermediate]`.
-    fn integrate(&self, images: &[&ImageContext], top: usize, rows: impl Fn(usize, usize, usize) -> Vec<f32>) -> Vec<Vec<Vec<f32>>> {
+    fn integrate(
+        &self,
+        images: &[&ImageContext],
+        top: usize,
+        rows: impl Fn(usize, usize, usize) -> Vec<f32>,
+    ) -> Vec<Vec<Vec<f32>>> {
         let vit = self.vit;
         let (f, layers) = (vit.config.intermediate, vit.config.layers);
         let m = self.rule.steps();
         let rows = &rows;
-        let replaced: Vec<Vec<f32>> =
-            (0..=top).map(|j| (0..images.len()).flat_map(|i| (0..m).flat_map(move |k| rows(i, j, k))).collect::<Vec<f32>>()).collect();
+        let replaced: Vec<Vec<f32>> = (0..=top)
+            .map(|j| {
+                (0..images.len())
+                    .flat_map(|i| (0..m).flat_map(move |k| rows(i, j, k)))
+                    .collect::<Vec<f32>>()
+            })
+            .collect();
         // Blocks below 0 are shared, so every step branches from the clean pass at block 0.
-        let x: Vec<f32> = images.iter().enumerate().flat_map(|(i, img)| vit.branch(&img.clean, 0, &replaced[0][i * m * f..(i + 1) * m * f])).collect();
+        let x: Vec<f32> = images
+            .iter()
+            .enumerate()
+            .flat_map(|(i, img)| {
+                vit.branch(&img.clean, 0, &replaced[0][i * m * f..(i + 1) * m * f])
+            })
+            .collect();
         let mut actions = vec![RowAction::Keep; layers];
         for (j, rows) in replaced.iter().enumerate().skip(1) {
             actions[j] = RowAction::Replace(rows);
         }
-        let out = vit.forward(x, 1, &actions, Keep { tape: true, residuals: false });
-        let targets: Vec<usize> = images.iter().flat_map(|img| std::iter::repeat_n(img.target, m)).collect();
-        let grads = vit.backward(out.tape.as_ref().expect("tape kept"), &out.logits, &targets, true);
-        let mut per_layer = vec![vit.branch_gradient(0, grads.input.as_ref().expect("input gradient"))];
+        let out = vit.forward(
+            x,
+            1,
+            &actions,
+            Keep {
+                tape: true,
+                residuals: false,
+            },
+        );
+        let targets: Vec<usize> = images
+            .iter()
+            .flat_map(|img| std::iter::repeat_n(img.target, m))
+            .collect();
+        let grads = vit.backward(
+            out.tape.as_ref().expect("tape kept"),
+            &out.logits,
+            &targets,
+            true,
+        );
+        let mut per_layer =
+            vec![vit.branch_gradient(0, grads.input.as_ref().expect("input gradient"))];
         per_layer.extend(grads.cls_ffn.into_iter().take(top));
-        (0..images.len()).map(|i| per_layer.iter().map(|g| g[i * m * f..(i + 1) * m * f].to_vec()).collect()).collect()
+        (0..images.len())
+            .map(|i| {
+                per_layer
+                    .iter()
+                    .map(|g| g[i * m * f..(i + 1) * m * f].to_vec())
+                    .collect()
+            })
+            .collect()
     }
 
     /// `sum_k w_k g[k, n]` for one neuron.
     fn mean_gradient(&self, grads: &[f32], n: usize, weights: &[f64]) -> f64 {
         let f = self.vit.config.intermediate;
-        weights.iter().enumerate().map(|(k, w)| w * grads[k * f + n] as f64).sum()
+        weights
+            .iter()
+            .enumerate()
+            .map(|(k, w)| w * grads[k * f + n] as f64)
+            .sum()
     }
 
     /// The clean row of `layer` with `neuron` (or every neuron) scaled to step `k`.
-    fn scaled_row(&self, clean: &CleanTrace, layer: usize, neuron: Option<usize>, k: usize, alphas: &[f32]) -> Vec<f32> {
+    fn scaled_row(
+        &self,
+        clean: &CleanTrace,
+        layer: usize,
+        neuron: Option<usize>,
+        k: usize,
+        alphas: &[f32],
+    ) -> Vec<f32> {
         let mut row = clean.cls_ffn[layer].clone();
         match neuron {
             Some(n) => row[n] = self.rule.scale(row[n], k, alphas),
-            None => row.iter_mut().for_each(|v| *v = self.rule.scale(*v, k, alphas)),
+            None => row
+                .iter_mut()
+                .for_each(|v| *v = self.rule.scale(*v, k, alphas)),
         }
         row
     }
@@ -118,12 +177,23 @@ impl Attributor<'_> {
             });
             for (i, img) in images.iter().enumerate() {
                 let path = &paths[i];
-                let a_path: Vec<f64> = (0..l).map(|j| img.clean.cls_ffn[j][path[j]] as f64).collect();
-                let g_path: Vec<f64> = (0..l).map(|j| self.mean_gradient(&grads[i][j], path[j], &weights)).collect();
+                let a_path: Vec<f64> = (0..l)
+                    .map(|j| img.clean.cls_ffn[j][path[j]] as f64)
+                    .collect();
+                let g_path: Vec<f64> = (0..l)
+                    .map(|j| self.mean_gradient(&grads[i][j], path[j], &weights))
+                    .collect();
                 let mut best = (f64::NEG_INFINITY, 0);
                 for n in 0..f {
-                    let a = a_path.iter().copied().chain([img.clean.cls_ffn[l][n] as f64]);
-                    let g = g_path.iter().copied().chain([self.mean_gradient(&grads[i][l], n, &weights)]);
+                    let a = a_path
+                        .iter()
+                        .copied()
+                        .chain([img.clean.cls_ffn[l][n] as f64]);
+                    let g = g_path.iter().copied().chain([self.mean_gradient(
+                        &grads[i][l],
+                        n,
+                        &weights,
+                    )]);
                     let score = self.form.combine(a, g);
                     if score > best.0 {
                         best = (score, n);
@@ -140,15 +210,27 @@ impl Attributor<'_> {
         let (alphas, weights) = self.rule.nodes();
         let layers = self.vit.config.layers;
         let images: Vec<&ImageContext> = items.iter().map(|(img, _)| *img).collect();
-        let grads = self.integrate(&images, layers - 1, |i, j, k| self.scaled_row(&items[i].0.clean, j, Some(items[i].1[j]), k, &alphas));
+        let grads = self.integrate(&images, layers - 1, |i, j, k| {
+            self.scaled_row(&items[i].0.clean, j, Some(items[i].1[j]), k, &alphas)
+        });
         items
             .iter()
             .enumerate()
             .map(|(i, (img, path))| {
-                let activation: Vec<f64> = (0..layers).map(|j| img.clean.cls_ffn[j][path[j]] as f64).collect();
-                let gradient: Vec<f64> = (0..layers).map(|j| self.mean_gradient(&grads[i][j], path[j], &weights)).collect();
-                let score = self.form.combine(activation.iter().copied(), gradient.iter().copied());
-                PathScore { score, activation, gradient }
+                let activation: Vec<f64> = (0..layers)
+                    .map(|j| img.clean.cls_ffn[j][path[j]] as f64)
+                    .collect();
+                let gradient: Vec<f64> = (0..layers)
+                    .map(|j| self.mean_gradient(&grads[i][j], path[j], &weights))
+                    .collect();
+                let score = self
+                    .form
+                    .combine(activation.iter().copied(), gradient.iter().copied());
+                PathScore {
+                    score,
+                    activation,
+                    gradient,
+                }
             })
             .collect()
     }
@@ -159,6 +241,17 @@ pub fn activation_path(clean: &CleanTrace) -> Vec<usize> {
     clean
         .cls_ffn
         .iter()
-        .map(|row| row.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (n, &v)| if v > best.1 { (n, v) } else { best }).0)
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (n, &v)| {
+                    if v > best.1 {
+                        (n, v)
+                    } else {
+                        best
+                    }
+                })
+                .0
+        })
         .collect()
 }

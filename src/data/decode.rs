@@ -38,11 +38,16 @@ extern "C-unwind" fn jpeg_fatal(cinfo: &mut mozjpeg_sys::jpeg_common_struct) {
 }
 
 #[cold]
-extern "C-unwind" fn jpeg_message(cinfo: &mut mozjpeg_sys::jpeg_common_struct, level: std::os::raw::c_int) {
+extern "C-unwind" fn jpeg_message(
+    cinfo: &mut mozjpeg_sys::jpeg_common_struct,
+    level: std::os::raw::c_int,
+) {
     // level -1 is a warning: corrupt or truncated data that libjpeg would paper over.
     if level < 0 {
         let code = unsafe { cinfo.err.as_ref().map_or(-1, |e| e.msg_code) };
-        std::panic::resume_unwind(Box::new(format!("corrupt or truncated JPEG data (libjpeg warning {code})")));
+        std::panic::resume_unwind(Box::new(format!(
+            "corrupt or truncated JPEG data (libjpeg warning {code})"
+        )));
     }
 }
 
@@ -58,14 +63,25 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
         let pixels: Vec<u8> = started.read_scanlines()?;
         started.finish()?;
         if pixels.len() != width * height * 3 {
-            bail!("JPEG data ends early: {} of {} bytes of pixels", pixels.len(), width * height * 3);
+            bail!(
+                "JPEG data ends early: {} of {} bytes of pixels",
+                pixels.len(),
+                width * height * 3
+            );
         }
-        Ok(RgbImage { width, height, pixels })
+        Ok(RgbImage {
+            width,
+            height,
+            pixels,
+        })
     });
     match result {
         Ok(image) => image,
         Err(panic) => {
-            let message = panic.downcast_ref::<String>().cloned().unwrap_or_else(|| "JPEG decoder failed".into());
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "JPEG decoder failed".into());
             bail!("{message}")
         }
     }
@@ -82,10 +98,20 @@ fn decode_png(bytes: &[u8]) -> Result<RgbImage> {
     // convert("RGB"): grey is replicated, alpha is dropped (not composited).
     let pixels: Vec<u8> = match info.color_type {
         png::ColorType::Rgb => data.to_vec(),
-        png::ColorType::Rgba => data.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        png::ColorType::Rgba => data
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
         png::ColorType::Grayscale => data.iter().flat_map(|&v| [v, v, v]).collect(),
-        png::ColorType::GrayscaleAlpha => data.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+        png::ColorType::GrayscaleAlpha => data
+            .chunks_exact(2)
+            .flat_map(|p| [p[0], p[0], p[0]])
+            .collect(),
         png::ColorType::Indexed => bail!("palette PNG was not expanded"),
     };
-    Ok(RgbImage { width, height, pixels })
+    Ok(RgbImage {
+        width,
+        height,
+        pixels,
+    })
 }

@@ -25,7 +25,11 @@ pub enum Preset {
 pub fn normalization(vit: &Vit, preset: Preset) -> Normalization {
     match preset {
         Preset::Checkpoint => vit.normalization.clone(),
-        Preset::Reference => Normalization { mean: IMAGENET_MEAN, std: IMAGENET_STD, source: "ImageNet (reference preset)".into() },
+        Preset::Reference => Normalization {
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            source: "ImageNet (reference preset)".into(),
+        },
     }
 }
 

@@ -25,7 +25,11 @@ fn taps(in_size: usize, out_size: usize) -> Taps {
         let w: Vec<f64> = (xmin..xmax)
             .map(|x| {
                 let t = ((x as f64 - center + 0.5) / filter_scale).abs();
-                if t < 1.0 { 1.0 - t } else { 0.0 }
+                if t < 1.0 {
+                    1.0 - t
+                } else {
+                    0.0
+                }
             })
             .collect();
         let total: f64 = w.iter().sum();
@@ -65,7 +69,11 @@ pub fn resize_bilinear(img: &RgbImage, width: usize, height: usize) -> RgbImage 
                 }
             }
         }
-        current = RgbImage { width, height: current.height, pixels: out };
+        current = RgbImage {
+            width,
+            height: current.height,
+            pixels: out,
+        };
     }
     if height != current.height {
         let t = taps(current.height, height);
@@ -80,7 +88,11 @@ pub fn resize_bilinear(img: &RgbImage, width: usize, height: usize) -> RgbImage 
                 out[y * w3 + i] = clip8(acc);
             }
         }
-        current = RgbImage { width: current.width, height, pixels: out };
+        current = RgbImage {
+            width: current.width,
+            height,
+            pixels: out,
+        };
     }
     current
 }

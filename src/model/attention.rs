@@ -8,7 +8,14 @@ use super::vit::VitConfig;
 use gemm::Parallelism::None as Serial;
 
 /// `out[q_rows, hidden]` = attention output; `probs[heads, q_rows, t]` = softmax weights.
-pub fn forward(c: &VitConfig, qkv: &[f32], t: usize, q_rows: usize, probs: &mut [f32], out: &mut [f32]) {
+pub fn forward(
+    c: &VitConfig,
+    qkv: &[f32],
+    t: usize,
+    q_rows: usize,
+    probs: &mut [f32],
+    out: &mut [f32],
+) {
     let (d, dh) = (c.hidden, c.head_dim());
     let scale = 1.0 / (dh as f32).sqrt();
     for h in 0..c.heads {
@@ -19,11 +26,19 @@ pub fn forward(c: &VitConfig, qkv: &[f32], t: usize, q_rows: usize, probs: &mut 
         matmul(p, t, q, k.t(), false, Serial);
         p.iter_mut().for_each(|s| *s *= scale);
         softmax_rows(p, t);
-        matmul(&mut out[h * dh..], d, MatRef::new(p, q_rows, t), v, false, Serial);
+        matmul(
+            &mut out[h * dh..],
+            d,
+            MatRef::new(p, q_rows, t),
+            v,
+            false,
+            Serial,
+        );
     }
 }
 
 /// `dqkv[t, 3 * hidden]` from `dout[q_rows, hidden]`; `scratch` holds `q_rows * t`.
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
     c: &VitConfig,
     qkv: &[f32],
@@ -44,7 +59,14 @@ pub fn backward(
         let v = MatRef::strided(&qkv[2 * d + h * dh..], t, dh, 3 * d, 1);
         let dout_h = MatRef::strided(&dout[h * dh..], q_rows, dh, d, 1);
         // dV = P^T dO
-        matmul(&mut dqkv[2 * d + h * dh..], 3 * d, MatRef::new(p, q_rows, t).t(), dout_h, false, Serial);
+        matmul(
+            &mut dqkv[2 * d + h * dh..],
+            3 * d,
+            MatRef::new(p, q_rows, t).t(),
+            dout_h,
+            false,
+            Serial,
+        );
         // dP = dO V^T, then dS = P * (dP - rowsum(dP * P)) * scale
         let ds = &mut scratch[..q_rows * t];
         matmul(ds, t, dout_h, v.t(), false, Serial);

@@ -31,7 +31,13 @@ pub fn softmax(logits: &[f32], classes: usize) -> Vec<f32> {
 impl Vit {
     /// Backpropagates `p[target[s]]` of every sequence `s` through the tape. The stream
     /// gradient below the lowest block is formed only when `input_grad` is set.
-    pub fn backward(&self, tape: &Tape, logits: &[f32], targets: &[usize], input_grad: bool) -> Gradients {
+    pub fn backward(
+        &self,
+        tape: &Tape,
+        logits: &[f32],
+        targets: &[usize],
+        input_grad: bool,
+    ) -> Gradients {
         let c = &self.config;
         let (t, d, f, classes) = (c.tokens(), c.hidden, c.intermediate, c.classes);
         let s = targets.len();
@@ -43,7 +49,10 @@ impl Vit {
             let p = &probs[i * classes..(i + 1) * classes];
             let pt = p[target];
             probability.push(pt);
-            for (k, g) in dlogits[i * classes..(i + 1) * classes].iter_mut().enumerate() {
+            for (k, g) in dlogits[i * classes..(i + 1) * classes]
+                .iter_mut()
+                .enumerate()
+            {
                 *g = pt * (f32::from(k == target) - p[k]);
             }
         }
@@ -69,13 +78,18 @@ impl Vit {
             let dxq = first_rows(&dx, s, t, q, d);
             let mut dg = vec![0f32; s * q * f];
             kernels::linear_backward(&mut dg, &dxq, s * q, &block.fc2.w, d, false);
-            cls_grads[bi] = dg.chunks_exact(q * f).flat_map(|seq| &seq[..f]).copied().collect();
+            cls_grads[bi] = dg
+                .chunks_exact(q * f)
+                .flat_map(|seq| &seq[..f])
+                .copied()
+                .collect();
             let lowest = bi == 0;
             if lowest && !input_grad {
                 break;
             }
             if tape.replaced[l] {
-                dg.chunks_exact_mut(q * f).for_each(|seq| seq[..f].fill(0.0));
+                dg.chunks_exact_mut(q * f)
+                    .for_each(|seq| seq[..f].fill(0.0));
             }
             let mut du = vec![0f32; s * q * f];
             du.par_chunks_mut(f * 16)
@@ -86,7 +100,17 @@ impl Vit {
             let mut dh2 = vec![0f32; s * q * d];
             kernels::linear_backward(&mut dh2, &du, s * q, &block.fc1.w, f, false);
             drop(du);
-            add_rows_par(&mut dx, s, t, q, d, &dh2, &bt.xhat2, &bt.rstd2, &block.ln2.gamma);
+            add_rows_par(
+                &mut dx,
+                s,
+                t,
+                q,
+                d,
+                &dh2,
+                &bt.xhat2,
+                &bt.rstd2,
+                &block.ln2.gamma,
+            );
             // Attention: d attn = dx W_o on the first q rows, then through the heads.
             let dxq = first_rows(&dx, s, t, q, d);
             let mut dattn = vec![0f32; s * q * d];
@@ -103,15 +127,39 @@ impl Vit {
             let mut dh1 = vec![0f32; s * t * d];
             kernels::linear_backward(&mut dh1, &dqkv, s * t, &block.qkv.w, 3 * d, false);
             drop(dqkv);
-            add_rows_par(&mut dx, s, t, t, d, &dh1, &bt.xhat1, &bt.rstd1, &block.ln1.gamma);
+            add_rows_par(
+                &mut dx,
+                s,
+                t,
+                t,
+                d,
+                &dh1,
+                &bt.xhat1,
+                &bt.rstd1,
+                &block.ln1.gamma,
+            );
         }
-        Gradients { cls_ffn: cls_grads, input: input_grad.then_some(dx), probability }
+        Gradients {
+            cls_ffn: cls_grads,
+            input: input_grad.then_some(dx),
+            probability,
+        }
     }
 }
 
 /// `dx[first q rows of each sequence] += LayerNorm backward of dh` (packed `[S, q, d]`).
 #[allow(clippy::too_many_arguments)]
-fn add_rows_par(dx: &mut [f32], s: usize, t: usize, q: usize, d: usize, dh: &[f32], xhat: &[f32], rstd: &[f32], gamma: &[f32]) {
+fn add_rows_par(
+    dx: &mut [f32],
+    s: usize,
+    t: usize,
+    q: usize,
+    d: usize,
+    dh: &[f32],
+    xhat: &[f32],
+    rstd: &[f32],
+    gamma: &[f32],
+) {
     debug_assert_eq!(dh.len(), s * q * d);
     dx.par_chunks_mut(t * d).enumerate().for_each(|(i, dxs)| {
         let rows = i * q..(i + 1) * q;

@@ -67,11 +67,21 @@ pub struct ForwardOut {
 
 impl Vit {
     /// Runs blocks `from..layers` on `x = [S, tokens, hidden]`; `actions[l]` for every layer.
-    pub fn forward(&self, mut x: Vec<f32>, from: usize, actions: &[RowAction], keep: Keep) -> ForwardOut {
+    pub fn forward(
+        &self,
+        mut x: Vec<f32>,
+        from: usize,
+        actions: &[RowAction],
+        keep: Keep,
+    ) -> ForwardOut {
         let c = &self.config;
         let (t, d, f) = (c.tokens(), c.hidden, c.intermediate);
         let s = x.len() / (t * d);
-        assert_eq!(x.len(), s * t * d, "batch is not a whole number of sequences");
+        assert_eq!(
+            x.len(),
+            s * t * d,
+            "batch is not a whole number of sequences"
+        );
         assert_eq!(actions.len(), c.layers, "one row action per layer");
         let mut out = ForwardOut {
             sequences: s,
@@ -82,8 +92,7 @@ impl Vit {
             tape: None,
         };
         let mut blocks = Vec::new();
-        for l in from..c.layers {
-            let block = &self.blocks[l];
+        for (l, (block, &action)) in self.blocks.iter().zip(actions).enumerate().skip(from) {
             let q = if l + 1 == c.layers { 1 } else { t };
             if keep.residuals {
                 out.residual.push(x.clone());
@@ -92,7 +101,12 @@ impl Vit {
             let mut xhat1 = vec![0f32; if keep.tape { s * t * d } else { 0 }];
             let mut rstd1 = vec![0f32; if keep.tape { s * t } else { 0 }];
             let mut h = vec![0f32; s * t * d];
-            par_layer_norm(&x, &block.ln1, &mut h, keep.tape.then_some((&mut xhat1, &mut rstd1)));
+            par_layer_norm(
+                &x,
+                &block.ln1,
+                &mut h,
+                keep.tape.then_some((&mut xhat1, &mut rstd1)),
+            );
             let mut qkv = vec![0f32; s * t * 3 * d];
             kernels::linear(&mut qkv, &h, s * t, &block.qkv.w, &block.qkv.b, false);
             let mut probs = vec![0f32; s * c.heads * q * t];
@@ -114,20 +128,41 @@ impl Vit {
             let mut xhat2 = vec![0f32; if keep.tape { s * q * d } else { 0 }];
             let mut rstd2 = vec![0f32; if keep.tape { s * q } else { 0 }];
             let mut h2 = vec![0f32; s * q * d];
-            par_layer_norm(&xq, &block.ln2, &mut h2, keep.tape.then_some((&mut xhat2, &mut rstd2)));
+            par_layer_norm(
+                &xq,
+                &block.ln2,
+                &mut h2,
+                keep.tape.then_some((&mut xhat2, &mut rstd2)),
+            );
             let mut u = vec![0f32; s * q * f];
             kernels::linear(&mut u, &h2, s * q, &block.fc1.w, &block.fc1.b, false);
             let mut g = vec![0f32; s * q * f];
-            g.par_chunks_mut(f * 16).zip(u.par_chunks(f * 16)).for_each(|(g, u)| kernels::gelu(u, g));
-            apply_action(actions[l], &mut g, s, q * f, f);
-            out.cls_ffn.push(g.chunks_exact(q * f).flat_map(|seq| &seq[..f]).copied().collect());
+            g.par_chunks_mut(f * 16)
+                .zip(u.par_chunks(f * 16))
+                .for_each(|(g, u)| kernels::gelu(u, g));
+            apply_action(action, &mut g, s, q * f, f);
+            out.cls_ffn.push(
+                g.chunks_exact(q * f)
+                    .flat_map(|seq| &seq[..f])
+                    .copied()
+                    .collect(),
+            );
             let mut y = vec![0f32; s * q * d];
             kernels::linear(&mut y, &g, s * q, &block.fc2.w, &block.fc2.b, false);
             for (xs, ys) in x.chunks_exact_mut(t * d).zip(y.chunks_exact(q * d)) {
                 kernels::add_assign(&mut xs[..q * d], ys);
             }
             if keep.tape {
-                blocks.push(BlockTape { q_rows: q, xhat1, rstd1, qkv, probs, xhat2, rstd2, u });
+                blocks.push(BlockTape {
+                    q_rows: q,
+                    xhat1,
+                    rstd1,
+                    qkv,
+                    probs,
+                    xhat2,
+                    rstd2,
+                    u,
+                });
             }
         }
         // Head on the CLS row of each sequence.
@@ -135,15 +170,29 @@ impl Vit {
         let mut xhat_final = vec![0f32; if keep.tape { s * d } else { 0 }];
         let mut rstd_final = vec![0f32; if keep.tape { s } else { 0 }];
         let mut y = vec![0f32; s * d];
-        par_layer_norm(&cls, &self.norm, &mut y, keep.tape.then_some((&mut xhat_final, &mut rstd_final)));
+        par_layer_norm(
+            &cls,
+            &self.norm,
+            &mut y,
+            keep.tape.then_some((&mut xhat_final, &mut rstd_final)),
+        );
         out.logits = vec![0f32; s * c.classes];
         kernels::linear(&mut out.logits, &y, s, &self.head.w, &self.head.b, false);
         if keep.residuals {
             out.residual.push(x);
         }
         if keep.tape {
-            let replaced = actions.iter().map(|a| matches!(a, RowAction::Replace(_))).collect();
-            out.tape = Some(Tape { from, blocks, xhat_final, rstd_final, replaced });
+            let replaced = actions
+                .iter()
+                .map(|a| matches!(a, RowAction::Replace(_)))
+                .collect();
+            out.tape = Some(Tape {
+                from,
+                blocks,
+                xhat_final,
+                rstd_final,
+                replaced,
+            });
         }
         out
     }
@@ -153,7 +202,11 @@ fn apply_action(action: RowAction, g: &mut [f32], s: usize, seq_len: usize, f: u
     match action {
         RowAction::Keep => {}
         RowAction::Replace(values) => {
-            assert_eq!(values.len(), s * f, "replacement rows must be [sequences, intermediate]");
+            assert_eq!(
+                values.len(),
+                s * f,
+                "replacement rows must be [sequences, intermediate]"
+            );
             for (seq, row) in g.chunks_exact_mut(seq_len).zip(values.chunks_exact(f)) {
                 seq[..f].copy_from_slice(row);
             }
@@ -183,20 +236,48 @@ pub(crate) fn first_rows(x: &[f32], s: usize, t: usize, q: usize, d: usize) -> V
 
 const LN_ROWS_PER_TASK: usize = 32;
 
-fn par_layer_norm(x: &[f32], ln: &super::vit::LayerNorm, y: &mut [f32], stats: Option<(&mut Vec<f32>, &mut Vec<f32>)>) {
+fn par_layer_norm(
+    x: &[f32],
+    ln: &super::vit::LayerNorm,
+    y: &mut [f32],
+    stats: Option<(&mut Vec<f32>, &mut Vec<f32>)>,
+) {
     let d = ln.gamma.len();
     let chunk = LN_ROWS_PER_TASK * d;
     match stats {
-        None => y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(y, x)| {
-            kernels::layer_norm(x, &ln.gamma, &ln.beta, ln.eps, LayerNormOut { y, xhat: None, rstd: None })
-        }),
+        None => y
+            .par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .for_each(|(y, x)| {
+                kernels::layer_norm(
+                    x,
+                    &ln.gamma,
+                    &ln.beta,
+                    ln.eps,
+                    LayerNormOut {
+                        y,
+                        xhat: None,
+                        rstd: None,
+                    },
+                )
+            }),
         Some((xhat, rstd)) => y
             .par_chunks_mut(chunk)
             .zip(x.par_chunks(chunk))
             .zip(xhat.par_chunks_mut(chunk))
             .zip(rstd.par_chunks_mut(LN_ROWS_PER_TASK))
             .for_each(|(((y, x), xhat), rstd)| {
-                kernels::layer_norm(x, &ln.gamma, &ln.beta, ln.eps, LayerNormOut { y, xhat: Some(xhat), rstd: Some(rstd) })
+                kernels::layer_norm(
+                    x,
+                    &ln.gamma,
+                    &ln.beta,
+                    ln.eps,
+                    LayerNormOut {
+                        y,
+                        xhat: Some(xhat),
+                        rstd: Some(rstd),
+                    },
+                )
             }),
     }
 }

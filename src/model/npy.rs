@@ -40,10 +40,16 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Array> {
         2 | 3 => (u32::from_le_bytes(bytes[8..12].try_into()?) as usize, 12),
         v => bail!("unsupported .npy version {v}"),
     };
-    let header = std::str::from_utf8(&bytes[start..start + header_len]).context("non-UTF-8 .npy header")?;
+    let header =
+        std::str::from_utf8(&bytes[start..start + header_len]).context("non-UTF-8 .npy header")?;
     let field = |key: &str| -> Result<&str> {
-        let at = header.find(&format!("'{key}'")).with_context(|| format!(".npy header lacks '{key}'"))?;
-        Ok(header[at + key.len() + 2..].trim_start().trim_start_matches(':').trim_start())
+        let at = header
+            .find(&format!("'{key}'"))
+            .with_context(|| format!(".npy header lacks '{key}'"))?;
+        Ok(header[at + key.len() + 2..]
+            .trim_start()
+            .trim_start_matches(':')
+            .trim_start())
     };
     let descr = field("descr")?.trim_start_matches('\'');
     let descr = &descr[..descr.find('\'').context("bad descr")?];
@@ -61,15 +67,46 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Array> {
     let count: usize = shape.iter().product();
     let body = &bytes[start + header_len..];
     let need = |width: usize| -> Result<&[u8]> {
-        body.get(..count * width).with_context(|| format!("array data truncated: {} of {} bytes", body.len(), count * width))
+        body.get(..count * width).with_context(|| {
+            format!(
+                "array data truncated: {} of {} bytes",
+                body.len(),
+                count * width
+            )
+        })
     };
     let data = match descr {
-        "<f4" => NpyData::F32(need(4)?.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()),
-        "<f8" => NpyData::F32(need(8)?.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect()),
-        "<f2" => NpyData::F32(need(2)?.chunks_exact(2).map(|b| super::checkpoint::f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect()),
+        "<f4" => NpyData::F32(
+            need(4)?
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
+        ),
+        "<f8" => NpyData::F32(
+            need(8)?
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
+                .collect(),
+        ),
+        "<f2" => NpyData::F32(
+            need(2)?
+                .chunks_exact(2)
+                .map(|b| super::checkpoint::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+        ),
         "|u1" | "<u1" => NpyData::U8(need(1)?.to_vec()),
-        "<i8" => NpyData::I64(need(8)?.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()),
-        "<i4" => NpyData::I64(need(4)?.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect()),
+        "<i8" => NpyData::I64(
+            need(8)?
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
+        ),
+        "<i4" => NpyData::I64(
+            need(4)?
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64)
+                .collect(),
+        ),
         d if d.starts_with("<U") => {
             let chars: usize = d[2..].parse().context("bad unicode width")?;
             let strings = need(4 * chars)?
@@ -91,15 +128,20 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Array> {
 
 /// All arrays of an `.npz` archive, keyed by name without the `.npy` suffix.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, Array)>> {
-    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut zip = zip::ZipArchive::new(file).with_context(|| format!("{}: not a valid .npz (zip) archive", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .with_context(|| format!("{}: not a valid .npz (zip) archive", path.display()))?;
     let mut out = Vec::with_capacity(zip.len());
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i)?;
         let name = entry.name()?.trim_end_matches(".npy").to_string();
         let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut bytes).with_context(|| format!("{}: cannot read {name}", path.display()))?;
-        let array = parse_npy(&bytes).with_context(|| format!("{}: array {name}", path.display()))?;
+        entry
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("{}: cannot read {name}", path.display()))?;
+        let array =
+            parse_npy(&bytes).with_context(|| format!("{}: array {name}", path.display()))?;
         out.push((name, array));
     }
     Ok(out)

@@ -66,7 +66,17 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn forward(&self, x: &[f32], y: &mut [f32]) {
-        kernels::layer_norm(x, &self.gamma, &self.beta, self.eps, LayerNormOut { y, xhat: None, rstd: None });
+        kernels::layer_norm(
+            x,
+            &self.gamma,
+            &self.beta,
+            self.eps,
+            LayerNormOut {
+                y,
+                xhat: None,
+                rstd: None,
+            },
+        );
     }
 }
 
@@ -144,7 +154,11 @@ impl Vit {
         let c = &self.config;
         let (p, side, d) = (c.patch_size, c.image_size, c.hidden);
         let grid = side / p;
-        assert_eq!(pixels.len(), c.channels * side * side, "pixel buffer has the wrong size");
+        assert_eq!(
+            pixels.len(),
+            c.channels * side * side,
+            "pixel buffer has the wrong size"
+        );
         let patch_len = c.channels * p * p;
         let mut patches = vec![0f32; c.patches() * patch_len];
         for gy in 0..grid {
@@ -160,23 +174,47 @@ impl Vit {
         }
         let mut tokens = vec![0f32; c.tokens() * d];
         tokens[..d].copy_from_slice(&self.cls_token);
-        kernels::linear(&mut tokens[d..], &patches, c.patches(), &self.patch_embed.w, &self.patch_embed.b, false);
+        kernels::linear(
+            &mut tokens[d..],
+            &patches,
+            c.patches(),
+            &self.patch_embed.w,
+            &self.patch_embed.b,
+            false,
+        );
         kernels::add_assign(&mut tokens, &self.pos_embed);
         tokens
     }
 
     /// The unmodified forward pass of one image, keeping what interventions branch from.
     pub fn clean_forward(&self, pixels: &[f32]) -> CleanTrace {
-        let keep = Keep { tape: false, residuals: true };
-        let out = self.forward(self.embed(pixels), 0, &vec![RowAction::Keep; self.config.layers], keep);
-        CleanTrace { residual: out.residual, mid: out.mid, cls_ffn: out.cls_ffn, logits: out.logits }
+        let keep = Keep {
+            tape: false,
+            residuals: true,
+        };
+        let out = self.forward(
+            self.embed(pixels),
+            0,
+            &vec![RowAction::Keep; self.config.layers],
+            keep,
+        );
+        CleanTrace {
+            residual: out.residual,
+            mid: out.mid,
+            cls_ffn: out.cls_ffn,
+            logits: out.logits,
+        }
     }
 
     /// The stream entering block `layer + 1` for `S` variants of a clean image that
     /// differ only in block `layer`'s CLS FFN row, given as `rows = [S, intermediate]`.
     /// Everything below is shared, so the variants are run from there on only.
     pub fn branch(&self, clean: &CleanTrace, layer: usize, rows: &[f32]) -> Vec<f32> {
-        let (t, d, f) = (self.config.tokens(), self.config.hidden, self.config.intermediate);
+        let (t, d, f) = (
+            self.config.tokens(),
+            self.config.hidden,
+            self.config.intermediate,
+        );
         let s = rows.len() / f;
         let fc2 = &self.blocks[layer].fc2;
         let mut cls = vec![0f32; s * d];
@@ -195,7 +233,11 @@ impl Vit {
     /// Gradient w.r.t. block `layer`'s CLS FFN row from the gradient of the stream
     /// entering block `layer + 1` (`[S, tokens, hidden]`, as [`Vit::branch`] made it).
     pub fn branch_gradient(&self, layer: usize, stream_grad: &[f32]) -> Vec<f32> {
-        let (t, d, f) = (self.config.tokens(), self.config.hidden, self.config.intermediate);
+        let (t, d, f) = (
+            self.config.tokens(),
+            self.config.hidden,
+            self.config.intermediate,
+        );
         let s = stream_grad.len() / (t * d);
         let cls = super::forward::first_rows(stream_grad, s, t, 1, d);
         let mut g = vec![0f32; s * f];

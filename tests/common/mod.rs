@@ -4,9 +4,14 @@
 use std::path::PathBuf;
 
 pub fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel)
 }
 
 pub fn npz(rel: &str) -> std::collections::HashMap<String, neuronpath::model::npy::Array> {
-    neuronpath::model::npy::read_npz(&shared(rel)).unwrap().into_iter().collect()
+    neuronpath::model::npy::read_npz(&shared(rel))
+        .unwrap()
+        .into_iter()
+        .collect()
 }

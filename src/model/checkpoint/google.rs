@@ -23,18 +23,33 @@ pub fn load(path: &Path) -> Result<Vit> {
     let block = |i: usize, s: &str| format!("Transformer/encoderblock_{i}/{s}");
     let layers = block_count(&tensors, |i| block(i, "MlpBlock_3/Dense_0/kernel"));
     if layers == 0 {
-        bail!("{}: unknown checkpoint layout: no Transformer/encoderblock_0 tensors", path.display());
+        bail!(
+            "{}: unknown checkpoint layout: no Transformer/encoderblock_0 tensors",
+            path.display()
+        );
     }
     let kernel_shape = tensors.shape("embedding/kernel")?.to_vec();
-    let [p, _, channels, d] = kernel_shape[..] else { bail!("{}: embedding/kernel must be 4-D (HWIO)", path.display()) };
-    let qshape = tensors.shape(&block(0, "MultiHeadDotProductAttention_1/query/kernel"))?.to_vec();
-    let [_, heads, dh] = qshape[..] else { bail!("{}: query/kernel must be [hidden, heads, head_dim]", path.display()) };
+    let [p, _, channels, d] = kernel_shape[..] else {
+        bail!("{}: embedding/kernel must be 4-D (HWIO)", path.display())
+    };
+    let qshape = tensors
+        .shape(&block(0, "MultiHeadDotProductAttention_1/query/kernel"))?
+        .to_vec();
+    let [_, heads, dh] = qshape[..] else {
+        bail!(
+            "{}: query/kernel must be [hidden, heads, head_dim]",
+            path.display()
+        )
+    };
     let f = tensors.shape(&block(0, "MlpBlock_3/Dense_0/kernel"))?[1];
     let classes = tensors.shape("head/kernel")?[1];
     let tokens = tensors.shape("Transformer/posembed_input/pos_embedding")?[1];
     let grid = ((tokens - 1) as f64).sqrt() as usize;
     if grid * grid + 1 != tokens || heads * dh != d {
-        bail!("{}: inconsistent shapes (tokens {tokens}, heads {heads} x {dh} vs hidden {d})", path.display());
+        bail!(
+            "{}: inconsistent shapes (tokens {tokens}, heads {heads} x {dh} vs hidden {d})",
+            path.display()
+        );
     }
     let config = VitConfig {
         image_size: grid * p,
@@ -55,30 +70,80 @@ pub fn load(path: &Path) -> Result<Vit> {
         for x in 0..p {
             for ch in 0..channels {
                 for o in 0..d {
-                    w[((o * channels + ch) * p + y) * p + x] = hwio[((y * p + x) * channels + ch) * d + o];
+                    w[((o * channels + ch) * p + y) * p + x] =
+                        hwio[((y * p + x) * channels + ch) * d + o];
                 }
             }
         }
     }
-    let patch_embed = Linear { w, b: tensors.take("embedding/bias", &[d])? };
-    let dense = |t: &mut Tensors, name: &str, inp: usize, out: usize, kshape: &[usize], bshape: &[usize]| -> Result<Linear> {
-        let k = t.take(&format!("{name}/kernel"), kshape)?;
-        Ok(Linear { w: transpose(&k, inp, out), b: t.take(&format!("{name}/bias"), bshape)? })
+    let patch_embed = Linear {
+        w,
+        b: tensors.take("embedding/bias", &[d])?,
     };
-    let norm = |t: &mut Tensors, name: &str| -> Result<LayerNorm> { t.take_norm(&format!("{name}/scale"), &format!("{name}/bias"), d, eps) };
+    let dense = |t: &mut Tensors,
+                 name: &str,
+                 inp: usize,
+                 out: usize,
+                 kshape: &[usize],
+                 bshape: &[usize]|
+     -> Result<Linear> {
+        let k = t.take(&format!("{name}/kernel"), kshape)?;
+        Ok(Linear {
+            w: transpose(&k, inp, out),
+            b: t.take(&format!("{name}/bias"), bshape)?,
+        })
+    };
+    let norm = |t: &mut Tensors, name: &str| -> Result<LayerNorm> {
+        t.take_norm(&format!("{name}/scale"), &format!("{name}/bias"), d, eps)
+    };
     let mut blocks = Vec::with_capacity(layers);
     for i in 0..layers {
         let attn = |s: &str| block(i, &format!("MultiHeadDotProductAttention_1/{s}"));
-        let q = dense(&mut tensors, &attn("query"), d, d, &[d, heads, dh], &[heads, dh])?;
-        let k = dense(&mut tensors, &attn("key"), d, d, &[d, heads, dh], &[heads, dh])?;
-        let v = dense(&mut tensors, &attn("value"), d, d, &[d, heads, dh], &[heads, dh])?;
+        let q = dense(
+            &mut tensors,
+            &attn("query"),
+            d,
+            d,
+            &[d, heads, dh],
+            &[heads, dh],
+        )?;
+        let k = dense(
+            &mut tensors,
+            &attn("key"),
+            d,
+            d,
+            &[d, heads, dh],
+            &[heads, dh],
+        )?;
+        let v = dense(
+            &mut tensors,
+            &attn("value"),
+            d,
+            d,
+            &[d, heads, dh],
+            &[heads, dh],
+        )?;
         blocks.push(Block {
             ln1: norm(&mut tensors, &block(i, "LayerNorm_0"))?,
             qkv: super::fuse_qkv(q, k, v),
             proj: dense(&mut tensors, &attn("out"), d, d, &[heads, dh, d], &[d])?,
             ln2: norm(&mut tensors, &block(i, "LayerNorm_2"))?,
-            fc1: dense(&mut tensors, &block(i, "MlpBlock_3/Dense_0"), d, f, &[d, f], &[f])?,
-            fc2: dense(&mut tensors, &block(i, "MlpBlock_3/Dense_1"), f, d, &[f, d], &[d])?,
+            fc1: dense(
+                &mut tensors,
+                &block(i, "MlpBlock_3/Dense_0"),
+                d,
+                f,
+                &[d, f],
+                &[f],
+            )?,
+            fc2: dense(
+                &mut tensors,
+                &block(i, "MlpBlock_3/Dense_1"),
+                f,
+                d,
+                &[f, d],
+                &[d],
+            )?,
         });
     }
     let cls_token = tensors.take("cls", &[1, 1, d])?;
@@ -96,6 +161,10 @@ pub fn load(path: &Path) -> Result<Vit> {
         head,
         layout: Layout::GoogleNpz,
         class_names: None,
-        normalization: Normalization { mean: IMAGENET_MEAN, std: IMAGENET_STD, source: "ImageNet (as the paper's code)".into() },
+        normalization: Normalization {
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            source: "ImageNet (as the paper's code)".into(),
+        },
     })
 }

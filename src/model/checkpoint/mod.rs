@@ -40,7 +40,10 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
                 bail!("{}: unknown checkpoint layout (neither timm `blocks.N.attn.qkv` nor Hugging Face `vit.*` tensors)", path.display())
             }
         }
-        _ => bail!("{}: unknown checkpoint layout: expected a directory, .safetensors or .npz", path.display()),
+        _ => bail!(
+            "{}: unknown checkpoint layout: expected a directory, .safetensors or .npz",
+            path.display()
+        ),
     }
 }
 
@@ -52,30 +55,51 @@ pub(crate) struct Tensors {
 
 impl Tensors {
     pub(crate) fn from_safetensors(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
         let mut map = HashMap::new();
         for (name, view) in st.tensors() {
             let data = view.data();
             let values: Vec<f32> = match view.dtype() {
-                safetensors::Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
-                safetensors::Dtype::F16 => data.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
-                safetensors::Dtype::BF16 => data.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
-                other => bail!("{}: tensor {name} has unsupported dtype {other:?}", path.display()),
+                safetensors::Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+                safetensors::Dtype::F16 => data
+                    .chunks_exact(2)
+                    .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                    .collect(),
+                safetensors::Dtype::BF16 => data
+                    .chunks_exact(2)
+                    .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+                    .collect(),
+                other => bail!(
+                    "{}: tensor {name} has unsupported dtype {other:?}",
+                    path.display()
+                ),
             };
             map.insert(name, (view.shape().to_vec(), values));
         }
-        Ok(Tensors { file: path.to_path_buf(), map })
+        Ok(Tensors {
+            file: path.to_path_buf(),
+            map,
+        })
     }
 
     pub(crate) fn from_npz(path: &Path) -> Result<Self> {
         let mut map = HashMap::new();
         for (name, array) in super::npy::read_npz(path)? {
-            let values = array.to_f32().with_context(|| format!("{}: tensor {name}", path.display()))?;
+            let values = array
+                .to_f32()
+                .with_context(|| format!("{}: tensor {name}", path.display()))?;
             map.insert(name, (array.shape, values));
         }
-        Ok(Tensors { file: path.to_path_buf(), map })
+        Ok(Tensors {
+            file: path.to_path_buf(),
+            map,
+        })
     }
 
     pub(crate) fn contains(&self, name: &str) -> bool {
@@ -83,32 +107,68 @@ impl Tensors {
     }
 
     pub(crate) fn shape(&self, name: &str) -> Result<&[usize]> {
-        Ok(&self.map.get(name).with_context(|| format!("{}: missing tensor {name}", self.file.display()))?.0)
+        Ok(&self
+            .map
+            .get(name)
+            .with_context(|| format!("{}: missing tensor {name}", self.file.display()))?
+            .0)
     }
 
     /// Removes `name`, checking it holds `shape`.
     pub(crate) fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let (have, values) = self.map.remove(name).with_context(|| format!("{}: missing tensor {name}", self.file.display()))?;
+        let (have, values) = self
+            .map
+            .remove(name)
+            .with_context(|| format!("{}: missing tensor {name}", self.file.display()))?;
         if have != shape {
-            bail!("{}: tensor {name} has shape {have:?}, expected {shape:?}", self.file.display());
+            bail!(
+                "{}: tensor {name} has shape {have:?}, expected {shape:?}",
+                self.file.display()
+            );
         }
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            bail!("{}: tensor {name} holds a non-finite value ({}) at index {i}", self.file.display(), values[i]);
+            bail!(
+                "{}: tensor {name} holds a non-finite value ({}) at index {i}",
+                self.file.display(),
+                values[i]
+            );
         }
         Ok(values)
     }
 
-    pub(crate) fn take_linear(&mut self, weight: &str, bias: &str, out: usize, inp: usize) -> Result<Linear> {
-        Ok(Linear { w: self.take(weight, &[out, inp])?, b: self.take(bias, &[out])? })
+    pub(crate) fn take_linear(
+        &mut self,
+        weight: &str,
+        bias: &str,
+        out: usize,
+        inp: usize,
+    ) -> Result<Linear> {
+        Ok(Linear {
+            w: self.take(weight, &[out, inp])?,
+            b: self.take(bias, &[out])?,
+        })
     }
 
     /// A conv/patch weight of any rank flattened to `[shape[0], rest]`, with its bias.
     pub(crate) fn take_linear_reshaped(&mut self, prefix: &str, shape: &[usize]) -> Result<Linear> {
-        Ok(Linear { w: self.take(&format!("{prefix}.weight"), shape)?, b: self.take(&format!("{prefix}.bias"), &shape[..1])? })
+        Ok(Linear {
+            w: self.take(&format!("{prefix}.weight"), shape)?,
+            b: self.take(&format!("{prefix}.bias"), &shape[..1])?,
+        })
     }
 
-    pub(crate) fn take_norm(&mut self, weight: &str, bias: &str, dim: usize, eps: f32) -> Result<LayerNorm> {
-        Ok(LayerNorm { gamma: self.take(weight, &[dim])?, beta: self.take(bias, &[dim])?, eps })
+    pub(crate) fn take_norm(
+        &mut self,
+        weight: &str,
+        bias: &str,
+        dim: usize,
+        eps: f32,
+    ) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            gamma: self.take(weight, &[dim])?,
+            beta: self.take(bias, &[dim])?,
+            eps,
+        })
     }
 
     pub(crate) fn file(&self) -> &Path {
@@ -125,17 +185,28 @@ impl Tensors {
 
 /// Stacks separate Q, K and V projections into one `[3d, d]` linear layer.
 pub(crate) fn fuse_qkv(q: Linear, k: Linear, v: Linear) -> Linear {
-    Linear { w: [q.w, k.w, v.w].concat(), b: [q.b, k.b, v.b].concat() }
+    Linear {
+        w: [q.w, k.w, v.w].concat(),
+        b: [q.b, k.b, v.b].concat(),
+    }
 }
 
 /// The patch/pos/cls/head parts and blocks, checked for consistency.
 pub(crate) fn assemble(mut vit: Vit) -> Result<Vit> {
     let c = &vit.config;
-    if c.hidden % c.heads != 0 {
-        bail!("hidden size {} is not divisible by {} heads", c.hidden, c.heads);
+    if !c.hidden.is_multiple_of(c.heads) {
+        bail!(
+            "hidden size {} is not divisible by {} heads",
+            c.hidden,
+            c.heads
+        );
     }
-    if c.image_size % c.patch_size != 0 {
-        bail!("image size {} is not a multiple of patch size {}", c.image_size, c.patch_size);
+    if !c.image_size.is_multiple_of(c.patch_size) {
+        bail!(
+            "image size {} is not a multiple of patch size {}",
+            c.image_size,
+            c.patch_size
+        );
     }
     if vit.blocks.len() != c.layers {
         bail!("expected {} blocks, found {}", c.layers, vit.blocks.len());
@@ -151,7 +222,10 @@ pub(crate) fn assemble(mut vit: Vit) -> Result<Vit> {
 pub(crate) fn check_consumed(tensors: &Tensors) -> Result<()> {
     let left = tensors.leftover();
     // A pooler or pre-logits layer changes what the head reads: refuse rather than mis-model it.
-    if let Some(name) = left.iter().find(|n| n.contains("pre_logits") || n.contains("fc_norm") || n.contains("pooler.dense")) {
+    if let Some(name) = left
+        .iter()
+        .find(|n| n.contains("pre_logits") || n.contains("fc_norm") || n.contains("pooler.dense"))
+    {
         bail!(
             "{}: tensor {name} belongs to a head this tool does not model (pre-logits, pooler or mean-pooled fc_norm); only CLS-token heads are supported",
             tensors.file().display()

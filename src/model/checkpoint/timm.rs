@@ -7,13 +7,21 @@ use anyhow::{bail, Result};
 pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
     let layers = block_count(&tensors, |i| format!("blocks.{i}.attn.qkv.weight"));
     let patch_shape = tensors.shape("patch_embed.proj.weight")?.to_vec();
-    let [d, channels, p, _] = patch_shape[..] else { bail!("{}: patch_embed.proj.weight must be 4-D", tensors.file().display()) };
+    let [d, channels, p, _] = patch_shape[..] else {
+        bail!(
+            "{}: patch_embed.proj.weight must be 4-D",
+            tensors.file().display()
+        )
+    };
     let f = tensors.shape("blocks.0.mlp.fc1.weight")?[0];
     let classes = tensors.shape("head.weight")?[0];
     let tokens = tensors.shape("pos_embed")?[1];
     let grid = ((tokens - 1) as f64).sqrt() as usize;
     if grid * grid + 1 != tokens {
-        bail!("{}: pos_embed has {tokens} tokens: not a square grid plus CLS", tensors.file().display());
+        bail!(
+            "{}: pos_embed has {tokens} tokens: not a square grid plus CLS",
+            tensors.file().display()
+        );
     }
     // timm stores no head count; 64-wide heads is the ViT convention (Ti: 3, S: 6, B: 12, L: 16).
     let heads = match options.heads {
@@ -61,6 +69,10 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
         head,
         layout: Layout::Timm,
         class_names: None,
-        normalization: Normalization { mean: IMAGENET_MEAN, std: IMAGENET_STD, source: "ImageNet (timm files carry none)".into() },
+        normalization: Normalization {
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            source: "ImageNet (timm files carry none)".into(),
+        },
     })
 }

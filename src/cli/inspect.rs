@@ -1,0 +1,59 @@
+//! `neuronpath inspect`: what a checkpoint is.
+
+use super::ModelArgs;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let vit = args.model.load()?;
+    let c = &vit.config;
+    println!("checkpoint   {}", args.model.model.display());
+    println!("layout       {}", vit.layout);
+    println!(
+        "input        {0}x{0}x{1}, patch {2} -> {3} tokens (CLS + {4} patches)",
+        c.image_size,
+        c.channels,
+        c.patch_size,
+        c.tokens(),
+        c.patches()
+    );
+    println!(
+        "blocks       {} x (hidden {}, {} heads of {}, FFN {})",
+        c.layers,
+        c.hidden,
+        c.heads,
+        c.head_dim(),
+        c.intermediate
+    );
+    println!(
+        "neurons      {} per layer, {} in all (CLS-token FFN activations)",
+        c.intermediate,
+        c.intermediate * c.layers
+    );
+    println!("classes      {}", c.classes);
+    if let Some(names) = &vit.class_names {
+        let shown: Vec<&str> = names.iter().take(10).map(String::as_str).collect();
+        println!(
+            "class names  {}{}",
+            shown.join(", "),
+            if names.len() > 10 { ", ..." } else { "" }
+        );
+    }
+    println!("LayerNorm    eps {:e}", c.layer_norm_eps);
+    println!(
+        "parameters   {} ({:.2} M)",
+        c.parameter_count(),
+        c.parameter_count() as f64 / 1e6
+    );
+    let n = &vit.normalization;
+    println!(
+        "normalise    mean {:?} std {:?} ({})",
+        n.mean, n.std, n.source
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,78 @@
+//! Argument parsing and the subcommands.
+
+mod inspect;
+mod paths;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// The bundled default model and images, so that commands run with no arguments.
+pub const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/vit-cifar10");
+pub const DEFAULT_IMAGES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/images");
+
+#[derive(Parser)]
+#[command(
+    name = "neuronpath",
+    version,
+    about = "Influential neuron paths in Vision Transformers (Wang et al., ICLR 2025)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Find each image's influential neuron path (and baselines) into a JSON-lines file.
+    Paths(paths::Args),
+    /// Print a checkpoint's architecture, parameter count and detected layout.
+    Inspect(inspect::Args),
+}
+
+/// Model selection shared by the subcommands.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// Checkpoint: a Hugging Face folder (config.json + model.safetensors), a timm
+    /// .safetensors or a Google ViT .npz; the layout is detected.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: std::path::PathBuf,
+    /// Attention heads, for timm files (which do not record it; default: width / 64).
+    #[arg(long)]
+    pub heads: Option<usize>,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> anyhow::Result<neuronpath::model::Vit> {
+        neuronpath::model::load(
+            &self.model,
+            &neuronpath::model::LoadOptions { heads: self.heads },
+        )
+    }
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    neuronpath::model::kernels::reuse_freed_buffers();
+    let result = match cli.command {
+        Command::Paths(args) => paths::run(args),
+        Command::Inspect(args) => inspect::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `f` on a rayon pool of `threads` threads (all cores when `None`).
+pub fn with_threads<T: Send>(
+    threads: Option<usize>,
+    f: impl FnOnce() -> T + Send,
+) -> anyhow::Result<T> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .build()?;
+    Ok(pool.install(f))
+}

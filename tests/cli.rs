@@ -1,0 +1,174 @@
+//! The command line end to end: bad input, and resuming a killed run.
+
+mod common;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn neuronpath() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_neuronpath"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("neuronpath-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A small ImageFolder of real CIFAR-10 test images (`per_class` of the first classes).
+fn image_folder(dir: &Path, classes: &[&str], per_class: usize) -> PathBuf {
+    let root = dir.join("images");
+    for class in classes {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..per_class {
+            let name = format!("{i:04}.jpg");
+            std::fs::copy(
+                common::shared(&format!("data/cifar10-test/{class}/{name}")),
+                root.join(class).join(name),
+            )
+            .unwrap();
+        }
+    }
+    root
+}
+
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn corrupt_images_are_skipped_and_counted() {
+    let dir = scratch("corrupt");
+    let images = image_folder(&dir, &["cat"], 2);
+    let good = std::fs::read(images.join("cat/0000.jpg")).unwrap();
+    std::fs::write(images.join("cat/truncated.jpg"), &good[..good.len() / 3]).unwrap();
+    std::fs::write(images.join("cat/notes.png"), "not an image").unwrap();
+    let out = neuronpath()
+        .args(["paths", "--images"])
+        .arg(&images)
+        .arg("--out")
+        .arg(dir.join("p.jsonl"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("truncated.jpg") && stderr.contains("notes.png"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 images written") && stderr.contains("2 failed"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("p.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        4
+    );
+}
+
+#[test]
+fn unusable_inputs_fail_with_one_line_naming_the_problem() {
+    let dir = scratch("unusable");
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    let out = neuronpath()
+        .args(["paths", "--images"])
+        .arg(dir.join("empty"))
+        .arg("--out")
+        .arg(dir.join("p.jsonl"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("empty") && stderr.contains("no images"),
+        "{stderr}"
+    );
+
+    // A checkpoint with one tensor missing.
+    let ckpt = dir.join("broken");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    let src = common::shared("fixtures/tiny-vit-hf");
+    std::fs::copy(src.join("config.json"), ckpt.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n != "vit.encoder.layer.1.output.dense.weight")
+        .collect();
+    safetensors::serialize_to_file(kept, None, &ckpt.join("model.safetensors")).unwrap();
+    let out = neuronpath()
+        .args(["inspect", "--model"])
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("missing tensor vit.encoder.layer.1.output.dense.weight")
+            && stderr.contains("model.safetensors"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_file() {
+    let dir = scratch("resume");
+    let images = image_folder(&dir, &["airplane", "ship"], 4);
+    let once = dir.join("once.jsonl");
+    let status = neuronpath()
+        .args(["paths", "--batch", "1", "--images"])
+        .arg(&images)
+        .arg("--out")
+        .arg(&once)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let resumed = dir.join("resumed.jsonl");
+    let mut child = neuronpath()
+        .args(["paths", "--batch", "1", "--images"])
+        .arg(&images)
+        .arg("--out")
+        .arg(&resumed)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once some, but not all, records are out.
+    loop {
+        let lines = std::fs::read_to_string(&resumed)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if lines >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = std::fs::read_to_string(&resumed).unwrap().lines().count();
+    assert!(partial < 16, "the run finished before it was killed");
+    // Simulate a torn write on top of the kill.
+    let mut text = std::fs::read_to_string(&resumed).unwrap();
+    text.push_str("{\"image\": \"ship/00");
+    std::fs::write(&resumed, text).unwrap();
+    let status = neuronpath()
+        .args(["paths", "--batch", "1", "--images"])
+        .arg(&images)
+        .arg("--out")
+        .arg(&resumed)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(sorted_lines(&once), sorted_lines(&resumed));
+}
