@@ -1,5 +1,6 @@
 //! Argument parsing and the subcommands.
 
+mod bench;
 mod inspect;
 mod paths;
 
@@ -27,6 +28,8 @@ enum Command {
     Paths(paths::Args),
     /// Print a checkpoint's architecture, parameter count and detected layout.
     Inspect(inspect::Args),
+    /// Measure per-image time, peak memory and FLOP/s against the reference code.
+    Bench(bench::Args),
 }
 
 /// Model selection shared by the subcommands.
@@ -56,6 +59,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Paths(args) => paths::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

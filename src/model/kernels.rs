@@ -5,6 +5,11 @@
 //! compiler vectorises them; their accuracy (~1e-7) is that of PyTorch's own.
 
 use gemm::Parallelism;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Floating-point operations done by [`matmul`] so far (2 per multiply-add), for the
+/// benchmark's FLOP/s figure. GEMMs are >95% of the work; element-wise ops are not counted.
+pub static GEMM_FLOPS: AtomicU64 = AtomicU64::new(0);
 
 /// Keeps freed activation buffers in the process heap instead of returning them to
 /// the kernel: every pass allocates gigabytes of same-sized buffers, and without
@@ -80,6 +85,7 @@ pub fn matmul(
         (m - 1) * dst_rs + n <= dst.len(),
         "matmul destination too small"
     );
+    GEMM_FLOPS.fetch_add(2 * (m * n * k) as u64, Ordering::Relaxed);
     if k == 0 {
         if !accumulate {
             for r in 0..m {

@@ -1,0 +1,268 @@
+//! `neuronpath bench`: per-image time, peak memory and FLOP/s of path finding on
+//! the bundled model and on random ViT-Ti/16 and ViT-B/16 (written as timm
+//! checkpoints and read back through the loader), in default and fast mode.
+
+use anyhow::{Context, Result};
+use neuronpath::attribution::{jas, Attributor, ImageContext, Integration, ScoreForm};
+use neuronpath::data::{self, Preset};
+use neuronpath::model::{self, kernels::GEMM_FLOPS, LoadOptions, Vit};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// The bundled CIFAR-10 ViT (6 layers, 65 tokens).
+    Cifar,
+    /// Random weights, ViT-Ti/16 shape: 224x224, 12 layers, width 192, FFN 768.
+    Tiny,
+    /// Random weights, ViT-B/16 shape: 224x224, 12 layers, width 768, FFN 3072.
+    Base,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model shapes to measure.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Shape::Cifar, Shape::Tiny, Shape::Base])]
+    shapes: Vec<Shape>,
+    /// Images per measurement for the 224x224 shapes (the bundled model uses 12).
+    #[arg(long, default_value_t = 1)]
+    images: usize,
+    /// Gauss-Legendre points of fast mode.
+    #[arg(long, default_value_t = 6)]
+    fast_steps: usize,
+    /// Folder with the reference code's `timing-*.json`, to print speed-ups against it.
+    #[arg(long, default_value = "../shared/reference")]
+    reference: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let peak = peak_flops();
+    println!(
+        "machine peak: {:.0} GFLOP/s ({} cores x 32 FP32 FLOP/cycle x {:.2} GHz; Zen 4 runs AVX-512 FMA as two 256-bit halves)",
+        peak.0 / 1e9,
+        peak.1,
+        peak.2
+    );
+    println!(
+        "{:<6} {:<22} {:>10} {:>9} {:>10} {:>12} {:>9} {:>7}",
+        "shape", "mode", "s/image", "vs ref", "peak GiB", "GFLOP/image", "GFLOP/s", "% peak"
+    );
+    super::with_threads(args.threads, || -> Result<()> {
+        for &shape in &args.shapes {
+            let (vit, images) = build(shape, args.images)?;
+            let reference = reference_seconds(&args.reference, shape);
+            for (mode, rule) in [
+                ("default (riemann 20)", Integration::LeftRiemann(20)),
+                (
+                    "fast (gauss-legendre)",
+                    Integration::GaussLegendre(args.fast_steps),
+                ),
+            ] {
+                reset_peak_rss();
+                GEMM_FLOPS.store(0, Ordering::Relaxed);
+                let start = Instant::now();
+                find_paths(&vit, &images, rule);
+                let per_image = start.elapsed().as_secs_f64() / images.len() as f64;
+                let flops = GEMM_FLOPS.load(Ordering::Relaxed) as f64 / images.len() as f64;
+                let ratio = reference.map_or("-".to_string(), |r| format!("{:.2}x", r / per_image));
+                let mode = if let Integration::GaussLegendre(n) = rule {
+                    format!("fast (gauss-legendre {n})")
+                } else {
+                    mode.to_string()
+                };
+                println!(
+                    "{:<6} {:<22} {:>10.3} {:>9} {:>10.2} {:>12.1} {:>9.1} {:>6.1}%",
+                    format!("{shape:?}").to_lowercase(),
+                    mode,
+                    per_image,
+                    ratio,
+                    peak_rss_gib(),
+                    flops / 1e9,
+                    flops / per_image / 1e9,
+                    100.0 * flops / per_image / peak.0
+                );
+            }
+        }
+        Ok(())
+    })??;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `paths` does per image: clean pass, JAS locating, scores of the JAS and activation paths.
+fn find_paths(vit: &Vit, images: &[Vec<f32>], rule: Integration) {
+    let attributor = Attributor {
+        vit,
+        rule,
+        form: ScoreForm::Reference,
+    };
+    let batch = (8192 / (vit.config.tokens() * rule.steps())).clamp(1, 16);
+    for chunk in images.chunks(batch) {
+        let contexts: Vec<ImageContext> = chunk
+            .iter()
+            .map(|p| ImageContext {
+                clean: vit.clean_forward(p),
+                target: 0,
+            })
+            .collect();
+        let refs: Vec<&ImageContext> = contexts.iter().collect();
+        let paths = attributor.locate(&refs);
+        let act: Vec<Vec<usize>> = contexts
+            .iter()
+            .map(|c| jas::activation_path(&c.clean))
+            .collect();
+        let items: Vec<(&ImageContext, &[usize])> = contexts
+            .iter()
+            .zip(&paths)
+            .chain(contexts.iter().zip(&act))
+            .map(|(c, p)| (c, p.as_slice()))
+            .collect();
+        std::hint::black_box(attributor.score(&items));
+    }
+}
+
+fn build(shape: Shape, count: usize) -> Result<(Vit, Vec<Vec<f32>>)> {
+    let vit = match shape {
+        Shape::Cifar => model::load(Path::new(super::DEFAULT_MODEL), &LoadOptions::default())?,
+        Shape::Tiny => random_vit(192, 3, 768)?,
+        Shape::Base => random_vit(768, 12, 3072)?,
+    };
+    let count = if shape == Shape::Cifar {
+        12
+    } else {
+        count.max(1)
+    };
+    let set = data::ImageSet::open(Path::new(super::DEFAULT_IMAGES))?;
+    let norm = data::normalization(&vit, Preset::Reference);
+    let images = set
+        .entries
+        .iter()
+        .cycle()
+        .take(count)
+        .map(|e| data::load_image(&e.path, &vit, &norm))
+        .collect::<Result<_>>()?;
+    Ok((vit, images))
+}
+
+/// A 12-layer, 224x224, patch-16 ViT with N(0, 0.02)-like random weights, saved in
+/// timm's layout and loaded back (so the benchmark also exercises the loader).
+fn random_vit(d: usize, heads: usize, f: usize) -> Result<Vit> {
+    let (layers, classes, tokens, patch) = (12, 1000, 197, 16);
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut random = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.07 // uniform, std 0.02
+            })
+            .collect()
+    };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = vec![
+        (
+            "patch_embed.proj.weight".into(),
+            vec![d, 3, patch, patch],
+            random(d * 3 * patch * patch),
+        ),
+        ("patch_embed.proj.bias".into(), vec![d], random(d)),
+        ("cls_token".into(), vec![1, 1, d], random(d)),
+        ("pos_embed".into(), vec![1, tokens, d], random(tokens * d)),
+        ("norm.weight".into(), vec![d], vec![1.0; d]),
+        ("norm.bias".into(), vec![d], vec![0.0; d]),
+        ("head.weight".into(), vec![classes, d], random(classes * d)),
+        ("head.bias".into(), vec![classes], vec![0.0; classes]),
+    ];
+    for i in 0..layers {
+        let n = |s: &str| format!("blocks.{i}.{s}");
+        for norm in ["norm1", "norm2"] {
+            tensors.push((n(&format!("{norm}.weight")), vec![d], vec![1.0; d]));
+            tensors.push((n(&format!("{norm}.bias")), vec![d], vec![0.0; d]));
+        }
+        for (name, out, inp) in [
+            ("attn.qkv", 3 * d, d),
+            ("attn.proj", d, d),
+            ("mlp.fc1", f, d),
+            ("mlp.fc2", d, f),
+        ] {
+            tensors.push((
+                n(&format!("{name}.weight")),
+                vec![out, inp],
+                random(out * inp),
+            ));
+            tensors.push((n(&format!("{name}.bias")), vec![out], random(out)));
+        }
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, shape, v)| {
+            (
+                name,
+                shape,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, shape, b)| {
+            Ok((
+                name.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let path = std::env::temp_dir().join(format!(
+        "neuronpath-bench-vit-{d}-{}.safetensors",
+        std::process::id()
+    ));
+    safetensors::serialize_to_file(views, None, &path)?;
+    let vit = model::load(&path, &LoadOptions { heads: Some(heads) });
+    std::fs::remove_file(&path).ok();
+    vit.context("loading the generated benchmark model")
+}
+
+fn reference_seconds(dir: &Path, shape: Shape) -> Option<f64> {
+    let file = match shape {
+        Shape::Cifar => "vit-cifar10-dev.json",
+        Shape::Tiny => "timing-vit-tiny16-random.json",
+        Shape::Base => "timing-vit-base16-random.json",
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(file)).ok()?).ok()?;
+    json["wall_s_per_image"].as_f64()
+}
+
+/// (FLOP/s, cores, GHz): cores x 32 FP32 FLOP/cycle x the clock /proc/cpuinfo reports.
+fn peak_flops() -> (f64, usize, f64) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mhz = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("cpu MHz"))
+                .and_then(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(2600.0);
+    (cores as f64 * 32.0 * mhz * 1e6, cores, mhz / 1000.0)
+}
+
+fn reset_peak_rss() {
+    // Writing 5 to clear_refs resets the peak resident set size (Linux >= 4.0).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_gib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / (1024.0 * 1024.0))
+}
