@@ -1,0 +1,63 @@
+//! Fast mode against the converged integral: Gauss-Legendre paths compared with the
+//! reference code's m = 256 paths on its 100 convergence images. The reference's own
+//! m = 20 finds the m = 256 path on 93/100 images; fast mode must do at least as well.
+
+mod common;
+use neuronpath::attribution::{Attributor, ImageContext, Integration, ScoreForm};
+use neuronpath::data::{self, Preset};
+use neuronpath::model::{self, LoadOptions};
+use serde_json::Value;
+
+#[test]
+fn gauss_legendre_6_agrees_with_the_converged_paths_as_often_as_riemann_20() {
+    neuronpath::model::kernels::reuse_freed_buffers();
+    let vit = model::load(
+        &common::shared("fixtures/vit-cifar10"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let norm = data::normalization(&vit, Preset::Reference);
+    let text = std::fs::read_to_string(common::shared(
+        "reference/vit-cifar10-convergence-m256.json",
+    ))
+    .unwrap();
+    let converged: Value = serde_json::from_str(&text).unwrap();
+    let records = converged["records"].as_array().unwrap();
+    assert_eq!(records.len(), 100);
+    let attributor = Attributor {
+        vit: &vit,
+        rule: Integration::GaussLegendre(6),
+        form: ScoreForm::Reference,
+    };
+    let mut same = 0;
+    for chunk in records.chunks(20) {
+        let contexts: Vec<ImageContext> = chunk
+            .iter()
+            .map(|r| {
+                let path = common::shared(&format!(
+                    "data/cifar10-test/{}",
+                    r["image"].as_str().unwrap()
+                ));
+                let pixels = data::load_image(&path, &vit, &norm).unwrap();
+                ImageContext {
+                    clean: vit.clean_forward(&pixels),
+                    target: r["label"].as_u64().unwrap() as usize,
+                }
+            })
+            .collect();
+        let paths = attributor.locate(&contexts.iter().collect::<Vec<_>>());
+        for (r, got) in chunk.iter().zip(&paths) {
+            let want: Vec<usize> = r["ja"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            same += usize::from(*got == want);
+        }
+    }
+    eprintln!(
+        "gauss-legendre 6 matches the m = 256 path on {same}/100 images (reference m = 20: 93/100)"
+    );
+    assert!(same >= 93, "only {same}/100 converged paths");
+}
