@@ -311,7 +311,8 @@ mod tests {
             worst_erf = worst_erf.max((erf(x) as f64 - erf_reference(x as f64)).abs());
         }
         assert!(worst_exp < 3e-7, "exp relative error {worst_exp}");
-        assert!(worst_erf < 3e-7, "erf absolute error {worst_erf}");
+        // A&S 7.1.26 is within 1.5e-7; evaluating 1 - poly * exp(-x^2) in f32 adds up to ~2 ulp of 1.
+        assert!(worst_erf < 4e-7, "erf absolute error {worst_erf}");
     }
 
     /// erf by its Maclaurin series / continued fraction in f64: independent of the A&S form.
