@@ -4,7 +4,6 @@
 
 mod common;
 use neuronpath::attribution::{Attributor, ImageContext, Integration, ScoreForm};
-use neuronpath::data::{self, Preset};
 use neuronpath::model::{self, LoadOptions};
 use serde_json::Value;
 
@@ -16,7 +15,6 @@ fn gauss_legendre_6_agrees_with_the_converged_paths_as_often_as_riemann_20() {
         &LoadOptions::default(),
     )
     .unwrap();
-    let norm = data::normalization(&vit, Preset::Reference);
     let text = std::fs::read_to_string(common::shared(
         "reference/vit-cifar10-convergence-m256.json",
     ))
@@ -31,20 +29,7 @@ fn gauss_legendre_6_agrees_with_the_converged_paths_as_often_as_riemann_20() {
     };
     let mut same = 0;
     for chunk in records.chunks(20) {
-        let contexts: Vec<ImageContext> = chunk
-            .iter()
-            .map(|r| {
-                let path = common::shared(&format!(
-                    "data/cifar10-test/{}",
-                    r["image"].as_str().unwrap()
-                ));
-                let pixels = data::load_image(&path, &vit, &norm).unwrap();
-                ImageContext {
-                    clean: vit.clean_forward(&pixels),
-                    target: r["label"].as_u64().unwrap() as usize,
-                }
-            })
-            .collect();
+        let contexts: Vec<ImageContext> = common::contexts(&vit, chunk);
         let paths = attributor.locate(&contexts.iter().collect::<Vec<_>>());
         for (r, got) in chunk.iter().zip(&paths) {
             let want: Vec<usize> = r["ja"]

@@ -5,7 +5,6 @@
 
 mod common;
 use neuronpath::attribution::{jas, Attributor, ImageContext, Integration, ScoreForm};
-use neuronpath::data::{self, Preset};
 use neuronpath::model::{self, LoadOptions};
 use serde_json::Value;
 
@@ -17,7 +16,6 @@ fn jas_and_activation_paths_match_the_reference_code() {
         &LoadOptions::default(),
     )
     .unwrap();
-    let norm = data::normalization(&vit, Preset::Reference);
     let text = std::fs::read_to_string(common::shared("reference/vit-cifar10-dev.json")).unwrap();
     let reference: Value = serde_json::from_str(&text).unwrap();
     let records = reference["records"].as_array().unwrap();
@@ -28,20 +26,7 @@ fn jas_and_activation_paths_match_the_reference_code() {
     };
     let (mut jas_same, mut act_same) = (0, 0);
     for chunk in records.chunks(10) {
-        let contexts: Vec<ImageContext> = chunk
-            .iter()
-            .map(|r| {
-                let path = common::shared(&format!(
-                    "data/cifar10-test/{}",
-                    r["image"].as_str().unwrap()
-                ));
-                let pixels = data::load_image(&path, &vit, &norm).unwrap();
-                ImageContext {
-                    clean: vit.clean_forward(&pixels),
-                    target: r["label"].as_u64().unwrap() as usize,
-                }
-            })
-            .collect();
+        let contexts: Vec<ImageContext> = common::contexts(&vit, chunk);
         let refs: Vec<&ImageContext> = contexts.iter().collect();
         let paths = attributor.locate(&refs);
         let act_paths: Vec<Vec<usize>> = contexts

@@ -15,3 +15,25 @@ pub fn npz(rel: &str) -> std::collections::HashMap<String, neuronpath::model::np
         .into_iter()
         .collect()
 }
+
+/// Clean passes of reference records (`image`, `label`) from the CIFAR-10 test images.
+pub fn contexts(
+    vit: &neuronpath::model::Vit,
+    records: &[serde_json::Value],
+) -> Vec<neuronpath::attribution::ImageContext> {
+    let norm = neuronpath::data::normalization(vit, neuronpath::data::Preset::Reference);
+    records
+        .iter()
+        .map(|r| {
+            let path = shared(&format!(
+                "data/cifar10-test/{}",
+                r["image"].as_str().unwrap()
+            ));
+            let pixels = neuronpath::data::load_image(&path, vit, &norm).unwrap();
+            neuronpath::attribution::ImageContext {
+                clean: vit.clean_forward(&pixels),
+                target: r["label"].as_u64().unwrap() as usize,
+            }
+        })
+        .collect()
+}
