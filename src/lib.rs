@@ -5,3 +5,4 @@ pub mod attribution;
 pub mod data;
 pub mod model;
 pub mod record;
+pub mod report;

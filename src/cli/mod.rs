@@ -3,6 +3,7 @@
 mod bench;
 mod inspect;
 mod paths;
+mod report;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Measure per-image time, peak memory and FLOP/s against the reference code.
     Bench(bench::Args),
+    /// Turn path, manipulation and stats files into one self-contained HTML page.
+    Report(report::Args),
 }
 
 /// Model selection shared by the subcommands.
@@ -60,6 +63,7 @@ pub fn run() -> ExitCode {
         Command::Paths(args) => paths::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,135 @@
+//! `neuronpath report`: path (and manipulation and stats) files as one HTML page.
+//!
+//! Researchers would rather look than read, and they open results from disk, mail
+//! them and archive them beside the data. So the page is one self-contained file:
+//! CSS inline, figures as inline SVG (drawn with plotters), thumbnails as PNG
+//! `data:` URIs, no script, and no reference to anything outside itself.
+//!
+//! Layout: `render` assembles the page from one module per section (`methods`,
+//! `images`); `figures` draws, `palette` colours the methods, `thumbnails` shrinks
+//! and embeds the images.
+
+mod figures;
+mod images;
+mod methods;
+mod palette;
+mod thumbnails;
+
+use crate::record::PathRecord;
+use anyhow::{bail, Result};
+use maud::{html, Markup, DOCTYPE};
+use palette::Palette;
+use std::path::PathBuf;
+
+/// What the page is made from.
+pub struct Inputs {
+    /// Path records (`neuronpath paths`), one per image and method.
+    pub records: Vec<PathRecord>,
+    /// The folder the records' image keys are relative to; thumbnails are read there.
+    pub images: PathBuf,
+    /// The input files, named in the page's header.
+    pub sources: Vec<String>,
+}
+
+/// The page, and what could not go into it.
+pub struct Report {
+    pub html: String,
+    /// Why some images are shown without a thumbnail: one message per unreadable file.
+    pub missing_images: Vec<String>,
+    /// Images on the page.
+    pub images: usize,
+}
+
+/// The model as the figures draw it.
+pub struct Model {
+    /// Layer labels, 1-based as in the paper's figures.
+    pub layer_names: Vec<String>,
+    /// Neurons per layer: the y range of the path figures.
+    pub neurons: usize,
+}
+
+impl Model {
+    /// Layer count from the paths; the layer width, which records do not carry, is
+    /// the largest neuron index seen rounded up to a multiple of 256 (ViT widths are).
+    fn from_records(records: &[PathRecord]) -> Model {
+        let layers = records.iter().map(|r| r.path.len()).max().unwrap_or(0);
+        let largest = records
+            .iter()
+            .flat_map(|r| &r.path)
+            .max()
+            .copied()
+            .unwrap_or(0);
+        Model {
+            layer_names: (1..=layers).map(|l| l.to_string()).collect(),
+            neurons: (largest + 1).div_ceil(256) * 256,
+        }
+    }
+}
+
+/// A number in three significant digits, plain where that is short, else scientific.
+pub fn number(x: f64) -> String {
+    let magnitude = x.abs();
+    if !x.is_finite() {
+        "–".to_string()
+    } else if magnitude == 0.0 {
+        "0".to_string()
+    } else if (1e-3..1e4).contains(&magnitude) {
+        let decimals = (2 - magnitude.log10().floor() as i32).max(0) as usize;
+        format!("{x:.decimals$}")
+    } else {
+        format!("{x:.1e}")
+    }
+}
+
+/// Builds the page.
+pub fn render(inputs: &Inputs) -> Result<Report> {
+    let records = &inputs.records;
+    if records.is_empty() {
+        bail!("no path records to report");
+    }
+    let palette = Palette::new(records.iter().map(|r| r.method.as_str()));
+    let model = Model::from_records(records);
+    let views = images::ImageView::group(records, &palette);
+    let thumbnails = thumbnails::load(views.iter().map(|v| v.key), &inputs.images);
+    let thumbnail = |key: &str| thumbnails.uris.get(key).cloned();
+    let methods = methods::section(records, &palette)?;
+    let images = images::section(&views, &model, &palette, &thumbnail)?;
+    let first = &records[0];
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "neuronpath report" }
+                style { (maud::PreEscaped(include_str!("style.css"))) }
+            }
+            body {
+                header {
+                    h1 { "Influential neuron paths" }
+                    p {
+                        (views.len()) " images, " (records.len()) " paths; model "
+                        code { (first.model) } "; JAS " (first.score_form) " form, "
+                        (first.integration) " with " (first.steps) " steps."
+                    }
+                    p.sources { "From " @for (i, s) in inputs.sources.iter().enumerate() {
+                        @if i > 0 { ", " } code { (s) }
+                    } "." }
+                    p.legend {
+                        @for m in palette.methods() {
+                            span.swatch style={ "background:" (palette.css(m)) } {} (m) " "
+                        }
+                    }
+                    nav { a href="#methods" { "Methods" } " · " a href="#images" { "Images" } }
+                }
+                (methods)
+                (images)
+            }
+        }
+    };
+    Ok(Report {
+        html: page.into_string(),
+        missing_images: thumbnails.missing,
+        images: views.len(),
+    })
+}
