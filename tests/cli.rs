@@ -1,36 +1,9 @@
 //! The command line end to end: bad input, and resuming a killed run.
 
 mod common;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-fn neuronpath() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_neuronpath"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("neuronpath-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A small ImageFolder of real CIFAR-10 test images (`per_class` of the first classes).
-fn image_folder(dir: &Path, classes: &[&str], per_class: usize) -> PathBuf {
-    let root = dir.join("images");
-    for class in classes {
-        std::fs::create_dir_all(root.join(class)).unwrap();
-        for i in 0..per_class {
-            let name = format!("{i:04}.jpg");
-            std::fs::copy(
-                common::shared(&format!("data/cifar10-test/{class}/{name}")),
-                root.join(class).join(name),
-            )
-            .unwrap();
-        }
-    }
-    root
-}
+use common::{image_folder, neuronpath, scratch};
+use std::path::Path;
+use std::process::Stdio;
 
 fn sorted_lines(path: &Path) -> Vec<String> {
     let mut lines: Vec<String> = std::fs::read_to_string(path)

@@ -1,7 +1,8 @@
 //! Paths to the shared ground truth (`../shared`, read-only).
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 pub fn shared(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -36,4 +37,34 @@ pub fn contexts(
             }
         })
         .collect()
+}
+
+/// The built command-line binary.
+pub fn neuronpath() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_neuronpath"))
+}
+
+/// A fresh, empty folder for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("neuronpath-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// An ImageFolder of real CIFAR-10 test images: the first `per_class` of each of `classes`.
+pub fn image_folder(dir: &Path, classes: &[&str], per_class: usize) -> PathBuf {
+    let root = dir.join("images");
+    for class in classes {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..per_class {
+            let name = format!("{i:04}.jpg");
+            std::fs::copy(
+                shared(&format!("data/cifar10-test/{class}/{name}")),
+                root.join(class).join(name),
+            )
+            .unwrap();
+        }
+    }
+    root
 }
