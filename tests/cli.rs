@@ -71,7 +71,8 @@ fn corrupt_images_are_skipped_and_counted() {
             .unwrap()
             .lines()
             .count(),
-        4
+        2 * 5,
+        "two images, five methods"
     );
 }
 

@@ -70,6 +70,16 @@ pub fn run() -> ExitCode {
     }
 }
 
+/// A progress bar over `len` items named `unit`, with rate and ETA.
+pub fn progress(len: usize, unit: &str) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(len as u64).with_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}  {{msg}}"
+        ))
+        .expect("valid template"),
+    )
+}
+
 /// Runs `f` on a rayon pool of `threads` threads (all cores when `None`).
 pub fn with_threads<T: Send>(
     threads: Option<usize>,
