@@ -3,5 +3,6 @@
 
 pub mod attribution;
 pub mod data;
+pub mod experiments;
 pub mod model;
 pub mod record;

@@ -28,6 +28,8 @@ pub struct PathRecord {
     pub method: String,
     /// One neuron index per layer, input to output.
     pub path: Vec<usize>,
+    /// Neurons per layer in the model (the CLS FFN width), the range of `path`.
+    pub neurons: usize,
     /// Joint Attribution Score of the path.
     pub score: f64,
     /// The class explained, and why that one ("label" or "predicted").

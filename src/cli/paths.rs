@@ -132,6 +132,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     label_name: entry.label.and_then(|l| set.classes.get(l).cloned()),
                     method: found.method.name().into(),
                     path: found.path,
+                    neurons: vit.config.intermediate,
                     score: found.score.score,
                     target: ctx.target,
                     target_source: args.target.name().into(),
