@@ -3,6 +3,7 @@
 
 pub mod attribution;
 pub mod data;
+pub mod experiments;
 pub mod model;
 pub mod record;
 pub mod report;

@@ -1,15 +1,22 @@
-//! Path records and the resumable JSON-lines file they are written to.
+//! Path records and the resumable JSON-lines files that results are written to.
 //!
-//! One object per line per (image, method). Each line is written whole and
-//! flushed; on reopening, a torn last line (a run killed mid-write) is cut off,
-//! and the (image, method) pairs already present are skipped.
+//! One object per line. Each line is written whole and flushed; on reopening, a
+//! torn last line (a run killed mid-write) is cut off, and the records already
+//! present (by their [`Record::key`]) are skipped.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+
+/// A result line: what identifies it, for resuming.
+pub trait Record: Serialize + DeserializeOwned {
+    fn key(&self) -> String;
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PathRecord {
@@ -21,6 +28,8 @@ pub struct PathRecord {
     pub method: String,
     /// One neuron index per layer, input to output.
     pub path: Vec<usize>,
+    /// Neurons per layer in the model (the CLS FFN width), the range of `path`.
+    pub neurons: usize,
     /// Joint Attribution Score of the path.
     pub score: f64,
     /// The class explained, and why that one ("label" or "predicted").
@@ -39,18 +48,33 @@ pub struct PathRecord {
     pub steps: usize,
     pub score_form: String,
     pub model: String,
+    /// Input normalisation preset ("checkpoint" or "reference").
+    pub preprocess: String,
 }
 
-/// An output file opened for appending, with what it already holds.
-pub struct PathsFile {
+impl PathRecord {
+    pub fn key_of(image: &str, method: &str) -> String {
+        format!("{image}\t{method}")
+    }
+}
+
+impl Record for PathRecord {
+    fn key(&self) -> String {
+        PathRecord::key_of(&self.image, &self.method)
+    }
+}
+
+/// An output file opened for appending, with the keys of what it already holds.
+pub struct RecordFile<T> {
     path: PathBuf,
     file: File,
-    done: HashSet<(String, String)>,
+    done: HashSet<String>,
+    records: PhantomData<T>,
 }
 
-impl PathsFile {
+impl<T: Record> RecordFile<T> {
     /// Opens (or creates) `path`, dropping a torn final line left by a killed run.
-    pub fn open(path: &Path) -> Result<PathsFile> {
+    pub fn open(path: &Path) -> Result<RecordFile<T>> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("{}: cannot create folder", dir.display()))?;
@@ -63,11 +87,11 @@ impl PathsFile {
             );
             for line in reader.split(b'\n') {
                 let line = line?;
-                let Ok(record) = serde_json::from_slice::<PathRecord>(&line) else {
+                let Ok(record) = serde_json::from_slice::<T>(&line) else {
                     break;
                 };
                 good_len += line.len() as u64 + 1;
-                done.insert((record.image, record.method));
+                done.insert(record.key());
             }
         }
         let file = OpenOptions::new()
@@ -80,40 +104,53 @@ impl PathsFile {
         file.set_len(good_len)?;
         let mut file = file;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
-        Ok(PathsFile {
+        Ok(RecordFile {
             path: path.to_path_buf(),
             file,
             done,
+            records: PhantomData,
         })
     }
 
-    pub fn contains(&self, image: &str, method: &str) -> bool {
-        self.done.contains(&(image.to_string(), method.to_string()))
+    pub fn contains(&self, key: &str) -> bool {
+        self.done.contains(key)
     }
 
-    pub fn append(&mut self, record: &PathRecord) -> Result<()> {
+    pub fn append(&mut self, record: &T) -> Result<()> {
         let mut line = serde_json::to_vec(record)?;
         line.push(b'\n');
         self.file
             .write_all(&line)
             .with_context(|| format!("{}: cannot write", self.path.display()))?;
         self.file.flush()?;
-        self.done
-            .insert((record.image.clone(), record.method.clone()));
+        self.done.insert(record.key());
         Ok(())
     }
 }
 
-/// Every record of a paths file (for the experiments and the report).
-pub fn read_records(path: &Path) -> Result<Vec<PathRecord>> {
+/// Every record of a JSON-lines file (for the experiments and the report); an
+/// error names the file and line of a record that does not parse, and a file
+/// with no record at all.
+pub fn read_records<T: Record>(path: &Path) -> Result<Vec<T>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
-    text.lines()
+    let records = text
+        .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("{}: line {}: not a path record", path.display(), i + 1))
+            serde_json::from_str(l).with_context(|| {
+                format!(
+                    "{}: line {}: not a {} record",
+                    path.display(),
+                    i + 1,
+                    std::any::type_name::<T>().rsplit("::").next().unwrap_or("")
+                )
+            })
         })
-        .collect()
+        .collect::<Result<Vec<T>>>()?;
+    if records.is_empty() {
+        bail!("{}: no records in the file", path.display());
+    }
+    Ok(records)
 }

@@ -44,7 +44,8 @@ fn corrupt_images_are_skipped_and_counted() {
             .unwrap()
             .lines()
             .count(),
-        4
+        2 * 5,
+        "two images, five methods"
     );
 }
 
@@ -130,7 +131,7 @@ fn a_killed_run_resumes_to_the_same_file() {
     child.kill().unwrap();
     child.wait().unwrap();
     let partial = std::fs::read_to_string(&resumed).unwrap().lines().count();
-    assert!(partial < 16, "the run finished before it was killed");
+    assert!(partial < 8 * 5, "the run finished before it was killed");
     // Simulate a torn write on top of the kill.
     let mut text = std::fs::read_to_string(&resumed).unwrap();
     text.push_str("{\"image\": \"ship/00");
@@ -144,4 +145,82 @@ fn a_killed_run_resumes_to_the_same_file() {
         .unwrap();
     assert!(status.success());
     assert_eq!(sorted_lines(&once), sorted_lines(&resumed));
+}
+
+#[test]
+fn manipulate_refuses_unusable_path_files() {
+    let dir = scratch("manipulate");
+    let images = image_folder(&dir, &["frog"], 1);
+    let good = dir.join("good.jsonl");
+    let status = neuronpath()
+        .args([
+            "paths",
+            "--method",
+            "activation",
+            "--steps",
+            "1",
+            "--images",
+        ])
+        .arg(&images)
+        .arg("--out")
+        .arg(&good)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let record: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&good).unwrap().trim()).unwrap();
+    let variant = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut r = record.clone();
+        edit(&mut r);
+        let file = dir.join(name);
+        std::fs::write(&file, format!("{r}\n")).unwrap();
+        file
+    };
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let too_long = variant("long.jsonl", &|r| {
+        r["path"].as_array_mut().unwrap().push(0.into())
+    });
+    let out_of_range = variant("range.jsonl", &|r| r["path"][2] = 512.into());
+    for (file, want) in [
+        (empty, "no records"),
+        (
+            too_long,
+            "the path has 7 neurons but the model has 6 layers",
+        ),
+        (out_of_range, "neuron 512 at layer 2 is out of range"),
+    ] {
+        let out = neuronpath()
+            .args(["manipulate", "--images"])
+            .arg(&images)
+            .arg("--paths")
+            .arg(&file)
+            .arg("--out")
+            .arg(dir.join("m.jsonl"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(want) && stderr.contains(file.to_str().unwrap()),
+            "{}: {stderr}",
+            file.display()
+        );
+    }
+    // The good file works and writes one record per operation.
+    let out = neuronpath()
+        .args(["manipulate", "--images"])
+        .arg(&images)
+        .arg("--paths")
+        .arg(&good)
+        .arg("--out")
+        .arg(dir.join("m.jsonl"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sorted_lines(&dir.join("m.jsonl")).len(), 2);
 }

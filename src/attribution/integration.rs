@@ -23,6 +23,14 @@ impl fmt::Display for Integration {
 }
 
 impl Integration {
+    /// The rule's name, as `--integration` spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Integration::LeftRiemann(_) => "left-riemann",
+            Integration::GaussLegendre(_) => "gauss-legendre",
+        }
+    }
+
     pub fn steps(&self) -> usize {
         match *self {
             Integration::LeftRiemann(m) | Integration::GaussLegendre(m) => m,

@@ -8,6 +8,7 @@
 //! propagate into those rows; and when locating layer `l` its whole row is scaled
 //! at once, so one batched pass scores every candidate of the layer.
 
+use super::context::ImageContext;
 use super::integration::Integration;
 use crate::model::{CleanTrace, Keep, RowAction, Vit};
 
@@ -23,6 +24,13 @@ pub enum ScoreForm {
 }
 
 impl ScoreForm {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScoreForm::Reference => "reference",
+            ScoreForm::Paper => "paper",
+        }
+    }
+
     /// Score of neurons with activations `a` and step-weighted mean gradients `g`.
     fn combine(self, a: impl Iterator<Item = f64>, g: impl Iterator<Item = f64>) -> f64 {
         match self {
@@ -35,12 +43,6 @@ impl ScoreForm {
             ScoreForm::Paper => a.zip(g).map(|(a, g)| a * g).sum(),
         }
     }
-}
-
-/// One image ready for attribution: its clean pass and the class to explain.
-pub struct ImageContext {
-    pub clean: CleanTrace,
-    pub target: usize,
 }
 
 /// The score of a path and what it is made of, layer by layer.
@@ -136,7 +138,7 @@ impl Attributor<'_> {
     }
 
     /// `sum_k w_k g[k, n]` for one neuron.
-    fn mean_gradient(&self, grads: &[f32], n: usize, weights: &[f64]) -> f64 {
+    pub(super) fn mean_gradient(&self, grads: &[f32], n: usize, weights: &[f64]) -> f64 {
         let f = self.vit.config.intermediate;
         weights
             .iter()
@@ -146,7 +148,7 @@ impl Attributor<'_> {
     }
 
     /// The clean row of `layer` with `neuron` (or every neuron) scaled to step `k`.
-    fn scaled_row(
+    pub(super) fn scaled_row(
         &self,
         clean: &CleanTrace,
         layer: usize,
@@ -234,24 +236,4 @@ impl Attributor<'_> {
             })
             .collect()
     }
-}
-
-/// The activation baseline: the neuron with the largest clean CLS activation per layer.
-pub fn activation_path(clean: &CleanTrace) -> Vec<usize> {
-    clean
-        .cls_ffn
-        .iter()
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (n, &v)| {
-                    if v > best.1 {
-                        (n, v)
-                    } else {
-                        best
-                    }
-                })
-                .0
-        })
-        .collect()
 }

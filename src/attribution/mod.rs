@@ -1,8 +1,13 @@
 //! Attribution: which neurons matter. The Joint Attribution Score and the
 //! layer-progressive search for the path, and the baselines it is compared with.
 
+pub mod baselines;
+pub mod context;
 pub mod integration;
 pub mod jas;
+pub mod method;
 
+pub use context::{ImageContext, Target};
 pub use integration::Integration;
-pub use jas::{Attributor, ImageContext, PathScore, ScoreForm};
+pub use jas::{Attributor, PathScore, ScoreForm};
+pub use method::{FoundPath, Method};

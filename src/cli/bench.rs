@@ -3,7 +3,7 @@
 //! checkpoints and read back through the loader), in default and fast mode.
 
 use anyhow::{Context, Result};
-use neuronpath::attribution::{jas, Attributor, ImageContext, Integration, ScoreForm};
+use neuronpath::attribution::{Attributor, ImageContext, Integration, Method, ScoreForm};
 use neuronpath::data::{self, Preset};
 use neuronpath::model::{self, kernels::GEMM_FLOPS, LoadOptions, Vit};
 use std::path::{Path, PathBuf};
@@ -104,24 +104,16 @@ fn find_paths(vit: &Vit, images: &[Vec<f32>], rule: Integration) {
     for chunk in images.chunks(batch) {
         let contexts: Vec<ImageContext> = chunk
             .iter()
-            .map(|p| ImageContext {
-                clean: vit.clean_forward(p),
-                target: 0,
-            })
+            .enumerate()
+            .map(|(i, p)| ImageContext::new(vit, i.to_string(), p.clone(), 0))
             .collect();
         let refs: Vec<&ImageContext> = contexts.iter().collect();
-        let paths = attributor.locate(&refs);
-        let act: Vec<Vec<usize>> = contexts
-            .iter()
-            .map(|c| jas::activation_path(&c.clean))
-            .collect();
-        let items: Vec<(&ImageContext, &[usize])> = contexts
-            .iter()
-            .zip(&paths)
-            .chain(contexts.iter().zip(&act))
-            .map(|(c, p)| (c, p.as_slice()))
-            .collect();
-        std::hint::black_box(attributor.score(&items));
+        std::hint::black_box(attributor.find_and_score(
+            &refs,
+            &[Method::Jas, Method::Activation],
+            0,
+            |_, _| true,
+        ));
     }
 }
 

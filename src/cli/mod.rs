@@ -2,8 +2,11 @@
 
 mod bench;
 mod inspect;
+mod manipulate;
 mod paths;
+mod prune;
 mod report;
+mod stats;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +30,12 @@ struct Cli {
 enum Command {
     /// Find each image's influential neuron path (and baselines) into a JSON-lines file.
     Paths(paths::Args),
+    /// Remove (x0) or enhance (x2) each image's path neurons; probability and accuracy deviation.
+    Manipulate(manipulate::Args),
+    /// Class-level statistics of paths: neuron frequencies, class paths, class similarity.
+    Stats(stats::Args),
+    /// Keep each class's top-K path neurons, zero the rest; evaluate on held-out images.
+    Prune(prune::Args),
     /// Print a checkpoint's architecture, parameter count and detected layout.
     Inspect(inspect::Args),
     /// Measure per-image time, peak memory and FLOP/s against the reference code.
@@ -61,6 +70,9 @@ pub fn run() -> ExitCode {
     neuronpath::model::kernels::reuse_freed_buffers();
     let result = match cli.command {
         Command::Paths(args) => paths::run(args),
+        Command::Manipulate(args) => manipulate::run(args),
+        Command::Stats(args) => stats::run(args),
+        Command::Prune(args) => prune::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Report(args) => report::run(args),
@@ -72,6 +84,16 @@ pub fn run() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A progress bar over `len` items named `unit`, with rate and ETA.
+pub fn progress(len: usize, unit: &str) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(len as u64).with_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}  {{msg}}"
+        ))
+        .expect("valid template"),
+    )
 }
 
 /// Runs `f` on a rayon pool of `threads` threads (all cores when `None`).

@@ -2,39 +2,12 @@
 
 use super::ModelArgs;
 use anyhow::{bail, Result};
-use indicatif::{ProgressBar, ProgressStyle};
-use neuronpath::attribution::{jas, Attributor, ImageContext, Integration, ScoreForm};
+use neuronpath::attribution::baselines::argmax;
+use neuronpath::attribution::{Attributor, ImageContext, Integration, Method, ScoreForm, Target};
 use neuronpath::data::{self, ImageEntry, ImageSet, Preset};
-use neuronpath::model::backward::softmax;
-use neuronpath::model::Vit;
-use neuronpath::record::{PathRecord, PathsFile};
+use neuronpath::record::{PathRecord, RecordFile};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Method {
-    /// Layer-progressive Joint Attribution Score search (the paper's method).
-    Jas,
-    /// Largest clean CLS activation per layer (the paper's baseline).
-    Activation,
-}
-
-impl Method {
-    fn name(self) -> &'static str {
-        match self {
-            Method::Jas => "jas",
-            Method::Activation => "activation",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Target {
-    /// The ground-truth class from the image's folder (the reference code's choice).
-    Label,
-    /// The class the model predicts for the clean image.
-    Predicted,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Rule {
@@ -57,8 +30,11 @@ pub struct Args {
     #[arg(long, default_value = "out/paths.jsonl")]
     out: PathBuf,
     /// Methods to run, comma-separated; every path is scored with the same JAS.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Method::Jas, Method::Activation])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Method::ALL)]
     method: Vec<Method>,
+    /// Seed of the `random` method (a path depends only on the seed and the image).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Integration steps m (points, for Gauss-Legendre).
     #[arg(long, default_value_t = 20)]
     steps: usize,
@@ -89,12 +65,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let vit = args.model.load()?;
     let set = ImageSet::open(&args.images)?;
-    let mut out = PathsFile::open(&args.out)?;
+    let mut out = RecordFile::<PathRecord>::open(&args.out)?;
     let methods = &args.method;
     let todo: Vec<&ImageEntry> = set
         .entries
         .iter()
-        .filter(|e| methods.iter().any(|m| !out.contains(&e.key, m.name())))
+        .filter(|e| {
+            methods
+                .iter()
+                .any(|m| !out.contains(&PathRecord::key_of(&e.key, m.name())))
+        })
         .collect();
     let rule = match args.integration {
         Rule::LeftRiemann => Integration::LeftRiemann(args.steps),
@@ -109,6 +89,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         rule,
         form: args.score_form,
     };
+    let norm = data::normalization(&vit, args.preprocess);
     let model_name = args.model.model.display().to_string();
     eprintln!(
         "{} images ({} already in {}), {} layers x {} neurons, {} steps {rule}, batch {batch}",
@@ -119,16 +100,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         vit.config.intermediate,
         args.steps
     );
-    let bar = ProgressBar::new(todo.len() as u64).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  ETA {eta}  {msg}")
-            .expect("valid template"),
-    );
+    let bar = super::progress(todo.len(), "images");
     let (mut written, mut failed) = (0usize, 0usize);
     super::with_threads(args.threads, || -> Result<()> {
         for chunk in todo.chunks(batch) {
             let mut ready: Vec<(&ImageEntry, ImageContext)> = Vec::new();
             for entry in chunk {
-                match prepare(&vit, entry, &args) {
+                match ImageContext::load(&vit, entry, &norm, args.target) {
                     Ok(ctx) => ready.push((entry, ctx)),
                     Err(e) => {
                         bar.suspend(|| eprintln!("skipped {}: {e:#}", entry.path.display()));
@@ -141,68 +119,37 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 continue;
             }
             let contexts: Vec<&ImageContext> = ready.iter().map(|(_, c)| c).collect();
-            let jas_paths = if methods.contains(&Method::Jas) {
-                attributor.locate(&contexts)
-            } else {
-                vec![]
-            };
-            let mut items: Vec<(usize, Method, Vec<usize>)> = Vec::new();
-            for (i, (entry, ctx)) in ready.iter().enumerate() {
-                for &m in methods {
-                    if out.contains(&entry.key, m.name()) {
-                        continue;
-                    }
-                    let path = match m {
-                        Method::Jas => jas_paths[i].clone(),
-                        Method::Activation => jas::activation_path(&ctx.clean),
-                    };
-                    items.push((i, m, path));
-                }
-            }
-            let scored: Vec<(&ImageContext, &[usize])> = items
-                .iter()
-                .map(|(i, _, p)| (contexts[*i], p.as_slice()))
-                .collect();
-            let scores = attributor.score(&scored);
-            for ((i, m, path), score) in items.iter().zip(scores) {
-                let (entry, ctx) = &ready[*i];
-                let probs = softmax(&ctx.clean.logits, vit.config.classes);
+            let found = attributor.find_and_score(&contexts, methods, args.seed, |i, m| {
+                !out.contains(&PathRecord::key_of(&ready[i].0.key, m.name()))
+            });
+            for found in found {
+                let (entry, ctx) = &ready[found.image];
+                let probs = ctx.probabilities(vit.config.classes);
                 let predicted = argmax(&probs);
-                let name = |c: usize| {
-                    vit.class_names
-                        .as_ref()
-                        .map(|n| n[c].clone())
-                        .or_else(|| set.classes.get(c).cloned())
-                };
                 out.append(&PathRecord {
                     image: entry.key.clone(),
                     label: entry.label,
                     label_name: entry.label.and_then(|l| set.classes.get(l).cloned()),
-                    method: m.name().into(),
-                    path: path.clone(),
-                    score: score.score,
+                    method: found.method.name().into(),
+                    path: found.path,
+                    neurons: vit.config.intermediate,
+                    score: found.score.score,
                     target: ctx.target,
-                    target_source: if args.target == Target::Label {
-                        "label"
-                    } else {
-                        "predicted"
-                    }
-                    .into(),
+                    target_source: args.target.name().into(),
                     target_prob: probs[ctx.target],
                     predicted,
-                    predicted_name: name(predicted),
+                    predicted_name: vit
+                        .class_name(predicted)
+                        .or_else(|| set.classes.get(predicted).cloned()),
                     predicted_prob: probs[predicted],
-                    contribution: score.contributions(),
-                    activation: score.activation,
-                    gradient: score.gradient,
-                    integration: match rule {
-                        Integration::LeftRiemann(_) => "left-riemann",
-                        Integration::GaussLegendre(_) => "gauss-legendre",
-                    }
-                    .into(),
+                    contribution: found.score.contributions(),
+                    activation: found.score.activation,
+                    gradient: found.score.gradient,
+                    integration: rule.name().into(),
                     steps: rule.steps(),
-                    score_form: format!("{:?}", args.score_form).to_lowercase(),
+                    score_form: args.score_form.name().into(),
                     model: model_name.clone(),
+                    preprocess: args.preprocess.name().into(),
                 })?;
             }
             written += ready.len();
@@ -222,37 +169,4 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |b, (i, &x)| if x > b.1 { (i, x) } else { b },
-        )
-        .0
-}
-
-fn prepare(vit: &Vit, entry: &ImageEntry, args: &Args) -> Result<ImageContext> {
-    let pixels = data::load_image(&entry.path, vit, &data::normalization(vit, args.preprocess))?;
-    let clean = vit.clean_forward(&pixels);
-    if let Some(i) = clean.logits.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "the model's logit {i} is {} for this image",
-            clean.logits[i]
-        );
-    }
-    let target = match args.target {
-        Target::Predicted => argmax(&clean.logits),
-        Target::Label => match entry.label {
-            Some(l) if l < vit.config.classes => l,
-            Some(l) => bail!(
-                "label {l} is outside the model's {} classes",
-                vit.config.classes
-            ),
-            None => bail!("no label (the image is not in a class folder): use --target predicted"),
-        },
-    };
-    Ok(ImageContext { clean, target })
 }

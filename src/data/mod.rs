@@ -22,6 +22,22 @@ pub enum Preset {
     Reference,
 }
 
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Checkpoint => "checkpoint",
+            Preset::Reference => "reference",
+        }
+    }
+
+    /// The preset named `name` (as [`Preset::name`] writes it).
+    pub fn from_name(name: &str) -> Option<Preset> {
+        [Preset::Checkpoint, Preset::Reference]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+}
+
 pub fn normalization(vit: &Vit, preset: Preset) -> Normalization {
     match preset {
         Preset::Checkpoint => vit.normalization.clone(),

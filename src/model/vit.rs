@@ -149,6 +149,11 @@ pub struct CleanTrace {
 }
 
 impl Vit {
+    /// The checkpoint's name for class `c`, when it has one.
+    pub fn class_name(&self, c: usize) -> Option<String> {
+        self.class_names.as_ref().and_then(|n| n.get(c).cloned())
+    }
+
     /// Tokens `[tokens, hidden]` of a normalised CHW image: patches, CLS, positions.
     pub fn embed(&self, pixels: &[f32]) -> Vec<f32> {
         let c = &self.config;

@@ -17,6 +17,23 @@ pub fn npz(rel: &str) -> std::collections::HashMap<String, neuronpath::model::np
         .collect()
 }
 
+/// The neuron indices of a JSON array.
+pub fn indices(value: &serde_json::Value) -> Vec<usize> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect()
+}
+
+/// Records of a reference file in `../shared/reference`.
+pub fn reference_records(name: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(shared(&format!("reference/{name}"))).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["records"].as_array().unwrap().clone()
+}
+
 /// Clean passes of reference records (`image`, `label`) from the CIFAR-10 test images.
 pub fn contexts(
     vit: &neuronpath::model::Vit,
@@ -31,10 +48,12 @@ pub fn contexts(
                 r["image"].as_str().unwrap()
             ));
             let pixels = neuronpath::data::load_image(&path, vit, &norm).unwrap();
-            neuronpath::attribution::ImageContext {
-                clean: vit.clean_forward(&pixels),
-                target: r["label"].as_u64().unwrap() as usize,
-            }
+            neuronpath::attribution::ImageContext::new(
+                vit,
+                r["image"].as_str().unwrap().to_string(),
+                pixels,
+                r["label"].as_u64().unwrap() as usize,
+            )
         })
         .collect()
 }

@@ -1,0 +1,85 @@
+//! One image ready for attribution: its pixels, its clean pass, the class to explain.
+
+use crate::data::{self, ImageEntry};
+use crate::model::{CleanTrace, Normalization, Vit};
+use anyhow::{bail, Result};
+
+/// Which class a path explains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// The ground-truth class from the image's folder (the reference code's choice).
+    Label,
+    /// The class the model predicts for the clean image.
+    Predicted,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Label => "label",
+            Target::Predicted => "predicted",
+        }
+    }
+}
+
+pub struct ImageContext {
+    /// Identifies the image (its path relative to the image folder); seeds `random`.
+    pub key: String,
+    /// Normalised CHW pixels.
+    pub pixels: Vec<f32>,
+    pub clean: CleanTrace,
+    pub target: usize,
+}
+
+impl ImageContext {
+    pub fn new(vit: &Vit, key: String, pixels: Vec<f32>, target: usize) -> ImageContext {
+        let clean = vit.clean_forward(&pixels);
+        ImageContext {
+            key,
+            pixels,
+            clean,
+            target,
+        }
+    }
+
+    /// Reads, decodes and runs one image of a folder; an error says what is wrong with it.
+    pub fn load(
+        vit: &Vit,
+        entry: &ImageEntry,
+        norm: &Normalization,
+        target: Target,
+    ) -> Result<ImageContext> {
+        let pixels = data::load_image(&entry.path, vit, norm)?;
+        let clean = vit.clean_forward(&pixels);
+        if let Some(i) = clean.logits.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "the model's logit {i} is {} for this image",
+                clean.logits[i]
+            );
+        }
+        let target = match target {
+            Target::Predicted => super::baselines::argmax(&clean.logits),
+            Target::Label => match entry.label {
+                Some(l) if l < vit.config.classes => l,
+                Some(l) => bail!(
+                    "label {l} is outside the model's {} classes",
+                    vit.config.classes
+                ),
+                None => {
+                    bail!("no label (the image is not in a class folder): use --target predicted")
+                }
+            },
+        };
+        Ok(ImageContext {
+            key: entry.key.clone(),
+            pixels,
+            clean,
+            target,
+        })
+    }
+
+    /// Softmax probabilities of the clean pass.
+    pub fn probabilities(&self, classes: usize) -> Vec<f32> {
+        crate::model::backward::softmax(&self.clean.logits, classes)
+    }
+}

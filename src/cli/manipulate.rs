@@ -1,0 +1,182 @@
+//! `neuronpath manipulate`: remove or enhance each image's path neurons and measure
+//! the change in the prediction, per method.
+
+use super::ModelArgs;
+use anyhow::{bail, Context, Result};
+use neuronpath::attribution::ImageContext;
+use neuronpath::data::{self, Preset};
+use neuronpath::experiments::manipulate::{self, check_path, ManipulationRecord, Op};
+use neuronpath::model::Vit;
+use neuronpath::record::{read_records, PathRecord, RecordFile};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OpChoice {
+    /// Path neurons set to 0.
+    Remove,
+    /// Path neurons doubled.
+    Enhance,
+    /// Both, one record each.
+    Both,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The image folder the paths were found on (path records name images relative to it).
+    #[arg(long, default_value = super::DEFAULT_IMAGES)]
+    images: PathBuf,
+    /// Path records written by `neuronpath paths`.
+    #[arg(long, default_value = "out/paths.jsonl")]
+    paths: PathBuf,
+    /// Output JSON-lines file, one record per image, method and operation; rerunning
+    /// with the same file resumes.
+    #[arg(long, default_value = "out/manipulate.jsonl")]
+    out: PathBuf,
+    /// What to do to the path neurons, at every layer at once.
+    #[arg(long, value_enum, default_value_t = OpChoice::Both)]
+    op: OpChoice,
+    /// Only the paths of these methods, comma-separated (default: every method in the file).
+    #[arg(long, value_delimiter = ',')]
+    method: Vec<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let vit = args.model.load()?;
+    let mut records: Vec<PathRecord> = read_records(&args.paths)?;
+    if !args.method.is_empty() {
+        records.retain(|r| args.method.contains(&r.method));
+        if records.is_empty() {
+            bail!(
+                "{}: no paths of method {}",
+                args.paths.display(),
+                args.method.join(", ")
+            );
+        }
+    }
+    for r in &records {
+        check_path(&vit, r).with_context(|| args.paths.display().to_string())?;
+    }
+    let preset = records_preset(&records, &args.paths)?;
+    let norm = data::normalization(&vit, preset);
+    let ops: &[Op] = match args.op {
+        OpChoice::Remove => &[Op::Remove],
+        OpChoice::Enhance => &[Op::Enhance],
+        OpChoice::Both => &[Op::Remove, Op::Enhance],
+    };
+    let mut out = RecordFile::<ManipulationRecord>::open(&args.out)?;
+    // One batch per image: every (path, op) of it not yet in the output.
+    let mut images: Vec<(&str, Vec<(&PathRecord, Op)>)> = Vec::new();
+    for r in &records {
+        for &op in ops {
+            if out.contains(&ManipulationRecord::key_of(&r.image, &r.method, op.name())) {
+                continue;
+            }
+            match images.iter_mut().find(|(key, _)| *key == r.image) {
+                Some((_, items)) => items.push((r, op)),
+                None => images.push((&r.image, vec![(r, op)])),
+            }
+        }
+    }
+    eprintln!(
+        "{} paths of {} images; {} images to run",
+        records.len(),
+        records
+            .iter()
+            .map(|r| &r.image)
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        images.len()
+    );
+    let bar = super::progress(images.len(), "images");
+    let mut failed = 0usize;
+    super::with_threads(args.threads, || -> Result<()> {
+        for (key, items) in &images {
+            let path = args.images.join(key);
+            match data::load_image(&path, &vit, &norm) {
+                Ok(pixels) => {
+                    for written in run_image(&vit, key, pixels, items) {
+                        out.append(&written)?;
+                    }
+                }
+                Err(e) => {
+                    bar.suspend(|| eprintln!("skipped {}: {e:#}", path.display()));
+                    failed += 1;
+                }
+            }
+            bar.inc(1);
+        }
+        Ok(())
+    })??;
+    bar.finish_and_clear();
+    let all: Vec<ManipulationRecord> = read_records(&args.out)?;
+    print_summary(&manipulate::summarize(&all));
+    eprintln!("records in {}; {failed} images failed", args.out.display());
+    Ok(if failed > 0 && failed == images.len() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The image's items grouped by target (normally one), each group one batch.
+fn run_image(
+    vit: &Vit,
+    key: &str,
+    pixels: Vec<f32>,
+    items: &[(&PathRecord, Op)],
+) -> Vec<ManipulationRecord> {
+    let mut targets: Vec<usize> = items.iter().map(|(r, _)| r.target).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    let mut written = Vec::new();
+    for target in targets {
+        let image = ImageContext::new(vit, key.to_string(), pixels.clone(), target);
+        let group: Vec<(&PathRecord, Op)> = items
+            .iter()
+            .filter(|(r, _)| r.target == target)
+            .copied()
+            .collect();
+        written.extend(manipulate::manipulate(vit, &image, &group));
+    }
+    written
+}
+
+/// The preprocessing preset the paths were found with (all records must agree).
+pub fn records_preset(records: &[PathRecord], file: &Path) -> Result<Preset> {
+    let name = &records[0].preprocess;
+    if let Some(r) = records.iter().find(|r| &r.preprocess != name) {
+        bail!(
+            "{}: paths found with different preprocessing ({name} and {}, e.g. {})",
+            file.display(),
+            r.preprocess,
+            r.image
+        );
+    }
+    Preset::from_name(name)
+        .with_context(|| format!("{}: unknown preprocessing {name:?}", file.display()))
+}
+
+fn print_summary(summary: &[manipulate::ManipulationSummary]) {
+    println!(
+        "{:<12} {:<8} {:>7} {:>12} {:>9} {:>9} {:>9}",
+        "method", "op", "images", "prob dev", "acc", "acc after", "acc dev"
+    );
+    for s in summary {
+        println!(
+            "{:<12} {:<8} {:>7} {:>+11.2}% {:>8.1}% {:>8.1}% {:>+8.1}%",
+            s.method,
+            s.op,
+            s.images,
+            100.0 * s.prob_deviation,
+            100.0 * s.accuracy_before,
+            100.0 * s.accuracy_after,
+            100.0 * s.accuracy_deviation
+        );
+    }
+}

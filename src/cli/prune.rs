@@ -1,0 +1,152 @@
+//! `neuronpath prune`: keep each class's most used neurons, zero the others, and
+//! measure the class's probability and accuracy on held-out images.
+
+use super::ModelArgs;
+use anyhow::{bail, Context, Result};
+use neuronpath::attribution::{ImageContext, Target};
+use neuronpath::data::{self, ImageSet};
+use neuronpath::experiments::prune::{self, PruneReport, PruneResult, PruneSettings, PruneTally};
+use neuronpath::experiments::stats::path_stats;
+use neuronpath::record::{read_records, PathRecord};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// ImageFolder tree of labelled images: the paths' images and the held-out ones.
+    #[arg(long, default_value = super::DEFAULT_IMAGES)]
+    images: PathBuf,
+    /// Path records written by `neuronpath paths` (for the building images).
+    #[arg(long, default_value = "out/paths.jsonl")]
+    paths: PathBuf,
+    /// Whose paths choose the kept neurons.
+    #[arg(long, default_value = "jas")]
+    method: String,
+    /// Neurons kept per layer for each class: its K most frequent on its paths.
+    #[arg(long)]
+    top_k: usize,
+    /// Share of the other CLS FFN neurons zeroed at every layer (a seeded random
+    /// subset when below 1).
+    #[arg(long, default_value_t = 1.0)]
+    fraction: f64,
+    /// Share of each class's images (the last in name order) held out for evaluation;
+    /// the rest build the class neuron sets. 0 evaluates on the building images.
+    #[arg(long, default_value_t = 0.5)]
+    holdout: f64,
+    /// Seed of the random subsets (fraction < 1, and the random-keep control).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output JSON: per class and overall, probability and accuracy unpruned, pruned
+    /// and with the control.
+    #[arg(long, default_value = "out/prune.json")]
+    out: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.fraction) || !(0.0..1.0).contains(&args.holdout) {
+        bail!("--fraction must be in [0, 1] and --holdout in [0, 1)");
+    }
+    let vit = args.model.load()?;
+    let set = ImageSet::open(&args.images)?;
+    let split = prune::split(&set, args.holdout);
+    let records: Vec<PathRecord> = read_records(&args.paths)?
+        .into_iter()
+        .filter(|r: &PathRecord| split.build.contains(&r.image))
+        .collect();
+    let stats = path_stats(&records, &args.method).with_context(|| {
+        format!(
+            "{}: among the paths of the building images of {}",
+            args.paths.display(),
+            args.images.display()
+        )
+    })?;
+    if stats.neurons != vit.config.intermediate || stats.layers != vit.config.layers {
+        bail!(
+            "{}: paths of {} layers x {} neurons, but the model has {} x {}",
+            args.paths.display(),
+            stats.layers,
+            stats.neurons,
+            vit.config.layers,
+            vit.config.intermediate
+        );
+    }
+    let build_paths = stats.classes.iter().map(|c| c.images).sum();
+    let preset = super::manipulate::records_preset(&records, &args.paths)?;
+    let norm = data::normalization(&vit, preset);
+    let settings = PruneSettings {
+        top_k: args.top_k,
+        fraction: args.fraction,
+        seed: args.seed,
+    };
+    let plans = prune::plan(&stats, settings);
+    eprintln!(
+        "{} {} paths build {} classes' neuron sets; evaluating {} images",
+        build_paths,
+        args.method,
+        plans.len(),
+        split.evaluate.len()
+    );
+    let mut tally = PruneTally::new(&plans);
+    let bar = super::progress(split.evaluate.len(), "images");
+    let mut evaluated = 0;
+    super::with_threads(args.threads, || {
+        for entry in &split.evaluate {
+            match ImageContext::load(&vit, entry, &norm, Target::Label) {
+                Ok(image) => evaluated += usize::from(tally.evaluate(&vit, &plans, &image)),
+                Err(e) => bar.suspend(|| eprintln!("skipped {}: {e:#}", entry.path.display())),
+            }
+            bar.inc(1);
+        }
+    })?;
+    bar.finish_and_clear();
+    let (classes, overall) = tally.finish();
+    let report = PruneReport {
+        method: args.method.clone(),
+        top_k: args.top_k,
+        fraction: args.fraction,
+        holdout: args.holdout,
+        seed: args.seed,
+        build_paths,
+        evaluated_images: evaluated,
+        classes,
+        overall,
+    };
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    }
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("{}: cannot write", args.out.display()))?;
+    println!("target-class probability and top-1 accuracy");
+    println!(
+        "{:<12} {:>6}  {:>15}  {:>15}  {:>15}",
+        "class", "images", "unpruned", "pruned", "random control"
+    );
+    for r in report.classes.iter().chain([&report.overall]) {
+        print_row(r);
+    }
+    eprintln!("written to {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_row(r: &PruneResult) {
+    let name = r
+        .name
+        .clone()
+        .or(r.class.map(|c| c.to_string()))
+        .unwrap_or_else(|| "all".into());
+    let cell = |prob: f64, acc: f64| format!("{prob:.3} {:>6.1}%", 100.0 * acc);
+    println!(
+        "{:<12} {:>6}  {:>15}  {:>15}  {:>15}",
+        name,
+        r.images,
+        cell(r.prob_unpruned, r.accuracy_unpruned),
+        cell(r.prob_pruned, r.accuracy_pruned),
+        cell(r.prob_control, r.accuracy_control)
+    );
+}

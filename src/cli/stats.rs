@@ -1,0 +1,55 @@
+//! `neuronpath stats`: class-level neuron statistics of a paths file.
+
+use anyhow::{Context, Result};
+use neuronpath::experiments::stats::all_stats;
+use neuronpath::record::{read_records, PathRecord};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Path records written by `neuronpath paths`.
+    #[arg(long, default_value = "out/paths.jsonl")]
+    paths: PathBuf,
+    /// Output JSON: per method, per class and layer the frequency of each neuron,
+    /// the class path, its concentration, and the class-by-class similarity.
+    #[arg(long, default_value = "out/stats.json")]
+    out: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let records: Vec<PathRecord> = read_records(&args.paths)?;
+    let stats = all_stats(&records).with_context(|| args.paths.display().to_string())?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    }
+    std::fs::write(&args.out, serde_json::to_vec(&stats)?)
+        .with_context(|| format!("{}: cannot write", args.out.display()))?;
+    for method in &stats.methods {
+        println!("{}:", method.method);
+        let name = |c: usize| {
+            method
+                .classes
+                .iter()
+                .find(|s| s.class == c)
+                .and_then(|s| s.name.clone())
+                .unwrap_or_else(|| c.to_string())
+        };
+        for c in &method.classes {
+            let concentration =
+                c.concentration.iter().sum::<f64>() / c.concentration.len().max(1) as f64;
+            println!(
+                "  {:<12} {:>5} paths  class path {:?}  concentration {:>5.1}%  most similar {}  least {}",
+                name(c.class),
+                c.images,
+                c.class_path,
+                100.0 * concentration,
+                c.most_similar.map_or("-".into(), name),
+                c.least_similar.map_or("-".into(), name),
+            );
+        }
+    }
+    eprintln!("written to {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,173 @@
+//! Removal and enhancement of path neurons: each image's own path set to zero, or
+//! doubled, at every layer at once; the change in the target probability and in
+//! top-1 accuracy tells whether the path matters to the prediction.
+
+use super::{edited_outcomes, NeuronEdit, Outcome};
+use crate::attribution::ImageContext;
+use crate::model::Vit;
+use crate::record::{PathRecord, Record};
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Op {
+    /// Path neurons set to 0.
+    Remove,
+    /// Path neurons doubled.
+    Enhance,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Remove => "remove",
+            Op::Enhance => "enhance",
+        }
+    }
+
+    pub fn factor(self) -> f32 {
+        match self {
+            Op::Remove => 0.0,
+            Op::Enhance => 2.0,
+        }
+    }
+
+    /// The edit of `path` (one neuron per layer).
+    pub fn edit(self, path: &[usize]) -> NeuronEdit {
+        path.iter().map(|&n| vec![(n, self.factor())]).collect()
+    }
+}
+
+/// One image's path under one operation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ManipulationRecord {
+    pub image: String,
+    pub method: String,
+    /// "remove" or "enhance".
+    pub op: String,
+    pub label: Option<usize>,
+    pub target: usize,
+    /// Target-class probability before and after the edit.
+    pub prob_before: f32,
+    pub prob_after: f32,
+    pub predicted_before: usize,
+    pub predicted_after: usize,
+}
+
+impl ManipulationRecord {
+    pub fn key_of(image: &str, method: &str, op: &str) -> String {
+        format!("{image}\t{method}\t{op}")
+    }
+
+    /// The class accuracy is counted against: the label, or the target without one.
+    fn truth(&self) -> usize {
+        self.label.unwrap_or(self.target)
+    }
+}
+
+impl Record for ManipulationRecord {
+    fn key(&self) -> String {
+        ManipulationRecord::key_of(&self.image, &self.method, &self.op)
+    }
+}
+
+/// Checks that `record`'s path fits `vit`: one neuron per layer, each in range.
+pub fn check_path(vit: &Vit, record: &PathRecord) -> Result<()> {
+    let (layers, f) = (vit.config.layers, vit.config.intermediate);
+    if record.path.len() != layers {
+        bail!(
+            "{} ({}): the path has {} neurons but the model has {layers} layers",
+            record.image,
+            record.method,
+            record.path.len()
+        );
+    }
+    if let Some((l, n)) = record.path.iter().enumerate().find(|(_, &n)| n >= f) {
+        bail!(
+            "{} ({}): neuron {n} at layer {l} is out of range: the model's layers have {f} neurons",
+            record.image,
+            record.method
+        );
+    }
+    if record.target >= vit.config.classes {
+        bail!(
+            "{} ({}): target class {} is outside the model's {} classes",
+            record.image,
+            record.method,
+            record.target,
+            vit.config.classes
+        );
+    }
+    Ok(())
+}
+
+/// Every `(path record, op)` of one image, run as one batch.
+pub fn manipulate(
+    vit: &Vit,
+    image: &ImageContext,
+    items: &[(&PathRecord, Op)],
+) -> Vec<ManipulationRecord> {
+    let edits: Vec<NeuronEdit> = items.iter().map(|(r, op)| op.edit(&r.path)).collect();
+    let before = Outcome::clean(vit, image);
+    items
+        .iter()
+        .zip(edited_outcomes(vit, image, &edits))
+        .map(|((r, op), after)| ManipulationRecord {
+            image: r.image.clone(),
+            method: r.method.clone(),
+            op: op.name().into(),
+            label: r.label,
+            target: image.target,
+            prob_before: before.prob,
+            prob_after: after.prob,
+            predicted_before: before.predicted,
+            predicted_after: after.predicted,
+        })
+        .collect()
+}
+
+/// The paper's two measures for one method and operation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ManipulationSummary {
+    pub method: String,
+    pub op: String,
+    pub images: usize,
+    /// Mean of `p_after / p_before - 1` over images.
+    pub prob_deviation: f64,
+    pub accuracy_before: f64,
+    pub accuracy_after: f64,
+    /// `accuracy_after - accuracy_before`.
+    pub accuracy_deviation: f64,
+}
+
+/// One summary per (method, op), in order of first appearance.
+pub fn summarize(records: &[ManipulationRecord]) -> Vec<ManipulationSummary> {
+    let mut groups: Vec<((&str, &str), Vec<&ManipulationRecord>)> = Vec::new();
+    for r in records {
+        let key = (r.method.as_str(), r.op.as_str());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, group)) => group.push(r),
+            None => groups.push((key, vec![r])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((method, op), group)| {
+            let n = group.len() as f64;
+            let mean = |f: &dyn Fn(&ManipulationRecord) -> f64| {
+                group.iter().map(|r| f(r)).sum::<f64>() / n
+            };
+            let accuracy_before = mean(&|r| f64::from(u8::from(r.predicted_before == r.truth())));
+            let accuracy_after = mean(&|r| f64::from(u8::from(r.predicted_after == r.truth())));
+            ManipulationSummary {
+                method: method.into(),
+                op: op.into(),
+                images: group.len(),
+                prob_deviation: mean(&|r| r.prob_after as f64 / r.prob_before as f64 - 1.0),
+                accuracy_before,
+                accuracy_after,
+                accuracy_deviation: accuracy_after - accuracy_before,
+            }
+        })
+        .collect()
+}
