@@ -1,7 +1,7 @@
-//! `neuronpath report` end to end: a page built from paths found on real CIFAR-10
-//! images, opened in headless Chromium with the network off, checked for structure
-//! and for having no outside references; and the size and opening time of a page
-//! of a thousand images.
+//! `neuronpath report` end to end: a page built from the paths, manipulation and
+//! statistics of real CIFAR-10 images, opened in headless Chromium with the network
+//! off, checked for structure and for having no outside references; and the size
+//! and opening time of a page of a thousand images.
 
 mod common;
 use common::{image_folder, neuronpath, scratch};
@@ -24,13 +24,16 @@ const CLASSES: [&str; 10] = [
     "truck",
 ];
 
-/// One browser at a time: they are timed, and the machine has two cores.
-static BROWSER: Mutex<()> = Mutex::new(());
+/// One test at a time: the page is timed, and the machine has two cores.
+static MACHINE: Mutex<()> = Mutex::new(());
+
+fn machine() -> std::sync::MutexGuard<'static, ()> {
+    MACHINE.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Runs headless Chromium on `page` with `args`, with no network: in a namespace
 /// of its own where one can be made (root, as in CI), else through a dead proxy.
 fn chromium(page: &Path, args: &[&str]) -> (Output, Duration) {
-    let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let profile = scratch("chromium-profile");
     let offline_namespace = Command::new("unshare")
         .args(["-n", "true"])
@@ -73,40 +76,63 @@ fn require_chromium() {
     );
 }
 
-/// `paths` on `images`, then `report`; returns the page's path.
-fn paths_and_report(dir: &Path, images: &Path, paths_args: &[&str]) -> PathBuf {
-    let paths = dir.join("paths.jsonl");
-    let out = neuronpath()
-        .arg("paths")
-        .args(paths_args)
-        .arg("--images")
-        .arg(images)
-        .arg("--out")
-        .arg(&paths)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let page = dir.join("report.html");
-    let out = neuronpath()
-        .args(["report", "--paths"])
-        .arg(&paths)
-        .arg("--images")
-        .arg(images)
-        .arg("--out")
-        .arg(&page)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+/// Runs `neuronpath args..`, failing the test with its error output if it fails.
+fn run(args: &[&std::ffi::OsStr]) -> String {
+    let out = neuronpath().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "neuronpath {args:?}: {stderr}");
+    stderr
+}
+
+/// `paths` (all methods) on `images` with `steps`, `manipulate` and `stats`, then
+/// `report` of all three; returns the page's path.
+fn results_and_report(dir: &Path, images: &Path, steps: &str) -> PathBuf {
+    let file = |name: &str| dir.join(name).into_os_string();
+    let images = images.as_os_str();
+    let os = std::ffi::OsStr::new;
+    run(&[
+        os("paths"),
+        os("--steps"),
+        os(steps),
+        os("--images"),
+        images,
+        os("--out"),
+        &file("paths.jsonl"),
+    ]);
+    run(&[
+        os("manipulate"),
+        os("--images"),
+        images,
+        os("--paths"),
+        &file("paths.jsonl"),
+        os("--out"),
+        &file("manipulate.jsonl"),
+    ]);
+    run(&[
+        os("stats"),
+        os("--paths"),
+        &file("paths.jsonl"),
+        os("--out"),
+        &file("stats.json"),
+    ]);
+    let stderr = run(&[
+        os("report"),
+        os("--paths"),
+        &file("paths.jsonl"),
+        os("--manipulate"),
+        &file("manipulate.jsonl"),
+        os("--stats"),
+        &file("stats.json"),
+        os("--images"),
+        images,
+        os("--out"),
+        &file("report.html"),
+    ]);
     assert!(
         stderr.contains("report.html"),
         "does not say where the page is: {stderr}"
     );
-    page
+    dir.join("report.html")
 }
 
 /// The values of attribute `name` (double-quoted, as serialised) in `html`.
@@ -146,30 +172,32 @@ fn assert_self_contained(html: &str) {
 
 /// The images the paths file holds, by key.
 fn images_in(paths: &Path) -> BTreeSet<String> {
-    neuronpath::record::read_records(paths)
+    neuronpath::record::read_records::<neuronpath::record::PathRecord>(paths)
         .unwrap()
         .into_iter()
         .map(|r| r.image)
         .collect()
 }
 
-/// The `data-image` of every path figure in the DOM, checking there is one each.
-fn path_figures(dom: &str) -> BTreeSet<String> {
+/// The `attribute` of every figure of class `class` in the DOM, checking that no
+/// two figures share one.
+fn figures(dom: &str, class: &str, attribute: &str) -> BTreeSet<String> {
+    let opening = format!("class=\"{class}\"");
     let figures: Vec<&str> = dom
         .split("<figure ")
         .skip(1)
-        .filter(|f| f.starts_with("class=\"path-figure\""))
+        .filter(|f| f.starts_with(&opening))
         .collect();
-    let images: BTreeSet<String> = figures
+    let keys: BTreeSet<String> = figures
         .iter()
-        .map(|f| attribute_values(f, "data-image")[0].to_string())
+        .map(|f| attribute_values(f, attribute)[0].to_string())
         .collect();
     assert_eq!(
-        images.len(),
+        keys.len(),
         figures.len(),
-        "an image has more than one path figure"
+        "two {class} figures of one {attribute}"
     );
-    images
+    keys
 }
 
 /// A screenshot that shows something: a PNG of the asked size, mostly page
@@ -195,21 +223,40 @@ fn assert_screenshot_shows_the_page(png_path: &Path, size: (u32, u32)) {
 }
 
 #[test]
-fn page_shows_every_image_and_works_offline() {
+fn page_shows_every_image_class_and_method_offline() {
     require_chromium();
+    let _alone = machine();
     let dir = scratch("report-page");
     let images = image_folder(&dir, &CLASSES, 2);
-    let page = paths_and_report(&dir, &images, &["--steps", "4"]);
+    let page = results_and_report(&dir, &images, "4");
     let html = std::fs::read_to_string(&page).unwrap();
     assert_self_contained(&html);
 
     let (out, _) = chromium(&page, &["--dump-dom"]);
     let dom = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(path_figures(&dom), images_in(&dir.join("paths.jsonl")));
-    assert_eq!(path_figures(&dom).len(), 20);
-    assert!(
-        dom.contains("data-figure=\"jas\""),
-        "no JAS comparison of the methods"
+    let images_on_page = figures(&dom, "path-figure", "data-image");
+    assert_eq!(images_on_page, images_in(&dir.join("paths.jsonl")));
+    assert_eq!(images_on_page.len(), 20);
+    let classes: BTreeSet<String> = (0..CLASSES.len()).map(|c| c.to_string()).collect();
+    assert_eq!(figures(&dom, "class-map", "data-class"), classes);
+    let method_figures = figures(&dom, "method-figure", "data-figure");
+    for name in [
+        "jas",
+        "probability-remove",
+        "accuracy-remove",
+        "probability-enhance",
+        "accuracy-enhance",
+    ] {
+        assert!(
+            method_figures.contains(name),
+            "no {name} figure among {method_figures:?}"
+        );
+    }
+    // Every image card has a thumbnail and a row per method with both operations.
+    assert_eq!(dom.matches("<img class=\"thumb\"").count(), 20);
+    assert_eq!(
+        dom.matches("<tr><td><span class=\"swatch\"").count(),
+        20 * 5 + 5
     );
 
     let shot = dir.join("shot.png");
@@ -226,16 +273,17 @@ fn page_shows_every_image_and_works_offline() {
 #[test]
 fn a_thousand_images_stay_under_20_mb_and_open_in_3_s() {
     require_chromium();
+    let _alone = machine();
     let dir = scratch("report-thousand");
     let images = image_folder(&dir, &CLASSES, 100);
     // One integration step: the page's size does not depend on the paths' accuracy.
-    let page = paths_and_report(&dir, &images, &["--steps", "1"]);
+    let page = results_and_report(&dir, &images, "1");
     let bytes = std::fs::metadata(&page).unwrap().len();
     assert!(bytes < 20_000_000, "{bytes} bytes for 1000 images");
 
     // Opening = time to the loaded DOM, less the browser's own start (a blank page).
     let fastest = |page: &Path| {
-        (0..2)
+        (0..3)
             .map(|_| chromium(page, &["--dump-dom"]).1)
             .min()
             .unwrap()
@@ -254,10 +302,9 @@ fn a_thousand_images_stay_under_20_mb_and_open_in_3_s() {
         "the page took {opening:.2?} to open"
     );
     let (out, _) = chromium(&page, &["--dump-dom"]);
-    assert_eq!(
-        path_figures(&String::from_utf8(out.stdout).unwrap()).len(),
-        1000
-    );
+    let dom = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(figures(&dom, "path-figure", "data-image").len(), 1000);
+    assert_eq!(figures(&dom, "class-map", "data-class").len(), 10);
 }
 
 #[test]
@@ -270,8 +317,8 @@ fn unreadable_paths_files_fail_naming_the_file() {
     std::fs::write(&empty, "").unwrap();
     for (file, problem) in [
         (&missing, "cannot read"),
-        (&garbled, "line 1: not a path record"),
-        (&empty, "no path records"),
+        (&garbled, "line 1: not a PathRecord"),
+        (&empty, "no records"),
     ] {
         let out = neuronpath()
             .args(["report", "--paths"])

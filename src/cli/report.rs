@@ -1,6 +1,7 @@
 //! `neuronpath report`: one self-contained HTML page from the result files.
 
 use anyhow::{Context, Result};
+use neuronpath::experiments::stats::StatsFile;
 use neuronpath::record::read_records;
 use neuronpath::report::{render, Inputs};
 use std::path::PathBuf;
@@ -8,9 +9,19 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Path records written by `neuronpath paths` (JSON lines).
+    /// Path records written by `neuronpath paths` (JSON lines): one figure per image,
+    /// the methods' JAS compared.
     #[arg(long, default_value = "out/paths.jsonl")]
     paths: PathBuf,
+    /// Results of `neuronpath manipulate` (JSON lines): adds each image's probability
+    /// after removal / enhancement and the methods' probability and accuracy changes.
+    /// Without it those parts are left out.
+    #[arg(long)]
+    manipulate: Option<PathBuf>,
+    /// Class statistics written by `neuronpath stats` (JSON): the per-class frequency
+    /// maps. Without it they are computed from --paths.
+    #[arg(long)]
+    stats: Option<PathBuf>,
     /// The image folder given to `paths`; thumbnails are read from there (an image
     /// that cannot be read is shown without one).
     #[arg(long, default_value = super::DEFAULT_IMAGES)]
@@ -21,15 +32,35 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    let mut sources = vec![args.paths.display().to_string()];
     let records = read_records(&args.paths)?;
-    if records.is_empty() {
-        anyhow::bail!("{}: no path records in the file", args.paths.display());
-    }
+    let manipulations = match &args.manipulate {
+        Some(path) => {
+            sources.push(path.display().to_string());
+            read_records(path)?
+        }
+        None => vec![],
+    };
+    let stats = match &args.stats {
+        Some(path) => {
+            sources.push(path.display().to_string());
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read", path.display()))?;
+            let stats: StatsFile = serde_json::from_str(&text).with_context(|| {
+                format!("{}: not a stats file of `neuronpath stats`", path.display())
+            })?;
+            Some(stats)
+        }
+        None => None,
+    };
     let report = render(&Inputs {
         records,
+        manipulations,
+        stats,
         images: args.images.clone(),
-        sources: vec![args.paths.display().to_string()],
-    })?;
+        sources,
+    })
+    .with_context(|| args.paths.display().to_string())?;
     if !report.missing_images.is_empty() {
         eprintln!(
             "{} of {} images shown without a thumbnail (is --images the folder given to paths?); first: {}",

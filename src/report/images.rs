@@ -3,12 +3,48 @@
 //! contributions, and (when there are manipulation results) what removing or
 //! enhancing the path did to the target's probability.
 
+use super::classes::class_name;
 use super::figures::{path_axes, path_figure, PathLine};
 use super::palette::Palette;
 use super::{number, Model};
+use crate::experiments::manipulate::ManipulationRecord;
 use crate::record::PathRecord;
 use anyhow::Result;
 use maud::{html, Markup};
+use std::collections::HashMap;
+
+/// Manipulation results by image, method and operation.
+pub struct Manipulations<'a> {
+    by_key: HashMap<String, &'a ManipulationRecord>,
+    /// The operations present, in order of first appearance.
+    pub ops: Vec<String>,
+}
+
+impl<'a> Manipulations<'a> {
+    pub fn new(records: &'a [ManipulationRecord]) -> Manipulations<'a> {
+        Manipulations {
+            by_key: records
+                .iter()
+                .map(|m| (ManipulationRecord::key_of(&m.image, &m.method, &m.op), m))
+                .collect(),
+            ops: super::methods::operations(records),
+        }
+    }
+
+    fn get(&self, image: &str, method: &str, op: &str) -> Option<&'a ManipulationRecord> {
+        self.by_key
+            .get(&ManipulationRecord::key_of(image, method, op))
+            .copied()
+    }
+}
+
+/// The id of the heading over the images of true class `label`.
+pub fn anchor(label: Option<usize>) -> String {
+    match label {
+        Some(l) => format!("class-{l}-images"),
+        None => "unlabelled-images".to_string(),
+    }
+}
 
 /// One image and its records, one per method, in display order.
 pub struct ImageView<'a> {
@@ -43,37 +79,38 @@ impl<'a> ImageView<'a> {
     }
 }
 
-fn class_name(index: usize, name: &Option<String>) -> String {
-    name.clone().unwrap_or_else(|| format!("class {index}"))
+/// What the image cards are drawn from, besides the images' own records.
+pub struct Cards<'a> {
+    pub model: &'a Model,
+    pub palette: &'a Palette,
+    /// PNG data URIs by image key.
+    pub thumbnails: &'a HashMap<String, String>,
+    pub manipulations: Manipulations<'a>,
 }
 
 /// The image section, grouped under one heading per true class.
-pub fn section(
-    views: &[ImageView],
-    model: &Model,
-    palette: &Palette,
-    thumbnail: &dyn Fn(&str) -> Option<String>,
-) -> Result<Markup> {
-    let mut groups: Vec<(String, Vec<&ImageView>)> = Vec::new();
+pub fn section(views: &[ImageView], cards: &Cards) -> Result<Markup> {
+    let (model, manipulations) = (cards.model, &cards.manipulations);
+    let mut groups: Vec<(Option<usize>, Vec<&ImageView>)> = Vec::new();
     for view in views {
-        let first = view.first();
-        let heading = match first.label {
-            Some(l) => class_name(l, &first.label_name),
-            None => "unlabelled".to_string(),
-        };
-        match groups.iter_mut().find(|(h, _)| *h == heading) {
+        let label = view.first().label;
+        match groups.iter_mut().find(|(l, _)| *l == label) {
             Some((_, members)) => members.push(view),
-            None => groups.push((heading, vec![view])),
+            None => groups.push((label, vec![view])),
         }
     }
-    let mut cards = Vec::new();
-    for (heading, members) in &groups {
+    let mut blocks = Vec::new();
+    for (label, members) in &groups {
+        let heading = match label {
+            Some(l) => class_name(*l, &members[0].first().label_name),
+            None => "unlabelled".to_string(),
+        };
         let figures: Vec<Markup> = members
             .iter()
-            .map(|v| card(v, model, palette, thumbnail))
+            .map(|v| card(v, cards))
             .collect::<Result<_>>()?;
-        cards.push(html! {
-            h3 id={ "images-" (heading) } { (heading) " " span.count { "(" (members.len()) ")" } }
+        blocks.push(html! {
+            h3 id=(anchor(*label)) { (heading) " " span.count { "(" (members.len()) ")" } }
             div.cards { @for f in &figures { (f) } }
         });
     }
@@ -83,33 +120,41 @@ pub fn section(
             (axes)
             h2 { "Images" }
             p.note {
-                "Each image's path: layer on x, neuron index on y, one line per method. "
-                "A marker's area grows with the neuron's contribution (activation \u{d7} mean gradient) "
-                "relative to the largest in the figure; hollow markers contribute negatively. "
-                "The table gives each path's JAS and, per layer, the neuron and its contribution."
+                "Each image's paths: layer on x, neuron index on y, one line per method. "
+                "On the thick line (" (cards.palette.primary().unwrap_or_default()) ") a marker's area grows with "
+                "the neuron's contribution (activation \u{d7} mean gradient) relative to the largest "
+                "of the image's paths; hollow markers contribute negatively. The table gives each "
+                "path's JAS and per layer its neuron, shaded the same way (orange: positive, grey: "
+                "negative; hover for the value)"
+                @if !manipulations.ops.is_empty() {
+                    "; then p(target) after each operation on the path (red: the prediction changed)"
+                }
+                "."
             }
-            @for c in &cards { (c) }
+            @for b in &blocks { (b) }
         }
     })
 }
 
-fn card(
-    view: &ImageView,
-    model: &Model,
-    palette: &Palette,
-    thumbnail: &dyn Fn(&str) -> Option<String>,
-) -> Result<Markup> {
+fn card(view: &ImageView, cards: &Cards) -> Result<Markup> {
+    let (model, palette, manipulations) = (cards.model, cards.palette, &cards.manipulations);
     let first = view.first();
+    let largest = view
+        .records
+        .iter()
+        .flat_map(|r| &r.contribution)
+        .fold(0.0f64, |m, c| m.max(c.abs()));
+    let weight = |c: f64| if largest > 0.0 { c / largest } else { 0.0 };
     let lines: Vec<PathLine> = view
         .records
         .iter()
         .map(|r| PathLine {
             neurons: &r.path,
-            contribution: &r.contribution,
+            weight: r.contribution.iter().map(|&c| weight(c)).collect(),
             colour: palette.colour(&r.method),
         })
         .collect();
-    let figure = path_figure(&model.layer_names, model.neurons, &lines)?;
+    let figure = path_figure(&model.layer_names, model.neurons, &lines[0], &lines[1..])?;
     let truth = first.label.map(|l| class_name(l, &first.label_name));
     let predicted = class_name(first.predicted, &first.predicted_name);
     let correct = first.label.map(|l| l == first.predicted);
@@ -117,11 +162,11 @@ fn card(
     Ok(html! {
         figure.path-figure data-image=(view.key) {
             div.head {
-                @match thumbnail(view.key) {
-                    Some(uri) => img.thumb src=(uri) alt=(view.key);,
-                    None => div.thumb.missing { "no image" },
-                }
                 div.facts {
+                    @match cards.thumbnails.get(view.key) {
+                        Some(uri) => img.thumb src=(uri) alt=(view.key);,
+                        None => div.thumb.missing { "no image" },
+                    }
                     div.key { (view.key) }
                     @if let Some(truth) = &truth {
                         div { "true: " b { (truth) } @if first.label == Some(first.target) { (target_prob) } }
@@ -133,23 +178,46 @@ fn card(
                         div { "explained: class " (first.target) (target_prob) }
                     }
                 }
+                (figure)
             }
-            (figure)
             table.path-table {
                 tr {
                     th { "method" } th { "JAS" }
-                    @for name in &model.layer_names { th { "L" (name) } }
+                    @for name in &model.layer_names {
+                        th title="neuron; shade: contribution, hover for its value" { "L" (name) }
+                    }
+                    @for op in &manipulations.ops { th title="p(target) after the operation" { (op) } }
                 }
-                @for r in &view.records {
+                @for (r, line) in view.records.iter().zip(&lines) {
                     tr {
                         td { span.swatch style={ "background:" (palette.css(&r.method)) } {} (r.method) }
-                        td.num { (number(r.score)) }
-                        @for (n, c) in r.path.iter().zip(&r.contribution) {
-                            td.num { (n) br; small { (number(*c)) } }
+                        td { (number(r.score)) }
+                        @for ((n, c), w) in r.path.iter().zip(&r.contribution).zip(&line.weight) {
+                            td class=[shade(*w)] title=(number(*c)) { (n) }
+                        }
+                        @for op in &manipulations.ops {
+                            @match manipulations.get(view.key, &r.method, op) {
+                                Some(m) => td.flipped[m.predicted_after != m.predicted_before] {
+                                    (number(m.prob_after as f64))
+                                },
+                                None => td {},
+                            }
                         }
                     }
                 }
             }
         }
     })
+}
+
+/// The CSS class shading a table cell for a contribution of signed `weight`
+/// (fraction of the image's largest): `p1`..`p5` positive, `n1`..`n5` negative,
+/// darker with |weight| (classes, not inline colours: a thousand tables stay small).
+fn shade(weight: f64) -> Option<String> {
+    let level = (5.0 * weight.abs().min(1.0).sqrt()).round() as u32;
+    match level {
+        0 => None,
+        l if weight >= 0.0 => Some(format!("p{l}")),
+        l => Some(format!("n{l}")),
+    }
 }

@@ -3,18 +3,20 @@
 //! manipulation results) how much removing or enhancing each method's paths moves
 //! the target's probability and the accuracy.
 
-use super::figures::{box_plots, Group};
+use super::figures::{bars, box_plots, Group};
 use super::number;
 use super::palette::Palette;
+use crate::experiments::manipulate::{summarize, ManipulationRecord, ManipulationSummary};
 use crate::record::PathRecord;
 use anyhow::Result;
 use maud::{html, Markup};
 
-/// Per method, the values of `value` over its records.
-fn groups(
-    records: &[PathRecord],
+/// Per method, the values of `value` over its `items`.
+fn groups<T>(
+    items: &[T],
     palette: &Palette,
-    value: impl Fn(&PathRecord) -> f64,
+    method: impl Fn(&T) -> &str,
+    value: impl Fn(&T) -> f64,
 ) -> Vec<Group> {
     palette
         .methods()
@@ -22,9 +24,9 @@ fn groups(
         .map(|m| Group {
             method: m.clone(),
             colour: palette.colour(m),
-            values: records
+            values: items
                 .iter()
-                .filter(|r| &r.method == m)
+                .filter(|r| method(r) == m)
                 .map(&value)
                 .collect(),
         })
@@ -45,27 +47,96 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
 }
 
-pub fn section(records: &[PathRecord], palette: &Palette) -> Result<Markup> {
-    let jas = groups(records, palette, |r| r.score);
-    let jas_figure = box_plots("JAS", &jas)?;
+/// The operations in `manipulations`, in order of first appearance.
+pub fn operations(manipulations: &[ManipulationRecord]) -> Vec<String> {
+    let mut ops: Vec<String> = Vec::new();
+    for m in manipulations {
+        if !ops.contains(&m.op) {
+            ops.push(m.op.clone());
+        }
+    }
+    ops
+}
+
+/// One figure with its caption and a testable name.
+fn figure(name: &str, svg: Markup, caption: &str) -> Markup {
+    html! {
+        figure.method-figure data-figure=(name) { (svg) figcaption { (caption) } }
+    }
+}
+
+pub fn section(
+    records: &[PathRecord],
+    manipulations: &[ManipulationRecord],
+    palette: &Palette,
+) -> Result<Markup> {
+    let jas = groups(records, palette, |r| r.method.as_str(), |r| r.score);
+    let mut figures = vec![figure("jas", box_plots("JAS", &jas)?, "JAS per image")];
+    let ops = operations(manipulations);
+    let summaries = summarize(manipulations);
+    let summary = |method: &str, op: &str| -> Option<&ManipulationSummary> {
+        summaries.iter().find(|s| s.method == method && s.op == op)
+    };
+    for op in &ops {
+        let of_op: Vec<&ManipulationRecord> =
+            manipulations.iter().filter(|m| &m.op == op).collect();
+        let change = groups(
+            &of_op,
+            palette,
+            |m| m.method.as_str(),
+            |m| 100.0 * (m.prob_after as f64 / m.prob_before as f64 - 1.0),
+        );
+        figures.push(figure(
+            &format!("probability-{op}"),
+            box_plots("Δp (%)", &change)?,
+            &format!("{op}: target probability change per image"),
+        ));
+        let accuracy: Vec<_> = palette
+            .methods()
+            .iter()
+            .filter_map(|m| {
+                summary(m, op).map(|s| (m.clone(), palette.colour(m), 100.0 * s.accuracy_deviation))
+            })
+            .collect();
+        figures.push(figure(
+            &format!("accuracy-{op}"),
+            bars("Δ accuracy (points)", &accuracy)?,
+            &format!("{op}: accuracy change"),
+        ));
+    }
     Ok(html! {
         section #methods {
             h2 { "Methods" }
             p.note {
                 "Box: quartiles and median; whiskers: the most extreme values within 1.5 IQR; "
-                "circles: values beyond. Every path is scored with the same JAS."
+                "circles: values beyond. Every path is scored with the same JAS. "
+                @if !ops.is_empty() {
+                    "Δp is p(target) after the operation over p before, less 1; "
+                    "Δ accuracy is top-1 accuracy after less before, in percentage points. "
+                    "remove sets the path's neurons to 0, enhance doubles them."
+                }
             }
-            div.figures {
-                figure.method-figure data-figure="jas" { (jas_figure) figcaption { "JAS per image" } }
-            }
+            div.figures { @for f in &figures { (f) } }
             table.summary {
-                tr { th { "method" } th { "paths" } th { "JAS median" } th { "JAS mean" } }
+                tr {
+                    th { "method" } th { "paths" } th { "JAS median" } th { "JAS mean" }
+                    @for op in &ops { th { "Δp " (op) " (mean)" } th { "accuracy " (op) } }
+                }
                 @for g in &jas {
                     tr {
                         td { span.swatch style={ "background:" (palette.css(&g.method)) } {} (g.method) }
                         td.num { (g.values.len()) }
                         td.num { (number(median(&g.values))) }
                         td.num { (number(mean(&g.values))) }
+                        @for op in &ops {
+                            @match summary(&g.method, op) {
+                                Some(s) => {
+                                    td.num { (format!("{:+.1}%", 100.0 * s.prob_deviation)) }
+                                    td.num { (format!("{:.1}% → {:.1}%", 100.0 * s.accuracy_before, 100.0 * s.accuracy_after)) }
+                                }
+                                None => { td {} td {} }
+                            }
+                        }
                     }
                 }
             }

@@ -6,18 +6,21 @@
 //! `data:` URIs, no script, and no reference to anything outside itself.
 //!
 //! Layout: `render` assembles the page from one module per section (`methods`,
-//! `images`); `figures` draws, `palette` colours the methods, `thumbnails` shrinks
-//! and embeds the images.
+//! `classes`, `images`); `figures` draws, `palette` colours the methods,
+//! `thumbnails` shrinks and embeds the images.
 
+mod classes;
 mod figures;
 mod images;
 mod methods;
 mod palette;
 mod thumbnails;
 
+use crate::experiments::manipulate::ManipulationRecord;
+use crate::experiments::stats::{all_stats, StatsFile};
 use crate::record::PathRecord;
 use anyhow::{bail, Result};
-use maud::{html, Markup, DOCTYPE};
+use maud::{html, DOCTYPE};
 use palette::Palette;
 use std::path::PathBuf;
 
@@ -25,6 +28,10 @@ use std::path::PathBuf;
 pub struct Inputs {
     /// Path records (`neuronpath paths`), one per image and method.
     pub records: Vec<PathRecord>,
+    /// Removal / enhancement results (`neuronpath manipulate`); none: no such figures.
+    pub manipulations: Vec<ManipulationRecord>,
+    /// Class statistics (`neuronpath stats`); none: computed from `records`.
+    pub stats: Option<StatsFile>,
     /// The folder the records' image keys are relative to; thumbnails are read there.
     pub images: PathBuf,
     /// The input files, named in the page's header.
@@ -49,19 +56,11 @@ pub struct Model {
 }
 
 impl Model {
-    /// Layer count from the paths; the layer width, which records do not carry, is
-    /// the largest neuron index seen rounded up to a multiple of 256 (ViT widths are).
     fn from_records(records: &[PathRecord]) -> Model {
         let layers = records.iter().map(|r| r.path.len()).max().unwrap_or(0);
-        let largest = records
-            .iter()
-            .flat_map(|r| &r.path)
-            .max()
-            .copied()
-            .unwrap_or(0);
         Model {
             layer_names: (1..=layers).map(|l| l.to_string()).collect(),
-            neurons: (largest + 1).div_ceil(256) * 256,
+            neurons: records.iter().map(|r| r.neurons).max().unwrap_or(0),
         }
     }
 }
@@ -89,11 +88,33 @@ pub fn render(inputs: &Inputs) -> Result<Report> {
     }
     let palette = Palette::new(records.iter().map(|r| r.method.as_str()));
     let model = Model::from_records(records);
+    let computed;
+    let stats = match &inputs.stats {
+        Some(stats) => stats,
+        None => {
+            computed = all_stats(records)?;
+            &computed
+        }
+    };
+    let class_stats = palette
+        .primary()
+        .and_then(|p| stats.methods.iter().find(|s| s.method == p))
+        .or(stats.methods.first());
     let views = images::ImageView::group(records, &palette);
     let thumbnails = thumbnails::load(views.iter().map(|v| v.key), &inputs.images);
-    let thumbnail = |key: &str| thumbnails.uris.get(key).cloned();
-    let methods = methods::section(records, &palette)?;
-    let images = images::section(&views, &model, &palette, &thumbnail)?;
+    let methods = methods::section(records, &inputs.manipulations, &palette)?;
+    let classes = class_stats
+        .map(|s| classes::section(s, &model, &palette))
+        .transpose()?;
+    let images = images::section(
+        &views,
+        &images::Cards {
+            model: &model,
+            palette: &palette,
+            thumbnails: &thumbnails.uris,
+            manipulations: images::Manipulations::new(&inputs.manipulations),
+        },
+    )?;
     let first = &records[0];
     let page = html! {
         (DOCTYPE)
@@ -120,9 +141,14 @@ pub fn render(inputs: &Inputs) -> Result<Report> {
                             span.swatch style={ "background:" (palette.css(m)) } {} (m) " "
                         }
                     }
-                    nav { a href="#methods" { "Methods" } " · " a href="#images" { "Images" } }
+                    nav {
+                        a href="#methods" { "Methods" } " · "
+                        @if classes.is_some() { a href="#classes" { "Classes" } " · " }
+                        a href="#images" { "Images" }
+                    }
                 }
                 (methods)
+                @if let Some(classes) = &classes { (classes) }
                 (images)
             }
         }

@@ -13,7 +13,9 @@ pub struct Group {
     pub values: Vec<f64>,
 }
 
-const SIZE: (u32, u32) = (250, 190);
+/// Height, and width per method (room for its name under the axis).
+const HEIGHT: u32 = 190;
+const SLOT_WIDTH: u32 = 64;
 /// Half the width of a box or bar, in pixels.
 const HALF_WIDTH: i32 = 12;
 
@@ -67,13 +69,14 @@ fn y_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
         .fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let pad = if hi > lo { 0.06 * (hi - lo) } else { 1.0 };
+    // Room for the bars' value labels beyond their ends.
+    let pad = if hi > lo { 0.12 * (hi - lo) } else { 1.0 };
     lo - pad..hi + pad
 }
 
 fn frame<'a>(names: &'a [String], y_desc: &'a str, y_range: std::ops::Range<f64>) -> Frame<'a> {
     Frame {
-        size: SIZE,
+        size: (50 + SLOT_WIDTH * names.len() as u32, HEIGHT),
         x_names: names,
         x_desc: "",
         y_range,

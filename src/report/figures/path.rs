@@ -1,5 +1,7 @@
 //! One image's neuron paths across the layers: layer on x, neuron index on y, one
-//! line per method; each neuron's marker grows with its contribution to the score.
+//! line per method. The main method's neurons carry markers that grow with their
+//! contribution to the score; the other methods are thin lines to compare with
+//! (markers on every line would clutter the figure and slow a long page).
 
 use super::{at, shared_axes, svg_on_shared_axes, Frame};
 use anyhow::Result;
@@ -10,12 +12,13 @@ use plotters::prelude::*;
 pub struct PathLine<'a> {
     /// Neuron index per layer.
     pub neurons: &'a [usize],
-    /// Per layer: the neuron's own share of the path's score (activation x gradient).
-    pub contribution: &'a [f64],
+    /// Per layer: the neuron's contribution to the score (activation x gradient) as
+    /// a signed fraction of the largest in the figure, in [-1, 1].
+    pub weight: Vec<f64>,
     pub colour: RGBColor,
 }
 
-const SIZE: (u32, u32) = (260, 150);
+const SIZE: (u32, u32) = (280, 150);
 const AXES_ID: &str = "path-axes";
 
 fn frame(layer_names: &[String], neurons: usize) -> Frame<'_> {
@@ -34,46 +37,46 @@ pub fn path_axes(layer_names: &[String], neurons: usize) -> Result<Markup> {
     shared_axes(&frame(layer_names, neurons), AXES_ID)
 }
 
-/// Marker radius in pixels: area grows with |contribution| relative to the largest
-/// in the figure, so methods compare within an image.
-fn marker_radius(contribution: f64, largest: f64) -> u32 {
-    let share = if largest > 0.0 {
-        (contribution.abs() / largest).min(1.0)
-    } else {
-        0.0
-    };
-    (1.5 + 4.5 * share.sqrt()).round() as u32
+/// Marker radius in pixels: area grows with |weight|.
+fn marker_radius(weight: f64) -> u32 {
+    (1.5 + 4.5 * weight.abs().min(1.0).sqrt()).round() as u32
 }
 
-/// `lines` in display order: the first is drawn last, on top. Positive contributions
-/// are filled markers, negative ones hollow.
-pub fn path_figure(layer_names: &[String], neurons: usize, lines: &[PathLine]) -> Result<Markup> {
-    let largest = lines
+fn points(line: &PathLine) -> Vec<(SegmentValue<i32>, f64)> {
+    line.neurons
         .iter()
-        .flat_map(|l| l.contribution)
-        .fold(0.0f64, |m, c| m.max(c.abs()));
+        .enumerate()
+        .map(|(layer, &n)| (at(layer), n as f64))
+        .collect()
+}
+
+/// `main`'s path with contribution markers (filled: positive, hollow: negative),
+/// over the `others`' paths as thin lines.
+pub fn path_figure(
+    layer_names: &[String],
+    neurons: usize,
+    main: &PathLine,
+    others: &[PathLine],
+) -> Result<Markup> {
     svg_on_shared_axes(&frame(layer_names, neurons), AXES_ID, |chart| {
-        for line in lines.iter().rev() {
-            let points: Vec<(SegmentValue<i32>, f64)> = line
-                .neurons
-                .iter()
-                .enumerate()
-                .map(|(layer, &n)| (at(layer), n as f64))
-                .collect();
+        for line in others.iter().rev() {
             chart
-                .draw_series(LineSeries::new(points.clone(), line.colour.stroke_width(1)))
-                .map_err(super::plot_error)?;
-            chart
-                .draw_series(points.into_iter().zip(line.contribution).map(|(p, &c)| {
-                    let style = if c >= 0.0 {
-                        line.colour.filled()
-                    } else {
-                        line.colour.stroke_width(1)
-                    };
-                    Circle::new(p, marker_radius(c, largest), style)
-                }))
+                .draw_series(LineSeries::new(points(line), line.colour.stroke_width(1)))
                 .map_err(super::plot_error)?;
         }
+        chart
+            .draw_series(LineSeries::new(points(main), main.colour.stroke_width(2)))
+            .map_err(super::plot_error)?;
+        chart
+            .draw_series(points(main).into_iter().zip(&main.weight).map(|(p, &w)| {
+                let style = if w >= 0.0 {
+                    main.colour.filled()
+                } else {
+                    main.colour.stroke_width(1)
+                };
+                Circle::new(p, marker_radius(w), style)
+            }))
+            .map_err(super::plot_error)?;
         Ok(())
     })
 }
