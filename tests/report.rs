@@ -27,10 +27,6 @@ const CLASSES: [&str; 10] = [
 /// One test at a time: the page is timed, and the machine has two cores.
 static MACHINE: Mutex<()> = Mutex::new(());
 
-fn machine() -> std::sync::MutexGuard<'static, ()> {
-    MACHINE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Runs headless Chromium on `page` with `args`, with no network: in a namespace
 /// of its own where one can be made (root, as in CI), else through a dead proxy.
 fn chromium(page: &Path, args: &[&str]) -> (Output, Duration) {
@@ -135,6 +131,21 @@ fn results_and_report(dir: &Path, images: &Path, steps: &str) -> PathBuf {
     dir.join("report.html")
 }
 
+/// The page of `per_class` CIFAR-10 test images of every class, paths found with
+/// `steps`; the guard keeps other tests off the machine until it is dropped.
+fn cifar_report(
+    name: &str,
+    per_class: usize,
+    steps: &str,
+) -> (PathBuf, PathBuf, std::sync::MutexGuard<'static, ()>) {
+    require_chromium();
+    let alone = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch(name);
+    let images = image_folder(&dir, &CLASSES, per_class);
+    let page = results_and_report(&dir, &images, steps);
+    (dir, page, alone)
+}
+
 /// The values of attribute `name` (double-quoted, as serialised) in `html`.
 fn attribute_values<'a>(html: &'a str, name: &str) -> Vec<&'a str> {
     let key = format!(" {name}=\"");
@@ -224,11 +235,7 @@ fn assert_screenshot_shows_the_page(png_path: &Path, size: (u32, u32)) {
 
 #[test]
 fn page_shows_every_image_class_and_method_offline() {
-    require_chromium();
-    let _alone = machine();
-    let dir = scratch("report-page");
-    let images = image_folder(&dir, &CLASSES, 2);
-    let page = results_and_report(&dir, &images, "4");
+    let (dir, page, _alone) = cifar_report("report-page", 2, "4");
     let html = std::fs::read_to_string(&page).unwrap();
     assert_self_contained(&html);
 
@@ -272,12 +279,8 @@ fn page_shows_every_image_class_and_method_offline() {
 
 #[test]
 fn a_thousand_images_stay_under_20_mb_and_open_in_3_s() {
-    require_chromium();
-    let _alone = machine();
-    let dir = scratch("report-thousand");
-    let images = image_folder(&dir, &CLASSES, 100);
     // One integration step: the page's size does not depend on the paths' accuracy.
-    let page = results_and_report(&dir, &images, "1");
+    let (dir, page, _alone) = cifar_report("report-thousand", 100, "1");
     let bytes = std::fs::metadata(&page).unwrap().len();
     assert!(bytes < 20_000_000, "{bytes} bytes for 1000 images");
 

@@ -2,7 +2,7 @@
 //! neuron that some of the class's paths pass through, its marker growing with how
 //! many do; the class path (most frequent neuron per layer) drawn over it.
 
-use super::{at, plot_error, shared_axes, svg_on_shared_axes, Frame};
+use super::{at, layer_points, plot_error, shared_axes, svg_on_shared_axes, Frame};
 use anyhow::Result;
 use maud::Markup;
 use plotters::prelude::*;
@@ -10,20 +10,12 @@ use plotters::prelude::*;
 const SIZE: (u32, u32) = (300, 190);
 const AXES_ID: &str = "map-axes";
 
-fn frame(layer_names: &[String], neurons: usize) -> Frame<'_> {
-    Frame {
-        size: SIZE,
-        x_names: layer_names,
-        x_desc: "layer",
-        y_range: 0.0..neurons as f64,
-        y_desc: "neuron",
-        y_grid: false,
-    }
-}
-
 /// The axes every frequency map shows by reference; once per page, before them.
 pub fn map_axes(layer_names: &[String], neurons: usize) -> Result<Markup> {
-    shared_axes(&frame(layer_names, neurons), AXES_ID)
+    shared_axes(
+        &Frame::layers_by_neurons(SIZE, layer_names, neurons),
+        AXES_ID,
+    )
 }
 
 /// `frequency[layer]` lists `(neuron, paths through it)`; `images` is the class's
@@ -40,7 +32,8 @@ pub fn frequency_map(
         let share = count as f64 / images.max(1) as f64;
         (1.0 + 7.0 * share.sqrt()).round() as u32
     };
-    svg_on_shared_axes(&frame(layer_names, neurons), AXES_ID, |chart| {
+    let frame = Frame::layers_by_neurons(SIZE, layer_names, neurons);
+    svg_on_shared_axes(&frame, AXES_ID, |chart| {
         chart
             .draw_series(frequency.iter().enumerate().flat_map(|(layer, counts)| {
                 counts.iter().map(move |&(neuron, count)| {
@@ -52,11 +45,7 @@ pub fn frequency_map(
                 })
             }))
             .map_err(plot_error)?;
-        let class_path: Vec<(SegmentValue<i32>, f64)> = class_path
-            .iter()
-            .enumerate()
-            .map(|(layer, &n)| (at(layer), n as f64))
-            .collect();
+        let class_path = layer_points(class_path);
         chart
             .draw_series(LineSeries::new(class_path.clone(), BLACK.stroke_width(1)))
             .map_err(plot_error)?;

@@ -33,12 +33,35 @@ pub struct Frame<'n> {
     pub y_grid: bool,
 }
 
+impl<'n> Frame<'n> {
+    /// Layers on x, neuron indices on y: the frame of paths and frequency maps.
+    pub fn layers_by_neurons(size: (u32, u32), layer_names: &'n [String], neurons: usize) -> Self {
+        Frame {
+            size,
+            x_names: layer_names,
+            x_desc: "layer",
+            y_range: 0.0..neurons as f64,
+            y_desc: "neuron",
+            y_grid: false,
+        }
+    }
+}
+
 /// Label size in pixels: small figures, many of them.
 pub const LABEL_PX: u32 = 10;
 
 /// The x position of category `i`, at the middle of its slot.
 pub fn at(i: usize) -> SegmentValue<i32> {
     SegmentValue::CenterOf(i as i32)
+}
+
+/// A path's points on a layers-by-neurons frame: one neuron per layer.
+pub fn layer_points(neurons: &[usize]) -> Vec<(SegmentValue<i32>, f64)> {
+    neurons
+        .iter()
+        .enumerate()
+        .map(|(layer, &n)| (at(layer), n as f64))
+        .collect()
 }
 
 /// A whole figure: the frame's axes, then `draw` on them.

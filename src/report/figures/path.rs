@@ -3,7 +3,7 @@
 //! contribution to the score; the other methods are thin lines to compare with
 //! (markers on every line would clutter the figure and slow a long page).
 
-use super::{at, shared_axes, svg_on_shared_axes, Frame};
+use super::{layer_points, plot_error, shared_axes, svg_on_shared_axes, Frame};
 use anyhow::Result;
 use maud::Markup;
 use plotters::prelude::*;
@@ -21,33 +21,17 @@ pub struct PathLine<'a> {
 const SIZE: (u32, u32) = (280, 150);
 const AXES_ID: &str = "path-axes";
 
-fn frame(layer_names: &[String], neurons: usize) -> Frame<'_> {
-    Frame {
-        size: SIZE,
-        x_names: layer_names,
-        x_desc: "layer",
-        y_range: 0.0..neurons as f64,
-        y_desc: "neuron",
-        y_grid: false,
-    }
-}
-
 /// The axes every path figure shows by reference; once per page, before them.
 pub fn path_axes(layer_names: &[String], neurons: usize) -> Result<Markup> {
-    shared_axes(&frame(layer_names, neurons), AXES_ID)
+    shared_axes(
+        &Frame::layers_by_neurons(SIZE, layer_names, neurons),
+        AXES_ID,
+    )
 }
 
 /// Marker radius in pixels: area grows with |weight|.
 fn marker_radius(weight: f64) -> u32 {
     (1.5 + 4.5 * weight.abs().min(1.0).sqrt()).round() as u32
-}
-
-fn points(line: &PathLine) -> Vec<(SegmentValue<i32>, f64)> {
-    line.neurons
-        .iter()
-        .enumerate()
-        .map(|(layer, &n)| (at(layer), n as f64))
-        .collect()
 }
 
 /// `main`'s path with contribution markers (filled: positive, hollow: negative),
@@ -58,25 +42,37 @@ pub fn path_figure(
     main: &PathLine,
     others: &[PathLine],
 ) -> Result<Markup> {
-    svg_on_shared_axes(&frame(layer_names, neurons), AXES_ID, |chart| {
+    let frame = Frame::layers_by_neurons(SIZE, layer_names, neurons);
+    svg_on_shared_axes(&frame, AXES_ID, |chart| {
         for line in others.iter().rev() {
             chart
-                .draw_series(LineSeries::new(points(line), line.colour.stroke_width(1)))
-                .map_err(super::plot_error)?;
+                .draw_series(LineSeries::new(
+                    layer_points(line.neurons),
+                    line.colour.stroke_width(1),
+                ))
+                .map_err(plot_error)?;
         }
         chart
-            .draw_series(LineSeries::new(points(main), main.colour.stroke_width(2)))
-            .map_err(super::plot_error)?;
+            .draw_series(LineSeries::new(
+                layer_points(main.neurons),
+                main.colour.stroke_width(2),
+            ))
+            .map_err(plot_error)?;
         chart
-            .draw_series(points(main).into_iter().zip(&main.weight).map(|(p, &w)| {
-                let style = if w >= 0.0 {
-                    main.colour.filled()
-                } else {
-                    main.colour.stroke_width(1)
-                };
-                Circle::new(p, marker_radius(w), style)
-            }))
-            .map_err(super::plot_error)?;
+            .draw_series(
+                layer_points(main.neurons)
+                    .into_iter()
+                    .zip(&main.weight)
+                    .map(|(p, &w)| {
+                        let style = if w >= 0.0 {
+                            main.colour.filled()
+                        } else {
+                            main.colour.stroke_width(1)
+                        };
+                        Circle::new(p, marker_radius(w), style)
+                    }),
+            )
+            .map_err(plot_error)?;
         Ok(())
     })
 }
