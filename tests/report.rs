@@ -311,6 +311,31 @@ fn a_thousand_images_stay_under_20_mb_and_open_in_3_s() {
 }
 
 #[test]
+fn demo_makes_the_page_of_the_bundled_images_and_says_where() {
+    let _alone = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("report-demo");
+    let out = neuronpath()
+        .args(["demo", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let page = std::fs::canonicalize(dir.join("report.html")).unwrap();
+    assert!(
+        stderr.contains(&format!("open {}", page.display())),
+        "does not say where the page is: {stderr}"
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_self_contained(&html);
+    let bundled = images_in(&dir.join("paths.jsonl"));
+    assert_eq!(bundled.len(), 20);
+    assert_eq!(figures(&html, "path-figure", "data-image"), bundled);
+    assert_eq!(figures(&html, "class-map", "data-class").len(), 10);
+    assert!(figures(&html, "method-figure", "data-figure").contains("accuracy-remove"));
+}
+
+#[test]
 fn unreadable_paths_files_fail_naming_the_file() {
     let dir = scratch("report-bad-input");
     let missing = dir.join("missing.jsonl");

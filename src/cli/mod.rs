@@ -1,6 +1,7 @@
 //! Argument parsing and the subcommands.
 
 mod bench;
+mod demo;
 mod inspect;
 mod manipulate;
 mod paths;
@@ -42,6 +43,8 @@ enum Command {
     Bench(bench::Args),
     /// Turn path, manipulation and stats files into one self-contained HTML page.
     Report(report::Args),
+    /// Run paths, manipulate, stats and report on the bundled model and images.
+    Demo(demo::Args),
 }
 
 /// Model selection shared by the subcommands.
@@ -68,7 +71,18 @@ impl ModelArgs {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     neuronpath::model::kernels::reuse_freed_buffers();
-    let result = match cli.command {
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one subcommand.
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Paths(args) => paths::run(args),
         Command::Manipulate(args) => manipulate::run(args),
         Command::Stats(args) => stats::run(args),
@@ -76,13 +90,7 @@ pub fn run() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Report(args) => report::run(args),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Command::Demo(args) => demo::run(args),
     }
 }
 
