@@ -56,7 +56,7 @@ impl<'a> ImageView<'a> {
     /// Groups records by image, images in the order they first appear.
     pub fn group(records: &'a [PathRecord], palette: &Palette) -> Vec<ImageView<'a>> {
         let mut views: Vec<ImageView> = Vec::new();
-        let mut index = std::collections::HashMap::new();
+        let mut index = HashMap::new();
         for r in records {
             let i = *index.entry(r.image.as_str()).or_insert_with(|| {
                 views.push(ImageView {

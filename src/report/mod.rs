@@ -115,7 +115,17 @@ pub fn render(inputs: &Inputs) -> Result<Report> {
             manipulations: images::Manipulations::new(&inputs.manipulations),
         },
     )?;
-    let first = &records[0];
+    let distinct = |field: &dyn Fn(&PathRecord) -> String| {
+        let values: std::collections::BTreeSet<String> = records.iter().map(field).collect();
+        values.into_iter().collect::<Vec<_>>().join(", ")
+    };
+    let models = distinct(&|r| r.model.clone());
+    let scoring = distinct(&|r| {
+        format!(
+            "{} form, {} integration with m = {}",
+            r.score_form, r.integration, r.steps
+        )
+    });
     let page = html! {
         (DOCTYPE)
         html lang="en" {
@@ -130,8 +140,7 @@ pub fn render(inputs: &Inputs) -> Result<Report> {
                     h1 { "Influential neuron paths" }
                     p {
                         (views.len()) " images, " (records.len()) " paths; model "
-                        code { (first.model) } "; JAS " (first.score_form) " form, "
-                        (first.integration) " with " (first.steps) " steps."
+                        code { (models) } "; JAS " (scoring) "."
                     }
                     p.sources { "From " @for (i, s) in inputs.sources.iter().enumerate() {
                         @if i > 0 { ", " } code { (s) }
