@@ -64,6 +64,7 @@ fn logits_activations_and_gradients_match_pytorch() {
             Keep {
                 tape: true,
                 residuals: false,
+                branch_point: None,
             },
         );
         for (i, (got, want)) in out.logits.iter().zip(&want_logits).enumerate() {
@@ -135,6 +136,7 @@ fn branching_equals_a_full_forward_with_the_row_replaced() {
         Keep {
             tape: true,
             residuals: false,
+            branch_point: None,
         },
     );
     let branched = vit.forward(
@@ -144,6 +146,7 @@ fn branching_equals_a_full_forward_with_the_row_replaced() {
         Keep {
             tape: true,
             residuals: false,
+            branch_point: None,
         },
     );
     for (a, b) in full.logits.iter().zip(&branched.logits) {

@@ -47,6 +47,7 @@ impl Attributor<'_> {
         let keep = Keep {
             tape: true,
             residuals: false,
+            branch_point: None,
         };
         let out = vit.forward(x, from, &vec![RowAction::Keep; vit.config.layers], keep);
         vit.backward(
