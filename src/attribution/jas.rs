@@ -106,20 +106,8 @@ impl Attributor<'_> {
         for (j, rows) in replaced.iter().enumerate().skip(1) {
             actions[j] = RowAction::Replace(rows);
         }
-        let out = vit.forward(
-            x,
-            1,
-            &actions,
-            Keep {
-                tape: true,
-                residuals: false,
-                branch_point: None,
-            },
-        );
-        let targets: Vec<usize> = images
-            .iter()
-            .flat_map(|img| std::iter::repeat_n(img.target, m))
-            .collect();
+        let out = vit.forward(x, 1, &actions, Keep::TAPE);
+        let targets = self.step_targets(images);
         let grads = vit.backward(
             out.tape.as_ref().expect("tape kept"),
             &out.logits,
@@ -136,6 +124,15 @@ impl Attributor<'_> {
                     .map(|g| g[i * m * f..(i + 1) * m * f].to_vec())
                     .collect()
             })
+            .collect()
+    }
+
+    /// Targets of `images`, each repeated once per integration step.
+    pub(super) fn step_targets(&self, images: &[&ImageContext]) -> Vec<usize> {
+        let m = self.rule.steps();
+        images
+            .iter()
+            .flat_map(|img| std::iter::repeat_n(img.target, m))
             .collect()
     }
 
@@ -253,10 +250,7 @@ impl Attributor<'_> {
                 rstd_final: fresh.rstd_final,
                 replaced: (0..layers).map(|j| j >= 1 && j <= l).collect(),
             };
-            let targets: Vec<usize> = images
-                .iter()
-                .flat_map(|img| std::iter::repeat_n(img.target, alphas.len()))
-                .collect();
+            let targets = self.step_targets(images);
             let grads = vit.backward(&tape, &out.logits, &targets, true);
             let mut per_layer =
                 vec![vit.branch_gradient(0, grads.input.as_ref().expect("input gradient"))];

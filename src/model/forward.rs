@@ -33,6 +33,15 @@ pub struct Keep {
     pub branch_point: Option<usize>,
 }
 
+impl Keep {
+    /// The tape only: what a pass followed by a backward needs.
+    pub const TAPE: Keep = Keep {
+        tape: true,
+        residuals: false,
+        branch_point: None,
+    };
+}
+
 /// What a later pass needs to run on from block `layer + 1` with block `layer`'s
 /// CLS FFN row changed: the rest of the block does not depend on that row.
 pub struct BranchPoint {
