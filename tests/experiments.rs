@@ -15,13 +15,13 @@ use neuronpath::record::PathRecord;
 
 fn record(image: &str, class: usize, path: &[usize]) -> PathRecord {
     PathRecord {
+        score: path[0] as f64,
         image: image.into(),
         label: Some(class),
         label_name: Some(format!("class{class}")),
         method: "jas".into(),
         path: path.to_vec(),
         neurons: 8,
-        score: 0.0,
         target: class,
         target_source: "label".into(),
         target_prob: 0.5,

@@ -57,15 +57,7 @@ fn logits_activations_and_gradients_match_pytorch() {
             .flat_map(|p| vit.embed(p))
             .collect();
         let actions = vec![RowAction::Keep; c.layers];
-        let out = vit.forward(
-            x,
-            0,
-            &actions,
-            Keep {
-                tape: true,
-                residuals: false,
-            },
-        );
+        let out = vit.forward(x, 0, &actions, Keep::TAPE);
         for (i, (got, want)) in out.logits.iter().zip(&want_logits).enumerate() {
             assert!(
                 (got - want).abs() < 1e-4,
@@ -128,24 +120,8 @@ fn branching_equals_a_full_forward_with_the_row_replaced() {
     let rows: Vec<f32> = clean.cls_ffn[1].iter().map(|v| v * 0.3).collect();
     let mut actions = vec![RowAction::Keep; 3];
     actions[1] = RowAction::Replace(&rows);
-    let full = vit.forward(
-        vit.embed(pixels),
-        0,
-        &actions,
-        Keep {
-            tape: true,
-            residuals: false,
-        },
-    );
-    let branched = vit.forward(
-        vit.branch(&clean, 1, &rows),
-        2,
-        &actions,
-        Keep {
-            tape: true,
-            residuals: false,
-        },
-    );
+    let full = vit.forward(vit.embed(pixels), 0, &actions, Keep::TAPE);
+    let branched = vit.forward(vit.branch(&clean, 1, &rows), 2, &actions, Keep::TAPE);
     for (a, b) in full.logits.iter().zip(&branched.logits) {
         assert!((a - b).abs() < 1e-5);
     }

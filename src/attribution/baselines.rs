@@ -44,26 +44,18 @@ impl Attributor<'_> {
         input_grad: bool,
     ) -> Gradients {
         let vit = self.vit;
-        let keep = Keep {
-            tape: true,
-            residuals: false,
-        };
-        let out = vit.forward(x, from, &vec![RowAction::Keep; vit.config.layers], keep);
+        let out = vit.forward(
+            x,
+            from,
+            &vec![RowAction::Keep; vit.config.layers],
+            Keep::TAPE,
+        );
         vit.backward(
             out.tape.as_ref().expect("tape kept"),
             &out.logits,
             targets,
             input_grad,
         )
-    }
-
-    /// Targets of `images`, each repeated once per integration step.
-    fn step_targets(&self, images: &[&ImageContext]) -> Vec<usize> {
-        let m = self.rule.steps();
-        images
-            .iter()
-            .flat_map(|img| std::iter::repeat_n(img.target, m))
-            .collect()
     }
 
     /// Influence-pattern scores: per image and layer, the step-weighted mean gradient

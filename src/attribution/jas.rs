@@ -10,6 +10,7 @@
 
 use super::context::ImageContext;
 use super::integration::Integration;
+use crate::model::forward::{BlockTape, BranchPoint, Tape};
 use crate::model::{CleanTrace, Keep, RowAction, Vit};
 
 /// How per-neuron integrated gradients combine into one path score.
@@ -105,19 +106,8 @@ impl Attributor<'_> {
         for (j, rows) in replaced.iter().enumerate().skip(1) {
             actions[j] = RowAction::Replace(rows);
         }
-        let out = vit.forward(
-            x,
-            1,
-            &actions,
-            Keep {
-                tape: true,
-                residuals: false,
-            },
-        );
-        let targets: Vec<usize> = images
-            .iter()
-            .flat_map(|img| std::iter::repeat_n(img.target, m))
-            .collect();
+        let out = vit.forward(x, 1, &actions, Keep::TAPE);
+        let targets = self.step_targets(images);
         let grads = vit.backward(
             out.tape.as_ref().expect("tape kept"),
             &out.logits,
@@ -134,6 +124,15 @@ impl Attributor<'_> {
                     .map(|g| g[i * m * f..(i + 1) * m * f].to_vec())
                     .collect()
             })
+            .collect()
+    }
+
+    /// Targets of `images`, each repeated once per integration step.
+    pub(super) fn step_targets(&self, images: &[&ImageContext]) -> Vec<usize> {
+        let m = self.rule.steps();
+        images
+            .iter()
+            .flat_map(|img| std::iter::repeat_n(img.target, m))
             .collect()
     }
 
@@ -169,33 +168,126 @@ impl Attributor<'_> {
     /// Layer-progressive locating: at each layer, the neuron maximising the JAS of
     /// the path so far plus that neuron. Images are processed together, layer by layer.
     pub fn locate(&self, images: &[&ImageContext]) -> Vec<Vec<usize>> {
+        self.locate_and_score(images)
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect()
+    }
+
+    /// [`Attributor::locate`], and the JAS of each found path (as [`Attributor::score`]
+    /// gives it, but without a forward pass of its own).
+    ///
+    /// Pass `l` scales the path neurons of the layers below `l` and all of layer `l`.
+    /// From then on blocks `1..=l` see exactly what they see in every later pass, so
+    /// their tapes and block `l`'s output are kept and the next pass runs forward
+    /// from block `l + 1` only: the forward work of locating halves. The pass after
+    /// the last layer, with only path neurons scaled, is the path's score.
+    pub fn locate_and_score(&self, images: &[&ImageContext]) -> Vec<(Vec<usize>, PathScore)> {
+        let vit = self.vit;
         let (alphas, weights) = self.rule.nodes();
-        let f = self.vit.config.intermediate;
+        let (f, layers) = (vit.config.intermediate, vit.config.layers);
         let mut paths: Vec<Vec<usize>> = vec![Vec::new(); images.len()];
-        for l in 0..self.vit.config.layers {
-            let grads = self.integrate(images, l, |i, j, k| {
-                let neuron = (j < l).then(|| paths[i][j]);
-                self.scaled_row(&images[i].clean, j, neuron, k, &alphas)
-            });
+        // Block `j`'s scaled CLS FFN rows of every image and step: the path neuron only,
+        // once layer `j` is located, else the whole row.
+        let alphas = &alphas;
+        let rows = |paths: &[Vec<usize>], j: usize| -> Vec<f32> {
+            images
+                .iter()
+                .enumerate()
+                .flat_map(|(i, img)| {
+                    let neuron = paths[i].get(j).copied();
+                    (0..alphas.len())
+                        .flat_map(move |k| self.scaled_row(&img.clean, j, neuron, k, alphas))
+                })
+                .collect()
+        };
+        let branch_from_clean = |rows0: &[f32]| -> Vec<f32> {
+            let per_image = rows0.len() / images.len();
+            images
+                .iter()
+                .enumerate()
+                .flat_map(|(i, img)| {
+                    vit.branch(&img.clean, 0, &rows0[i * per_image..(i + 1) * per_image])
+                })
+                .collect()
+        };
+        let mut prefix: Vec<BlockTape> = Vec::new();
+        let mut branch_point: Option<BranchPoint> = None;
+        let mut scores = Vec::new();
+        for l in 0..=layers {
+            // The stream entering block max(l, 1), rows below l scaled as decided.
+            let x = match branch_point.take() {
+                Some(bp) => {
+                    let mut x = bp.stream;
+                    vit.set_cls_output(&mut x, l - 1, &bp.mid_cls, &rows(&paths, l - 1));
+                    x
+                }
+                None => branch_from_clean(&rows(&paths, 0)),
+            };
+            let from = l.max(1);
+            let top_rows = (1..layers).contains(&l).then(|| rows(&paths, l));
+            let mut actions = vec![RowAction::Keep; layers];
+            if let Some(top_rows) = &top_rows {
+                actions[l] = RowAction::Replace(top_rows);
+            }
+            let out = vit.forward(
+                x,
+                from,
+                &actions,
+                Keep {
+                    tape: true,
+                    residuals: false,
+                    branch_point: (1..layers).contains(&l).then_some(l),
+                },
+            );
+            let fresh = out.tape.expect("tape kept");
+            let mut blocks = std::mem::take(&mut prefix);
+            blocks.extend(fresh.blocks);
+            let tape = Tape {
+                from: 1,
+                blocks,
+                xhat_final: fresh.xhat_final,
+                rstd_final: fresh.rstd_final,
+                replaced: (0..layers).map(|j| j >= 1 && j <= l).collect(),
+            };
+            let targets = self.step_targets(images);
+            let grads = vit.backward(&tape, &out.logits, &targets, true);
+            let mut per_layer =
+                vec![vit.branch_gradient(0, grads.input.as_ref().expect("input gradient"))];
+            per_layer.extend(grads.cls_ffn.into_iter().take(l.min(layers - 1)));
+            let m_f = alphas.len() * f;
             for (i, img) in images.iter().enumerate() {
+                let grad = |j: usize| &per_layer[j][i * m_f..(i + 1) * m_f];
                 let path = &paths[i];
-                let a_path: Vec<f64> = (0..l)
+                let located = path.len().min(l);
+                let a_path: Vec<f64> = (0..located)
                     .map(|j| img.clean.cls_ffn[j][path[j]] as f64)
                     .collect();
-                let g_path: Vec<f64> = (0..l)
-                    .map(|j| self.mean_gradient(&grads[i][j], path[j], &weights))
+                let g_path: Vec<f64> = (0..located)
+                    .map(|j| self.mean_gradient(grad(j), path[j], &weights))
                     .collect();
+                if l == layers {
+                    let score = self
+                        .form
+                        .combine(a_path.iter().copied(), g_path.iter().copied());
+                    scores.push(PathScore {
+                        score,
+                        activation: a_path,
+                        gradient: g_path,
+                    });
+                    continue;
+                }
                 let mut best = (f64::NEG_INFINITY, 0);
                 for n in 0..f {
                     let a = a_path
                         .iter()
                         .copied()
                         .chain([img.clean.cls_ffn[l][n] as f64]);
-                    let g = g_path.iter().copied().chain([self.mean_gradient(
-                        &grads[i][l],
-                        n,
-                        &weights,
-                    )]);
+                    let g =
+                        g_path
+                            .iter()
+                            .copied()
+                            .chain([self.mean_gradient(grad(l), n, &weights)]);
                     let score = self.form.combine(a, g);
                     if score > best.0 {
                         best = (score, n);
@@ -203,8 +295,14 @@ impl Attributor<'_> {
                 }
                 paths[i].push(best.1);
             }
+            if l >= 1 {
+                // Blocks 1..=l are settled: keep their tapes and block l's output.
+                prefix = tape.blocks;
+                prefix.truncate(l);
+                branch_point = out.branch_point;
+            }
         }
-        paths
+        paths.into_iter().zip(scores).collect()
     }
 
     /// JAS of whole paths, one per `(image, path)`, only the path neurons scaled.

@@ -73,18 +73,32 @@ impl Attributor<'_> {
         seed: u64,
         wanted: impl Fn(usize, Method) -> bool,
     ) -> Vec<FoundPath> {
-        let mut found: Vec<(usize, Method, Vec<usize>)> = Vec::new();
+        let mut scored: Vec<FoundPath> = Vec::new();
+        let mut unscored: Vec<(usize, Method, Vec<usize>)> = Vec::new();
         for &method in methods {
             let which: Vec<usize> = (0..images.len()).filter(|&i| wanted(i, method)).collect();
             if which.is_empty() {
                 continue;
             }
             let subset: Vec<&ImageContext> = which.iter().map(|&i| images[i]).collect();
+            if method == Method::Jas {
+                // Locating ends with the path's score.
+                for (image, (path, score)) in which.into_iter().zip(self.locate_and_score(&subset))
+                {
+                    scored.push(FoundPath {
+                        image,
+                        method,
+                        path,
+                        score,
+                    });
+                }
+                continue;
+            }
             for (i, path) in which.into_iter().zip(self.paths(method, &subset, seed)) {
-                found.push((i, method, path));
+                unscored.push((i, method, path));
             }
         }
-        let items: Vec<(&ImageContext, &[usize])> = found
+        let items: Vec<(&ImageContext, &[usize])> = unscored
             .iter()
             .map(|(i, _, path)| (images[*i], path.as_slice()))
             .collect();
@@ -93,15 +107,17 @@ impl Attributor<'_> {
         } else {
             self.score(&items)
         };
-        found
-            .into_iter()
-            .zip(scores)
-            .map(|((image, method, path), score)| FoundPath {
-                image,
-                method,
-                path,
-                score,
-            })
-            .collect()
+        scored.extend(
+            unscored
+                .into_iter()
+                .zip(scores)
+                .map(|((image, method, path), score)| FoundPath {
+                    image,
+                    method,
+                    path,
+                    score,
+                }),
+        );
+        scored
     }
 }

@@ -1,7 +1,6 @@
 //! `neuronpath manipulate`: remove or enhance each image's path neurons and measure
 //! the change in the prediction, per method.
 
-use super::ModelArgs;
 use anyhow::{bail, Context, Result};
 use neuronpath::attribution::ImageContext;
 use neuronpath::data::{self, Preset};
@@ -24,10 +23,7 @@ pub enum OpChoice {
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    model: ModelArgs,
-    /// The image folder the paths were found on (path records name images relative to it).
-    #[arg(long, default_value = super::DEFAULT_IMAGES)]
-    images: PathBuf,
+    run: super::ImageRun,
     /// Path records written by `neuronpath paths`.
     #[arg(long, default_value = "out/paths.jsonl")]
     paths: PathBuf,
@@ -41,13 +37,10 @@ pub struct Args {
     /// Only the paths of these methods, comma-separated (default: every method in the file).
     #[arg(long, value_delimiter = ',')]
     method: Vec<String>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let vit = args.model.load()?;
+    let vit = args.run.model.load()?;
     let mut records: Vec<PathRecord> = read_records(&args.paths)?;
     if !args.method.is_empty() {
         records.retain(|r| args.method.contains(&r.method));
@@ -95,9 +88,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     );
     let bar = super::progress(images.len(), "images");
     let mut failed = 0usize;
-    super::with_threads(args.threads, || -> Result<()> {
+    super::with_threads(args.run.threads, || -> Result<()> {
         for (key, items) in &images {
-            let path = args.images.join(key);
+            let path = args.run.images.join(key);
             match data::load_image(&path, &vit, &norm) {
                 Ok(pixels) => {
                     for written in run_image(&vit, key, pixels, items) {

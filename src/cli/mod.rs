@@ -59,6 +59,21 @@ pub struct ModelArgs {
     pub heads: Option<usize>,
 }
 
+/// The model, the images and the threads of a command that runs the model on images.
+#[derive(clap::Args)]
+pub struct ImageRun {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// An image file, or an ImageFolder tree (one sub-folder per class, class index =
+    /// sorted folder order); JPEG and PNG. Path records name images relative to it, so
+    /// the experiments take the folder their paths were found on.
+    #[arg(long, default_value = DEFAULT_IMAGES)]
+    pub images: std::path::PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
 impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<neuronpath::model::Vit> {
         neuronpath::model::load(

@@ -1,6 +1,5 @@
 //! `neuronpath paths`: influential neuron paths of every image, resumable.
 
-use super::ModelArgs;
 use anyhow::{bail, Result};
 use neuronpath::attribution::baselines::argmax;
 use neuronpath::attribution::{Attributor, ImageContext, Integration, Method, ScoreForm, Target};
@@ -20,11 +19,7 @@ pub enum Rule {
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    model: ModelArgs,
-    /// An image file, or an ImageFolder tree (one sub-folder per class, class index =
-    /// sorted folder order). JPEG and PNG.
-    #[arg(long, default_value = super::DEFAULT_IMAGES)]
-    images: PathBuf,
+    run: super::ImageRun,
     /// Output JSON-lines file, one record per image and method. Rerunning with the
     /// same file resumes: records already there are kept and skipped.
     #[arg(long, default_value = "out/paths.jsonl")]
@@ -54,17 +49,14 @@ pub struct Args {
     /// A killed run loses at most the batch in flight.
     #[arg(long)]
     batch: Option<usize>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let vit = args.model.load()?;
-    let set = ImageSet::open(&args.images)?;
+    let vit = args.run.model.load()?;
+    let set = ImageSet::open(&args.run.images)?;
     let mut out = RecordFile::<PathRecord>::open(&args.out)?;
     let methods = &args.method;
     let todo: Vec<&ImageEntry> = set
@@ -90,7 +82,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         form: args.score_form,
     };
     let norm = data::normalization(&vit, args.preprocess);
-    let model_name = args.model.model.display().to_string();
+    let model_name = args.run.model.model.display().to_string();
     eprintln!(
         "{} images ({} already in {}), {} layers x {} neurons, {} steps {rule}, batch {batch}",
         set.entries.len(),
@@ -102,7 +94,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     );
     let bar = super::progress(todo.len(), "images");
     let (mut written, mut failed) = (0usize, 0usize);
-    super::with_threads(args.threads, || -> Result<()> {
+    super::with_threads(args.run.threads, || -> Result<()> {
         for chunk in todo.chunks(batch) {
             let mut ready: Vec<(&ImageEntry, ImageContext)> = Vec::new();
             for entry in chunk {

@@ -1,7 +1,6 @@
 //! `neuronpath prune`: keep each class's most used neurons, zero the others, and
 //! measure the class's probability and accuracy on held-out images.
 
-use super::ModelArgs;
 use anyhow::{bail, Context, Result};
 use neuronpath::attribution::{ImageContext, Target};
 use neuronpath::data::{self, ImageSet};
@@ -14,10 +13,7 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    model: ModelArgs,
-    /// ImageFolder tree of labelled images: the paths' images and the held-out ones.
-    #[arg(long, default_value = super::DEFAULT_IMAGES)]
-    images: PathBuf,
+    run: super::ImageRun,
     /// Path records written by `neuronpath paths` (for the building images).
     #[arg(long, default_value = "out/paths.jsonl")]
     paths: PathBuf,
@@ -42,17 +38,14 @@ pub struct Args {
     /// and with the control.
     #[arg(long, default_value = "out/prune.json")]
     out: PathBuf,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.fraction) || !(0.0..1.0).contains(&args.holdout) {
         bail!("--fraction must be in [0, 1] and --holdout in [0, 1)");
     }
-    let vit = args.model.load()?;
-    let set = ImageSet::open(&args.images)?;
+    let vit = args.run.model.load()?;
+    let set = ImageSet::open(&args.run.images)?;
     let split = prune::split(&set, args.holdout);
     let records: Vec<PathRecord> = read_records(&args.paths)?
         .into_iter()
@@ -62,7 +55,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         format!(
             "{}: among the paths of the building images of {}",
             args.paths.display(),
-            args.images.display()
+            args.run.images.display()
         )
     })?;
     if stats.neurons != vit.config.intermediate || stats.layers != vit.config.layers {
@@ -94,7 +87,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut tally = PruneTally::new(&plans);
     let bar = super::progress(split.evaluate.len(), "images");
     let mut evaluated = 0;
-    super::with_threads(args.threads, || {
+    super::with_threads(args.run.threads, || {
         for entry in &split.evaluate {
             match ImageContext::load(&vit, entry, &norm, Target::Label) {
                 Ok(image) => evaluated += usize::from(tally.evaluate(&vit, &plans, &image)),

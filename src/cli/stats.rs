@@ -27,7 +27,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     std::fs::write(&args.out, serde_json::to_vec(&stats)?)
         .with_context(|| format!("{}: cannot write", args.out.display()))?;
     for method in &stats.methods {
-        println!("{}:", method.method);
+        println!(
+            "{}: {} paths, JAS mean {:.4}, median {:.4}",
+            method.method, method.paths, method.mean_score, method.median_score
+        );
         let name = |c: usize| {
             method
                 .classes

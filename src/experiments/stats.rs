@@ -14,6 +14,10 @@ pub struct PathStats {
     pub layers: usize,
     /// Neurons per layer (the CLS FFN width).
     pub neurons: usize,
+    pub paths: usize,
+    /// Mean and median JAS of the paths.
+    pub mean_score: f64,
+    pub median_score: f64,
     pub classes: Vec<ClassStats>,
     /// Cosine similarity of the classes' frequency maps, `[class][class]` in the
     /// order of `classes`.
@@ -74,8 +78,17 @@ pub fn path_stats(records: &[PathRecord], method: &str) -> Result<PathStats> {
             r.neurons
         );
     }
+    let mut scores: Vec<f64> = records.iter().map(|r| r.score).collect();
+    scores.sort_by(f64::total_cmp);
+    let mid = scores.len() / 2;
+    let median_score = if scores.len() % 2 == 1 {
+        scores[mid]
+    } else {
+        (scores[mid - 1] + scores[mid]) / 2.0
+    };
+    let mean_score = scores.iter().sum::<f64>() / scores.len() as f64;
     let mut by_class: BTreeMap<usize, Vec<&PathRecord>> = BTreeMap::new();
-    for r in records {
+    for r in &records {
         by_class.entry(r.target).or_default().push(r);
     }
     let mut classes: Vec<ClassStats> = by_class
@@ -99,6 +112,9 @@ pub fn path_stats(records: &[PathRecord], method: &str) -> Result<PathStats> {
         method: method.into(),
         layers,
         neurons,
+        paths: records.len(),
+        mean_score,
+        median_score,
         classes,
         similarity,
     })

@@ -29,6 +29,27 @@ pub struct Keep {
     pub tape: bool,
     /// The residual stream entering every block and after its attention (for branching).
     pub residuals: bool,
+    /// Just what branching at this block needs: see [`BranchPoint`].
+    pub branch_point: Option<usize>,
+}
+
+impl Keep {
+    /// The tape only: what a pass followed by a backward needs.
+    pub const TAPE: Keep = Keep {
+        tape: true,
+        residuals: false,
+        branch_point: None,
+    };
+}
+
+/// What a later pass needs to run on from block `layer + 1` with block `layer`'s
+/// CLS FFN row changed: the rest of the block does not depend on that row.
+pub struct BranchPoint {
+    pub layer: usize,
+    /// The stream leaving block `layer`, `[S, tokens, hidden]`.
+    pub stream: Vec<f32>,
+    /// The CLS row after block `layer`'s attention, `[S, hidden]`.
+    pub mid_cls: Vec<f32>,
 }
 
 /// Activations of one block kept for the backward pass.
@@ -62,6 +83,7 @@ pub struct ForwardOut {
     pub residual: Vec<Vec<f32>>,
     /// With [`Keep::residuals`]: the stream after each block's attention.
     pub mid: Vec<Vec<f32>>,
+    pub branch_point: Option<BranchPoint>,
     pub tape: Option<Tape>,
 }
 
@@ -89,6 +111,7 @@ impl Vit {
             cls_ffn: Vec::new(),
             residual: Vec::new(),
             mid: Vec::new(),
+            branch_point: None,
             tape: None,
         };
         let mut blocks = Vec::new();
@@ -123,6 +146,7 @@ impl Vit {
             if keep.residuals {
                 out.mid.push(x.clone());
             }
+            let mid_cls = (keep.branch_point == Some(l)).then(|| first_rows(&x, s, t, 1, d));
             // FFN on the first q rows of each sequence: x += fc2(GELU(fc1(LN2(x))))
             let xq = first_rows(&x, s, t, q, d);
             let mut xhat2 = vec![0f32; if keep.tape { s * q * d } else { 0 }];
@@ -151,6 +175,13 @@ impl Vit {
             kernels::linear(&mut y, &g, s * q, &block.fc2.w, &block.fc2.b, false);
             for (xs, ys) in x.chunks_exact_mut(t * d).zip(y.chunks_exact(q * d)) {
                 kernels::add_assign(&mut xs[..q * d], ys);
+            }
+            if let Some(mid_cls) = mid_cls {
+                out.branch_point = Some(BranchPoint {
+                    layer: l,
+                    stream: x.clone(),
+                    mid_cls,
+                });
             }
             if keep.tape {
                 blocks.push(BlockTape {

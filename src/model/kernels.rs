@@ -252,13 +252,20 @@ pub fn exp(x: f32) -> f32 {
 /// erf(x), Abramowitz & Stegun 7.1.26 refined in f32: |error| < 1.5e-7.
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
+    erf_and_gaussian(x).0
+}
+
+/// `(erf(x), exp(-x^2))`: the A&S form computes the second on the way, and the
+/// GELU derivative needs both.
+#[inline(always)]
+fn erf_and_gaussian(x: f32) -> (f32, f32) {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
-    let y = 1.0 - poly * exp(-a * a);
-    y.copysign(x)
+    let gaussian = exp(-a * a);
+    ((1.0 - poly * gaussian).copysign(x), gaussian)
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -274,8 +281,10 @@ pub fn gelu(u: &[f32], g: &mut [f32]) {
 pub fn gelu_backward(u: &[f32], dg: &[f32], du: &mut [f32]) {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     for ((du, &u), &dg) in du.iter_mut().zip(u).zip(dg) {
-        let cdf = 0.5 * (1.0 + erf(u * FRAC_1_SQRT_2));
-        let pdf = INV_SQRT_2PI * exp(-0.5 * u * u);
+        // exp(-(u / sqrt 2)^2) = exp(-u^2 / 2): one exp serves Phi and phi.
+        let (erf, gaussian) = erf_and_gaussian(u * FRAC_1_SQRT_2);
+        let cdf = 0.5 * (1.0 + erf);
+        let pdf = INV_SQRT_2PI * gaussian;
         *du = dg * (cdf + u * pdf);
     }
 }
@@ -334,6 +343,22 @@ mod tests {
             }
             let erfc = (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + f);
             (1.0 - erfc).copysign(x)
+        }
+    }
+
+    #[test]
+    fn gelu_derivative_matches_its_closed_form() {
+        let u: Vec<f32> = (-3000..3000).map(|i| i as f32 * 0.003).collect();
+        let mut du = vec![0f32; u.len()];
+        gelu_backward(&u, &vec![1.0; u.len()], &mut du);
+        for (&u, &du) in u.iter().zip(&du) {
+            let x = u as f64;
+            let want = 0.5 * (1.0 + erf_reference(x / 2f64.sqrt()))
+                + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            assert!(
+                (du as f64 - want).abs() < 1e-6,
+                "gelu'({u}) = {du}, want {want}"
+            );
         }
     }
 

@@ -196,6 +196,7 @@ impl Vit {
         let keep = Keep {
             tape: false,
             residuals: true,
+            branch_point: None,
         };
         let out = self.forward(
             self.embed(pixels),
@@ -215,24 +216,45 @@ impl Vit {
     /// differ only in block `layer`'s CLS FFN row, given as `rows = [S, intermediate]`.
     /// Everything below is shared, so the variants are run from there on only.
     pub fn branch(&self, clean: &CleanTrace, layer: usize, rows: &[f32]) -> Vec<f32> {
+        let (t, d) = (self.config.tokens(), self.config.hidden);
+        let s = rows.len() / self.config.intermediate;
+        let mut x = Vec::with_capacity(s * t * d);
+        for _ in 0..s {
+            x.extend_from_slice(&clean.residual[layer + 1]);
+        }
+        self.set_cls_output(&mut x, layer, &clean.mid[layer][..d], rows);
+        x
+    }
+
+    /// Sets the CLS row of each sequence of `x` (`[S, tokens, hidden]`, the stream
+    /// leaving block `layer`) to the block's output when its CLS FFN row is `rows`
+    /// (`[S, intermediate]`) and its CLS row after attention is `mid_cls` (`[S, hidden]`,
+    /// or one `[hidden]` row shared by all). Only the CLS row depends on that FFN row.
+    pub fn set_cls_output(&self, x: &mut [f32], layer: usize, mid_cls: &[f32], rows: &[f32]) {
         let (t, d, f) = (
             self.config.tokens(),
             self.config.hidden,
             self.config.intermediate,
         );
         let s = rows.len() / f;
+        assert_eq!(x.len(), s * t * d, "one stream per row");
         let fc2 = &self.blocks[layer].fc2;
         let mut cls = vec![0f32; s * d];
         kernels::linear(&mut cls, rows, s, &fc2.w, &fc2.b, false);
-        let mut x = Vec::with_capacity(s * t * d);
-        for delta in cls.chunks_exact(d) {
-            let start = x.len();
-            x.extend_from_slice(&clean.residual[layer + 1]);
-            for (i, v) in x[start..start + d].iter_mut().enumerate() {
-                *v = clean.mid[layer][i] + delta[i];
+        for (i, (seq, delta)) in x
+            .chunks_exact_mut(t * d)
+            .zip(cls.chunks_exact(d))
+            .enumerate()
+        {
+            let mid = if mid_cls.len() == d {
+                mid_cls
+            } else {
+                &mid_cls[i * d..(i + 1) * d]
+            };
+            for ((v, m), dl) in seq[..d].iter_mut().zip(mid).zip(delta) {
+                *v = m + dl;
             }
         }
-        x
     }
 
     /// Gradient w.r.t. block `layer`'s CLS FFN row from the gradient of the stream
