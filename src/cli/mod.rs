@@ -86,6 +86,13 @@ impl ModelArgs {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     neuronpath::model::kernels::reuse_freed_buffers();
+    // Output piped into `head` should end the program quietly, as other Unix tools
+    // do, not make `println!` panic on the closed pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
