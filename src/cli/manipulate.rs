@@ -23,10 +23,7 @@ pub enum OpChoice {
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    run: super::ImageRun,
-    /// Path records written by `neuronpath paths`.
-    #[arg(long, default_value = "out/paths.jsonl")]
-    paths: PathBuf,
+    input: super::ExperimentRun,
     /// Output JSON-lines file, one record per image, method and operation; rerunning
     /// with the same file resumes.
     #[arg(long, default_value = "out/manipulate.jsonl")]
@@ -40,22 +37,22 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let vit = args.run.model.load()?;
-    let mut records: Vec<PathRecord> = read_records(&args.paths)?;
+    let vit = args.input.run.model.load()?;
+    let mut records: Vec<PathRecord> = read_records(&args.input.paths)?;
     if !args.method.is_empty() {
         records.retain(|r| args.method.contains(&r.method));
         if records.is_empty() {
             bail!(
                 "{}: no paths of method {}",
-                args.paths.display(),
+                args.input.paths.display(),
                 args.method.join(", ")
             );
         }
     }
     for r in &records {
-        check_path(&vit, r).with_context(|| args.paths.display().to_string())?;
+        check_path(&vit, r).with_context(|| args.input.paths.display().to_string())?;
     }
-    let preset = records_preset(&records, &args.paths)?;
+    let preset = records_preset(&records, &args.input.paths)?;
     let norm = data::normalization(&vit, preset);
     let ops: &[Op] = match args.op {
         OpChoice::Remove => &[Op::Remove],
@@ -88,9 +85,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     );
     let bar = super::progress(images.len(), "images");
     let mut failed = 0usize;
-    super::with_threads(args.run.threads, || -> Result<()> {
+    super::with_threads(args.input.run.threads, || -> Result<()> {
         for (key, items) in &images {
-            let path = args.run.images.join(key);
+            let path = args.input.run.images.join(key);
             match data::load_image(&path, &vit, &norm) {
                 Ok(pixels) => {
                     for written in run_image(&vit, key, pixels, items) {

@@ -74,6 +74,16 @@ pub struct ImageRun {
     pub threads: Option<usize>,
 }
 
+/// An experiment's inputs: the model, the path records, the images they name.
+#[derive(clap::Args)]
+pub struct ExperimentRun {
+    #[command(flatten)]
+    pub run: ImageRun,
+    /// Path records written by `neuronpath paths`.
+    #[arg(long, default_value = "out/paths.jsonl")]
+    pub paths: std::path::PathBuf,
+}
+
 impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<neuronpath::model::Vit> {
         neuronpath::model::load(

@@ -13,10 +13,7 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    run: super::ImageRun,
-    /// Path records written by `neuronpath paths` (for the building images).
-    #[arg(long, default_value = "out/paths.jsonl")]
-    paths: PathBuf,
+    input: super::ExperimentRun,
     /// Whose paths choose the kept neurons.
     #[arg(long, default_value = "jas")]
     method: String,
@@ -44,24 +41,24 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.fraction) || !(0.0..1.0).contains(&args.holdout) {
         bail!("--fraction must be in [0, 1] and --holdout in [0, 1)");
     }
-    let vit = args.run.model.load()?;
-    let set = ImageSet::open(&args.run.images)?;
+    let vit = args.input.run.model.load()?;
+    let set = ImageSet::open(&args.input.run.images)?;
     let split = prune::split(&set, args.holdout);
-    let records: Vec<PathRecord> = read_records(&args.paths)?
+    let records: Vec<PathRecord> = read_records(&args.input.paths)?
         .into_iter()
         .filter(|r: &PathRecord| split.build.contains(&r.image))
         .collect();
     let stats = path_stats(&records, &args.method).with_context(|| {
         format!(
             "{}: among the paths of the building images of {}",
-            args.paths.display(),
-            args.run.images.display()
+            args.input.paths.display(),
+            args.input.run.images.display()
         )
     })?;
     if stats.neurons != vit.config.intermediate || stats.layers != vit.config.layers {
         bail!(
             "{}: paths of {} layers x {} neurons, but the model has {} x {}",
-            args.paths.display(),
+            args.input.paths.display(),
             stats.layers,
             stats.neurons,
             vit.config.layers,
@@ -69,7 +66,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
     }
     let build_paths = stats.classes.iter().map(|c| c.images).sum();
-    let preset = super::manipulate::records_preset(&records, &args.paths)?;
+    let preset = super::manipulate::records_preset(&records, &args.input.paths)?;
     let norm = data::normalization(&vit, preset);
     let settings = PruneSettings {
         top_k: args.top_k,
@@ -87,7 +84,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut tally = PruneTally::new(&plans);
     let bar = super::progress(split.evaluate.len(), "images");
     let mut evaluated = 0;
-    super::with_threads(args.run.threads, || {
+    super::with_threads(args.input.run.threads, || {
         for entry in &split.evaluate {
             match ImageContext::load(&vit, entry, &norm, Target::Label) {
                 Ok(image) => evaluated += usize::from(tally.evaluate(&vit, &plans, &image)),
