@@ -1,4 +1,4 @@
-//! The command line end to end: bad input, and resuming a killed run.
+//! The command line end to end: bad input, resuming a killed run, the experiments' inputs.
 
 mod common;
 use common::{image_folder, neuronpath, scratch};
@@ -223,4 +223,79 @@ fn manipulate_refuses_unusable_path_files() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(sorted_lines(&dir.join("m.jsonl")).len(), 2);
+}
+
+#[test]
+fn prune_evaluates_the_held_out_images_only() {
+    let dir = common::scratch("prune");
+    let images = common::image_folder(&dir, &["cat", "ship"], 4);
+    let paths = dir.join("paths.jsonl");
+    let status = common::neuronpath()
+        .args(["paths", "--method", "jas", "--images"])
+        .arg(&images)
+        .arg("--out")
+        .arg(&paths)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let prune = |fraction: &str, out: &str| -> serde_json::Value {
+        let result = common::neuronpath()
+            .args([
+                "prune",
+                "--top-k",
+                "2",
+                "--holdout",
+                "0.5",
+                "--fraction",
+                fraction,
+            ])
+            .arg("--images")
+            .arg(&images)
+            .arg("--paths")
+            .arg(&paths)
+            .arg("--out")
+            .arg(dir.join(out))
+            .output()
+            .unwrap();
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        serde_json::from_str(&std::fs::read_to_string(dir.join(out)).unwrap()).unwrap()
+    };
+    // Pruning nothing changes nothing, whatever neurons are kept.
+    let none = prune("0", "none.json");
+    assert_eq!(
+        none["build_paths"], 4,
+        "images 0000-0001 of each class build"
+    );
+    assert_eq!(
+        none["evaluated_images"], 4,
+        "images 0002-0003 of each class evaluate"
+    );
+    let overall = &none["overall"];
+    let prob = |v: &serde_json::Value, key: &str| v[key].as_f64().unwrap();
+    let unpruned = prob(overall, "prob_unpruned");
+    // Equal up to float rounding: the edited pass is batched differently.
+    assert!((prob(overall, "prob_pruned") - unpruned).abs() < 1e-6);
+    assert!((prob(overall, "prob_control") - unpruned).abs() < 1e-6);
+    assert_eq!(overall["accuracy_pruned"], overall["accuracy_unpruned"]);
+    // Pruning everything else changes the prediction.
+    let all = prune("1", "all.json");
+    assert_eq!(prob(&all["overall"], "prob_unpruned"), unpruned);
+    assert!((prob(&all["overall"], "prob_pruned") - unpruned).abs() > 1e-3);
+    assert_eq!(all["classes"].as_array().unwrap().len(), 2);
+
+    std::fs::create_dir_all(dir.join("flat")).unwrap();
+    std::fs::copy(images.join("cat/0000.jpg"), dir.join("flat/a.jpg")).unwrap();
+    let out = common::neuronpath()
+        .args(["prune", "--top-k", "2", "--images"])
+        .arg(dir.join("flat"))
+        .arg("--paths")
+        .arg(&paths)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no labelled images"));
 }

@@ -44,6 +44,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let vit = args.input.run.model.load()?;
     let set = ImageSet::open(&args.input.run.images)?;
     let split = prune::split(&set, args.holdout);
+    if split.evaluate.is_empty() {
+        bail!(
+            "{}: no labelled images to evaluate (prune needs an ImageFolder tree, one folder per class)",
+            args.input.run.images.display()
+        );
+    }
     let records: Vec<PathRecord> = read_records(&args.input.paths)?
         .into_iter()
         .filter(|r: &PathRecord| split.build.contains(&r.image))
