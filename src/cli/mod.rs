@@ -25,6 +25,11 @@ pub const DEFAULT_IMAGES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/im
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Run the linear layers on this CUDA device (0 = the first); the rest stays on
+    /// the CPU. Only in builds with `--features cuda`.
+    #[cfg(feature = "cuda")]
+    #[arg(long, global = true)]
+    gpu: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +107,13 @@ pub fn run() -> ExitCode {
     // SAFETY: restoring a signal's default disposition before any thread starts.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(ordinal) = cli.gpu {
+        if let Err(e) = neuronpath::model::gpu::enable(ordinal) {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
     }
     match dispatch(cli.command) {
         Ok(code) => code,

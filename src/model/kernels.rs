@@ -135,6 +135,16 @@ pub fn linear(y: &mut [f32], x: &[f32], rows: usize, w: &[f32], b: &[f32], accum
     let out = b.len();
     let inp = w.len() / out;
     let (y, x) = (&mut y[..rows * out], &x[..rows * inp]);
+    #[cfg(feature = "cuda")]
+    if let Some(product) = super::gpu::linear(x, rows, w, out) {
+        GEMM_FLOPS.fetch_add(2 * (rows * inp * out) as u64, Ordering::Relaxed);
+        for (y_row, p_row) in y.chunks_exact_mut(out).zip(product.chunks_exact(out)) {
+            for ((y, p), b) in y_row.iter_mut().zip(p_row).zip(b) {
+                *y = if accumulate { *y + b + p } else { b + p };
+            }
+        }
+        return;
+    }
     if !accumulate {
         for row in y.chunks_exact_mut(out) {
             row.copy_from_slice(b);
@@ -165,6 +175,17 @@ pub fn linear_backward(
     accumulate: bool,
 ) {
     let inp = w.len() / out;
+    #[cfg(feature = "cuda")]
+    if let Some(product) = super::gpu::linear_backward(&dy[..rows * out], rows, w, out) {
+        GEMM_FLOPS.fetch_add(2 * (rows * inp * out) as u64, Ordering::Relaxed);
+        let dx = &mut dx[..rows * inp];
+        if accumulate {
+            add_assign(dx, &product);
+        } else {
+            dx.copy_from_slice(&product);
+        }
+        return;
+    }
     let par = parallelism(2 * rows * inp * out);
     matmul(
         &mut dx[..rows * inp],

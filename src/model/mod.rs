@@ -4,6 +4,8 @@ pub mod attention;
 pub mod backward;
 pub mod checkpoint;
 pub mod forward;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod kernels;
 pub mod npy;
 pub mod vit;

@@ -22,6 +22,9 @@ pub struct LoadOptions {
 
 /// Loads a Hugging Face directory, a timm `.safetensors` or a Google `.npz`.
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
+    // Device copies are keyed by host address, which the new weights may reuse.
+    #[cfg(feature = "cuda")]
+    super::gpu::forget_weights();
     if path.is_dir() {
         return huggingface::load(path);
     }
