@@ -108,6 +108,8 @@ fn manipulation_summary_of_hand_made_outcomes() {
         manipulation("remove", (0.5, 3), (0.5, 3)),
         manipulation("remove", (0.4, 2), (0.1, 2)),
         manipulation("enhance", (0.5, 3), (0.75, 3)),
+        // No ratio: left out of the probability deviation, counted for accuracy.
+        manipulation("enhance", (0.0, 1), (0.0, 3)),
     ];
     let summary = summarize(&records);
     assert_eq!(summary.len(), 2);
@@ -119,6 +121,8 @@ fn manipulation_summary_of_hand_made_outcomes() {
     assert!((remove.accuracy_after - 1.0 / 3.0).abs() < 1e-12);
     assert!((remove.accuracy_deviation - (-1.0 / 3.0)).abs() < 1e-12);
     assert!((summary[1].prob_deviation - 0.5).abs() < 1e-6);
+    assert_eq!(summary[1].images, 2);
+    assert!((summary[1].accuracy_deviation - 0.5).abs() < 1e-12);
 }
 
 #[test]

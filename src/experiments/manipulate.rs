@@ -59,6 +59,11 @@ impl ManipulationRecord {
         format!("{image}\t{method}\t{op}")
     }
 
+    /// `p_after / p_before - 1`; none when `p_before` underflowed to 0.
+    pub fn prob_change(&self) -> Option<f64> {
+        (self.prob_before > 0.0).then(|| self.prob_after as f64 / self.prob_before as f64 - 1.0)
+    }
+
     /// The class accuracy is counted against: the label, or the target without one.
     fn truth(&self) -> usize {
         self.label.unwrap_or(self.target)
@@ -132,7 +137,8 @@ pub struct ManipulationSummary {
     pub method: String,
     pub op: String,
     pub images: usize,
-    /// Mean of `p_after / p_before - 1` over images.
+    /// Mean of `p_after / p_before - 1` over the images with `p_before > 0` (a
+    /// probability that underflowed to 0 has no ratio).
     pub prob_deviation: f64,
     pub accuracy_before: f64,
     pub accuracy_after: f64,
@@ -163,7 +169,10 @@ pub fn summarize(records: &[ManipulationRecord]) -> Vec<ManipulationSummary> {
                 method: method.into(),
                 op: op.into(),
                 images: group.len(),
-                prob_deviation: mean(&|r| r.prob_after as f64 / r.prob_before as f64 - 1.0),
+                prob_deviation: {
+                    let ratios: Vec<f64> = group.iter().filter_map(|r| r.prob_change()).collect();
+                    ratios.iter().sum::<f64>() / ratios.len() as f64
+                },
                 accuracy_before,
                 accuracy_after,
                 accuracy_deviation: accuracy_after - accuracy_before,

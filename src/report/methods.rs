@@ -78,14 +78,12 @@ pub fn section(
         summaries.iter().find(|s| s.method == method && s.op == op)
     };
     for op in &ops {
-        let of_op: Vec<&ManipulationRecord> =
-            manipulations.iter().filter(|m| &m.op == op).collect();
-        let change = groups(
-            &of_op,
-            palette,
-            |m| m.method.as_str(),
-            |m| 100.0 * (m.prob_after as f64 / m.prob_before as f64 - 1.0),
-        );
+        let changes: Vec<(&str, f64)> = manipulations
+            .iter()
+            .filter(|m| &m.op == op)
+            .filter_map(|m| Some((m.method.as_str(), 100.0 * m.prob_change()?)))
+            .collect();
+        let change = groups(&changes, palette, |c| c.0, |c| c.1);
         figures.push(figure(
             &format!("probability-{op}"),
             box_plots("Δp (%)", &change)?,
