@@ -91,15 +91,13 @@ impl Vit {
                 dg.chunks_exact_mut(q * f)
                     .for_each(|seq| seq[..f].fill(0.0));
             }
-            let mut du = vec![0f32; s * q * f];
-            du.par_chunks_mut(f * 16)
-                .zip(dg.par_chunks(f * 16))
-                .zip(bt.u.par_chunks(f * 16))
-                .for_each(|((du, dg), u)| kernels::gelu_backward(u, dg, du));
-            drop(dg);
+            // d(fc1 output) = dg * GELU', in place.
+            dg.par_chunks_mut(f * 16)
+                .zip(bt.gelu_grad.par_chunks(f * 16))
+                .for_each(|(dg, gelu_grad)| kernels::mul_assign(dg, gelu_grad));
             let mut dh2 = vec![0f32; s * q * d];
-            kernels::linear_backward(&mut dh2, &du, s * q, &block.fc1.w, f, false);
-            drop(du);
+            kernels::linear_backward(&mut dh2, &dg, s * q, &block.fc1.w, f, false);
+            drop(dg);
             add_rows_par(
                 &mut dx,
                 s,

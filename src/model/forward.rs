@@ -61,7 +61,8 @@ pub struct BlockTape {
     pub probs: Vec<f32>,
     pub xhat2: Vec<f32>,
     pub rstd2: Vec<f32>,
-    pub u: Vec<f32>,
+    /// GELU'(fc1 output): what the FFN's backward multiplies by.
+    pub gelu_grad: Vec<f32>,
 }
 
 pub struct Tape {
@@ -161,9 +162,15 @@ impl Vit {
             let mut u = vec![0f32; s * q * f];
             kernels::linear(&mut u, &h2, s * q, &block.fc1.w, &block.fc1.b, false);
             let mut g = vec![0f32; s * q * f];
-            g.par_chunks_mut(f * 16)
-                .zip(u.par_chunks(f * 16))
-                .for_each(|(g, u)| kernels::gelu(u, g));
+            if keep.tape {
+                g.par_chunks_mut(f * 16)
+                    .zip(u.par_chunks_mut(f * 16))
+                    .for_each(|(g, u)| kernels::gelu_keeping_derivative(u, g));
+            } else {
+                g.par_chunks_mut(f * 16)
+                    .zip(u.par_chunks(f * 16))
+                    .for_each(|(g, u)| kernels::gelu(u, g));
+            }
             apply_action(action, &mut g, s, q * f, f);
             out.cls_ffn.push(
                 g.chunks_exact(q * f)
@@ -192,7 +199,7 @@ impl Vit {
                     probs,
                     xhat2,
                     rstd2,
-                    u,
+                    gelu_grad: u,
                 });
             }
         }

@@ -298,15 +298,23 @@ pub fn gelu(u: &[f32], g: &mut [f32]) {
     }
 }
 
-/// `du = dg * gelu'(u)` with gelu'(u) = Phi(u) + u * phi(u).
-pub fn gelu_backward(u: &[f32], dg: &[f32], du: &mut [f32]) {
+/// Exact GELU of `u` into `g`, and `u` replaced by the derivative
+/// GELU'(u) = Phi(u) + u * phi(u): the backward needs only that, and the erf
+/// computed here gives it almost for free.
+pub fn gelu_keeping_derivative(u: &mut [f32], g: &mut [f32]) {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
-    for ((du, &u), &dg) in du.iter_mut().zip(u).zip(dg) {
+    for (g, u) in g.iter_mut().zip(u) {
         // exp(-(u / sqrt 2)^2) = exp(-u^2 / 2): one exp serves Phi and phi.
-        let (erf, gaussian) = erf_and_gaussian(u * FRAC_1_SQRT_2);
+        let (erf, gaussian) = erf_and_gaussian(*u * FRAC_1_SQRT_2);
         let cdf = 0.5 * (1.0 + erf);
-        let pdf = INV_SQRT_2PI * gaussian;
-        *du = dg * (cdf + u * pdf);
+        *g = *u * cdf;
+        *u = cdf + *u * INV_SQRT_2PI * gaussian;
+    }
+}
+
+pub fn mul_assign(dst: &mut [f32], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d *= s;
     }
 }
 
@@ -368,18 +376,23 @@ mod tests {
     }
 
     #[test]
-    fn gelu_derivative_matches_its_closed_form() {
+    fn gelu_and_its_derivative_match_their_closed_forms() {
         let u: Vec<f32> = (-3000..3000).map(|i| i as f32 * 0.003).collect();
-        let mut du = vec![0f32; u.len()];
-        gelu_backward(&u, &vec![1.0; u.len()], &mut du);
-        for (&u, &du) in u.iter().zip(&du) {
+        let mut du = u.clone();
+        let mut g = vec![0f32; u.len()];
+        gelu_keeping_derivative(&mut du, &mut g);
+        let mut plain = vec![0f32; u.len()];
+        gelu(&u, &mut plain);
+        for ((&u, &du), (&g, &plain)) in u.iter().zip(&du).zip(g.iter().zip(&plain)) {
             let x = u as f64;
-            let want = 0.5 * (1.0 + erf_reference(x / 2f64.sqrt()))
-                + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let cdf = 0.5 * (1.0 + erf_reference(x / 2f64.sqrt()));
+            let want = cdf + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
             assert!(
                 (du as f64 - want).abs() < 1e-6,
                 "gelu'({u}) = {du}, want {want}"
             );
+            assert!((g as f64 - x * cdf).abs() < 1e-6, "gelu({u}) = {g}");
+            assert_eq!(g, plain, "the same GELU as without the derivative");
         }
     }
 
