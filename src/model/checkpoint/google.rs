@@ -2,9 +2,11 @@
 //! HWIO patch kernel): the layout the paper's code loads. No config is stored:
 //! the head count comes from the `query/kernel` shape `[hidden, heads, head_dim]`.
 
-use super::{assemble, block_count, check_consumed, Tensors, IMAGENET_MEAN, IMAGENET_STD};
-use crate::model::vit::{Block, LayerNorm, Layout, Linear, Normalization, Vit, VitConfig};
-use anyhow::{bail, Result};
+use super::{
+    assemble, block_count, check_consumed, config_from_shapes, Tensors, IMAGENET_MEAN, IMAGENET_STD,
+};
+use crate::model::vit::{Block, LayerNorm, Layout, Linear, Normalization, Vit};
+use anyhow::{bail, Context, Result};
 use std::path::Path;
 
 /// `[rows, cols]` row-major to `[cols, rows]`.
@@ -44,24 +46,14 @@ pub fn load(path: &Path) -> Result<Vit> {
     let f = tensors.shape(&block(0, "MlpBlock_3/Dense_0/kernel"))?[1];
     let classes = tensors.shape("head/kernel")?[1];
     let tokens = tensors.shape("Transformer/posembed_input/pos_embedding")?[1];
-    let grid = ((tokens - 1) as f64).sqrt() as usize;
-    if grid * grid + 1 != tokens || heads * dh != d {
+    if heads * dh != d {
         bail!(
-            "{}: inconsistent shapes (tokens {tokens}, heads {heads} x {dh} vs hidden {d})",
+            "{}: inconsistent shapes (heads {heads} x {dh} vs hidden {d})",
             path.display()
         );
     }
-    let config = VitConfig {
-        image_size: grid * p,
-        patch_size: p,
-        channels,
-        hidden: d,
-        layers,
-        heads,
-        intermediate: f,
-        classes,
-        layer_norm_eps: 1e-6,
-    };
+    let config = config_from_shapes([d, channels, p, p], tokens, layers, heads, f, classes)
+        .with_context(|| path.display().to_string())?;
     let eps = config.layer_norm_eps;
     // HWIO [p, p, c, d] -> [d, c, p, p]
     let hwio = tensors.take("embedding/kernel", &[p, p, channels, d])?;

@@ -4,7 +4,7 @@ mod google;
 mod huggingface;
 mod timm;
 
-use super::vit::{LayerNorm, Linear, Vit};
+use super::vit::{LayerNorm, Linear, Vit, VitConfig};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -192,6 +192,34 @@ pub(crate) fn fuse_qkv(q: Linear, k: Linear, v: Linear) -> Linear {
         w: [q.w, k.w, v.w].concat(),
         b: [q.b, k.b, v.b].concat(),
     }
+}
+
+/// The configuration of a layout that stores none (timm, Google), read off tensor
+/// shapes: the patch embedding as `[hidden, channels, patch, patch]`, and `tokens`
+/// position embeddings, a square grid of patches plus CLS. ViT's LayerNorm epsilon.
+pub(crate) fn config_from_shapes(
+    [hidden, channels, patch, _]: [usize; 4],
+    tokens: usize,
+    layers: usize,
+    heads: usize,
+    intermediate: usize,
+    classes: usize,
+) -> Result<VitConfig> {
+    let grid = ((tokens.max(1) - 1) as f64).sqrt() as usize;
+    if grid * grid + 1 != tokens {
+        bail!("the position embedding has {tokens} tokens: not a square grid plus CLS");
+    }
+    Ok(VitConfig {
+        image_size: grid * patch,
+        patch_size: patch,
+        channels,
+        hidden,
+        layers,
+        heads,
+        intermediate,
+        classes,
+        layer_norm_eps: 1e-6,
+    })
 }
 
 /// The patch/pos/cls/head parts and blocks, checked for consistency.

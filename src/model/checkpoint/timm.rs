@@ -1,8 +1,10 @@
 //! timm `VisionTransformer` safetensors (fused `qkv`); dimensions come from shapes.
 
-use super::{assemble, block_count, check_consumed, Tensors, IMAGENET_MEAN, IMAGENET_STD};
-use crate::model::vit::{Block, Layout, Normalization, Vit, VitConfig};
-use anyhow::{bail, Result};
+use super::{
+    assemble, block_count, check_consumed, config_from_shapes, Tensors, IMAGENET_MEAN, IMAGENET_STD,
+};
+use crate::model::vit::{Block, Layout, Normalization, Vit};
+use anyhow::{bail, Context, Result};
 
 pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
     let layers = block_count(&tensors, |i| format!("blocks.{i}.attn.qkv.weight"));
@@ -16,30 +18,14 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
     let f = tensors.shape("blocks.0.mlp.fc1.weight")?[0];
     let classes = tensors.shape("head.weight")?[0];
     let tokens = tensors.shape("pos_embed")?[1];
-    let grid = ((tokens - 1) as f64).sqrt() as usize;
-    if grid * grid + 1 != tokens {
-        bail!(
-            "{}: pos_embed has {tokens} tokens: not a square grid plus CLS",
-            tensors.file().display()
-        );
-    }
     // timm stores no head count; 64-wide heads is the ViT convention (Ti: 3, S: 6, B: 12, L: 16).
     let heads = match options.heads {
         Some(h) => h,
         None if d % 64 == 0 => d / 64,
         None => bail!("{}: timm files store no head count and width {d} is not a multiple of 64: pass --heads", tensors.file().display()),
     };
-    let config = VitConfig {
-        image_size: grid * p,
-        patch_size: p,
-        channels,
-        hidden: d,
-        layers,
-        heads,
-        intermediate: f,
-        classes,
-        layer_norm_eps: 1e-6,
-    };
+    let config = config_from_shapes([d, channels, p, p], tokens, layers, heads, f, classes)
+        .with_context(|| tensors.file().display().to_string())?;
     let eps = config.layer_norm_eps;
     let patch_embed = tensors.take_linear_reshaped("patch_embed.proj", &[d, channels, p, p])?;
     let cls_token = tensors.take("cls_token", &[1, 1, d])?;
