@@ -4,6 +4,7 @@
 //! torn last line (a run killed mid-write) is cut off, and the records already
 //! present (by their [`Record::key`]) are skipped.
 
+use crate::data::Preset;
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -153,4 +154,22 @@ pub fn read_records<T: Record>(path: &Path) -> Result<Vec<T>> {
         bail!("{}: no records in the file", path.display());
     }
     Ok(records)
+}
+
+/// The preprocessing preset the paths were found with (all records must agree).
+pub fn preprocess_of(records: &[PathRecord], file: &Path) -> Result<Preset> {
+    let Some(first) = records.first() else {
+        bail!("{}: no path records", file.display());
+    };
+    let name = &first.preprocess;
+    if let Some(r) = records.iter().find(|r| &r.preprocess != name) {
+        bail!(
+            "{}: paths found with different preprocessing ({name} and {}, e.g. {})",
+            file.display(),
+            r.preprocess,
+            r.image
+        );
+    }
+    Preset::from_name(name)
+        .with_context(|| format!("{}: unknown preprocessing {name:?}", file.display()))
 }

@@ -142,7 +142,7 @@ fn an_edit_at_one_layer_equals_branching_from_the_clean_pass() {
             let neurons = [3usize, 100, 511];
             let mut edit = vec![Vec::new(); layers];
             edit[layer] = neurons.iter().map(|&n| (n, op.factor())).collect();
-            let got = edited_outcomes(&vit, image, &[edit])[0];
+            let got = edited_outcomes(&vit, image, &[&edit])[0];
             let mut row = image.clean.cls_ffn[layer].clone();
             for n in neurons {
                 row[n] *= op.factor();
@@ -164,7 +164,7 @@ fn an_edit_at_one_layer_equals_branching_from_the_clean_pass() {
         }
     }
     // No edit at all: the clean prediction.
-    let none = edited_outcomes(&vit, image, &[vec![Vec::new(); layers]])[0];
+    let none = edited_outcomes(&vit, image, &[&vec![Vec::new(); layers]])[0];
     let clean = Outcome::clean(&vit, image);
     assert!((none.prob - clean.prob).abs() < 1e-6 && none.predicted == clean.predicted);
 }

@@ -50,15 +50,13 @@ impl ImageContext {
         target: Target,
     ) -> Result<ImageContext> {
         let pixels = data::load_image(&entry.path, vit, norm)?;
-        let clean = vit.clean_forward(&pixels);
-        if let Some(i) = clean.logits.iter().position(|v| !v.is_finite()) {
-            bail!(
-                "the model's logit {i} is {} for this image",
-                clean.logits[i]
-            );
+        let mut image = ImageContext::new(vit, entry.key.clone(), pixels, 0);
+        let logits = &image.clean.logits;
+        if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+            bail!("the model's logit {i} is {} for this image", logits[i]);
         }
-        let target = match target {
-            Target::Predicted => super::baselines::argmax(&clean.logits),
+        image.target = match target {
+            Target::Predicted => super::baselines::argmax(logits),
             Target::Label => match entry.label {
                 Some(l) if l < vit.config.classes => l,
                 Some(l) => bail!(
@@ -70,12 +68,7 @@ impl ImageContext {
                 }
             },
         };
-        Ok(ImageContext {
-            key: entry.key.clone(),
-            pixels,
-            clean,
-            target,
-        })
+        Ok(image)
     }
 
     /// Softmax probabilities of the clean pass.

@@ -74,34 +74,26 @@ pub struct Attributor<'a> {
 }
 
 impl Attributor<'_> {
-    /// For every image and step, replaces the CLS FFN rows of blocks `0..=top` by
+    /// For every image and step, replaces the CLS FFN row of every block by
     /// `rows(image, layer, step)` and returns the gradients of the target probability
     /// w.r.t. them: `[image][layer][step * intermediate]`.
     fn integrate(
         &self,
         images: &[&ImageContext],
-        top: usize,
         rows: impl Fn(usize, usize, usize) -> Vec<f32>,
     ) -> Vec<Vec<Vec<f32>>> {
         let vit = self.vit;
         let (f, layers) = (vit.config.intermediate, vit.config.layers);
         let m = self.rule.steps();
         let rows = &rows;
-        let replaced: Vec<Vec<f32>> = (0..=top)
+        let replaced: Vec<Vec<f32>> = (0..layers)
             .map(|j| {
                 (0..images.len())
                     .flat_map(|i| (0..m).flat_map(move |k| rows(i, j, k)))
                     .collect::<Vec<f32>>()
             })
             .collect();
-        // Blocks below 0 are shared, so every step branches from the clean pass at block 0.
-        let x: Vec<f32> = images
-            .iter()
-            .enumerate()
-            .flat_map(|(i, img)| {
-                vit.branch(&img.clean, 0, &replaced[0][i * m * f..(i + 1) * m * f])
-            })
-            .collect();
+        let x = self.branch_at_block_0(images, &replaced[0]);
         let mut actions = vec![RowAction::Keep; layers];
         for (j, rows) in replaced.iter().enumerate().skip(1) {
             actions[j] = RowAction::Replace(rows);
@@ -116,13 +108,28 @@ impl Attributor<'_> {
         );
         let mut per_layer =
             vec![vit.branch_gradient(0, grads.input.as_ref().expect("input gradient"))];
-        per_layer.extend(grads.cls_ffn.into_iter().take(top));
+        per_layer.extend(grads.cls_ffn);
         (0..images.len())
             .map(|i| {
                 per_layer
                     .iter()
                     .map(|g| g[i * m * f..(i + 1) * m * f].to_vec())
                     .collect()
+            })
+            .collect()
+    }
+
+    /// The stream entering block 1 of every image and step, block 0's CLS FFN rows
+    /// given as `rows0 = [images * steps, intermediate]`. Nothing below that row
+    /// changes, so every step branches from the image's clean pass.
+    fn branch_at_block_0(&self, images: &[&ImageContext], rows0: &[f32]) -> Vec<f32> {
+        let per_image = rows0.len() / images.len();
+        images
+            .iter()
+            .enumerate()
+            .flat_map(|(i, img)| {
+                self.vit
+                    .branch(&img.clean, 0, &rows0[i * per_image..(i + 1) * per_image])
             })
             .collect()
     }
@@ -201,16 +208,7 @@ impl Attributor<'_> {
                 })
                 .collect()
         };
-        let branch_from_clean = |rows0: &[f32]| -> Vec<f32> {
-            let per_image = rows0.len() / images.len();
-            images
-                .iter()
-                .enumerate()
-                .flat_map(|(i, img)| {
-                    vit.branch(&img.clean, 0, &rows0[i * per_image..(i + 1) * per_image])
-                })
-                .collect()
-        };
+        let targets = self.step_targets(images);
         let mut prefix: Vec<BlockTape> = Vec::new();
         let mut branch_point: Option<BranchPoint> = None;
         let mut scores = Vec::new();
@@ -222,7 +220,7 @@ impl Attributor<'_> {
                     vit.set_cls_output(&mut x, l - 1, &bp.mid_cls, &rows(&paths, l - 1));
                     x
                 }
-                None => branch_from_clean(&rows(&paths, 0)),
+                None => self.branch_at_block_0(images, &rows(&paths, 0)),
             };
             let from = l.max(1);
             let top_rows = (1..layers).contains(&l).then(|| rows(&paths, l));
@@ -250,7 +248,6 @@ impl Attributor<'_> {
                 rstd_final: fresh.rstd_final,
                 replaced: (0..layers).map(|j| j >= 1 && j <= l).collect(),
             };
-            let targets = self.step_targets(images);
             let grads = vit.backward(&tape, &out.logits, &targets, true);
             let mut per_layer =
                 vec![vit.branch_gradient(0, grads.input.as_ref().expect("input gradient"))];
@@ -310,7 +307,7 @@ impl Attributor<'_> {
         let (alphas, weights) = self.rule.nodes();
         let layers = self.vit.config.layers;
         let images: Vec<&ImageContext> = items.iter().map(|(img, _)| *img).collect();
-        let grads = self.integrate(&images, layers - 1, |i, j, k| {
+        let grads = self.integrate(&images, |i, j, k| {
             self.scaled_row(&items[i].0.clean, j, Some(items[i].1[j]), k, &alphas)
         });
         items

@@ -3,11 +3,12 @@
 
 use anyhow::{bail, Context, Result};
 use neuronpath::attribution::ImageContext;
-use neuronpath::data::{self, Preset};
+use neuronpath::data;
 use neuronpath::experiments::manipulate::{self, check_path, ManipulationRecord, Op};
 use neuronpath::model::Vit;
 use neuronpath::record::{read_records, PathRecord, RecordFile};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -52,7 +53,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for r in &records {
         check_path(&vit, r).with_context(|| args.input.paths.display().to_string())?;
     }
-    let preset = records_preset(&records, &args.input.paths)?;
+    let preset = neuronpath::record::preprocess_of(&records, &args.input.paths)?;
     let norm = data::normalization(&vit, preset);
     let ops: &[Op] = match args.op {
         OpChoice::Remove => &[Op::Remove],
@@ -60,27 +61,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
         OpChoice::Both => &[Op::Remove, Op::Enhance],
     };
     let mut out = RecordFile::<ManipulationRecord>::open(&args.out)?;
-    // One batch per image: every (path, op) of it not yet in the output.
+    // One batch per image, in file order: every (path, op) of it not yet in the output.
     let mut images: Vec<(&str, Vec<(&PathRecord, Op)>)> = Vec::new();
+    let mut position: HashMap<&str, usize> = HashMap::new();
     for r in &records {
+        let i = *position.entry(&r.image).or_insert_with(|| {
+            images.push((&r.image, Vec::new()));
+            images.len() - 1
+        });
         for &op in ops {
-            if out.contains(&ManipulationRecord::key_of(&r.image, &r.method, op.name())) {
-                continue;
-            }
-            match images.iter_mut().find(|(key, _)| *key == r.image) {
-                Some((_, items)) => items.push((r, op)),
-                None => images.push((&r.image, vec![(r, op)])),
+            if !out.contains(&ManipulationRecord::key_of(&r.image, &r.method, op.name())) {
+                images[i].1.push((r, op));
             }
         }
     }
+    let total = images.len();
+    images.retain(|(_, items)| !items.is_empty());
     eprintln!(
-        "{} paths of {} images; {} images to run",
+        "{} paths of {total} images; {} images to run",
         records.len(),
-        records
-            .iter()
-            .map(|r| &r.image)
-            .collect::<std::collections::HashSet<_>>()
-            .len(),
         images.len()
     );
     let bar = super::progress(images.len(), "images");
@@ -135,21 +134,6 @@ fn run_image(
         written.extend(manipulate::manipulate(vit, &image, &group));
     }
     written
-}
-
-/// The preprocessing preset the paths were found with (all records must agree).
-pub fn records_preset(records: &[PathRecord], file: &Path) -> Result<Preset> {
-    let name = &records[0].preprocess;
-    if let Some(r) = records.iter().find(|r| &r.preprocess != name) {
-        bail!(
-            "{}: paths found with different preprocessing ({name} and {}, e.g. {})",
-            file.display(),
-            r.preprocess,
-            r.image
-        );
-    }
-    Preset::from_name(name)
-        .with_context(|| format!("{}: unknown preprocessing {name:?}", file.display()))
 }
 
 fn print_summary(summary: &[manipulate::ManipulationSummary]) {

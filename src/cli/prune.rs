@@ -72,7 +72,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
     }
     let build_paths = stats.classes.iter().map(|c| c.images).sum();
-    let preset = super::manipulate::records_preset(&records, &args.input.paths)?;
+    let preset = neuronpath::record::preprocess_of(&records, &args.input.paths)?;
     let norm = data::normalization(&vit, preset);
     let settings = PruneSettings {
         top_k: args.top_k,

@@ -113,6 +113,7 @@ pub fn manipulate(
     items: &[(&PathRecord, Op)],
 ) -> Vec<ManipulationRecord> {
     let edits: Vec<NeuronEdit> = items.iter().map(|(r, op)| op.edit(&r.path)).collect();
+    let edits: Vec<&NeuronEdit> = edits.iter().collect();
     let before = Outcome::clean(vit, image);
     items
         .iter()

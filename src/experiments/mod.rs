@@ -42,7 +42,7 @@ fn outcome(probs: &[f32], target: usize) -> Outcome {
 
 /// Runs `image` once per edit, all edits as one batch; every edit acts at the
 /// CLS token of every layer it names, and the layers above follow.
-pub fn edited_outcomes(vit: &Vit, image: &ImageContext, edits: &[NeuronEdit]) -> Vec<Outcome> {
+pub fn edited_outcomes(vit: &Vit, image: &ImageContext, edits: &[&NeuronEdit]) -> Vec<Outcome> {
     let layers = vit.config.layers;
     let per_layer: Vec<Vec<Vec<(usize, f32)>>> = (0..layers)
         .map(|l| edits.iter().map(|e| e[l].clone()).collect())

@@ -188,11 +188,7 @@ impl PruneTally {
         let Some(i) = plans.iter().position(|p| p.class == image.target) else {
             return false;
         };
-        let edited = edited_outcomes(
-            vit,
-            image,
-            &[plans[i].pruned.clone(), plans[i].control_pruned.clone()],
-        );
+        let edited = edited_outcomes(vit, image, &[&plans[i].pruned, &plans[i].control_pruned]);
         let outcomes = [Outcome::clean(vit, image), edited[0], edited[1]];
         self.classes[i].add(outcomes, image.target);
         self.overall.add(outcomes, image.target);
