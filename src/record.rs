@@ -76,10 +76,7 @@ pub struct RecordFile<T> {
 impl<T: Record> RecordFile<T> {
     /// Opens (or creates) `path`, dropping a torn final line left by a killed run.
     pub fn open(path: &Path) -> Result<RecordFile<T>> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("{}: cannot create folder", dir.display()))?;
-        }
+        create_parent(path)?;
         let mut done = HashSet::new();
         let mut good_len = 0u64;
         if path.exists() {
@@ -172,4 +169,19 @@ pub fn preprocess_of(records: &[PathRecord], file: &Path) -> Result<Preset> {
     }
     Preset::from_name(name)
         .with_context(|| format!("{}: unknown preprocessing {name:?}", file.display()))
+}
+
+/// Creates the folder `path` will be written in, when missing.
+fn create_parent(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes a whole output file (stats, pruning results, the report), creating its folder.
+pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
+    create_parent(path)?;
+    std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
 }

@@ -8,7 +8,7 @@ use common::{image_folder, neuronpath, scratch};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const CLASSES: [&str; 10] = [
@@ -30,11 +30,14 @@ static MACHINE: Mutex<()> = Mutex::new(());
 /// Runs headless Chromium on `page` with `args`, with no network: in a namespace
 /// of its own where one can be made (root, as in CI), else through a dead proxy.
 fn chromium(page: &Path, args: &[&str]) -> (Output, Duration) {
+    static OFFLINE_NAMESPACE: OnceLock<bool> = OnceLock::new();
     let profile = scratch("chromium-profile");
-    let offline_namespace = Command::new("unshare")
-        .args(["-n", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let offline_namespace = *OFFLINE_NAMESPACE.get_or_init(|| {
+        Command::new("unshare")
+            .args(["-n", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
     let mut command = if offline_namespace {
         let mut c = Command::new("unshare");
         c.args(["-n", "chromium"]);

@@ -112,12 +112,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         classes,
         overall,
     };
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
-    }
-    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("{}: cannot write", args.out.display()))?;
+    neuronpath::record::write_output(&args.out, &serde_json::to_vec_pretty(&report)?)?;
     println!("target-class probability and top-1 accuracy");
     println!(
         "{:<12} {:>6}  {:>15}  {:>15}  {:>15}",

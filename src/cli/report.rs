@@ -69,12 +69,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             report.missing_images[0]
         );
     }
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
-    }
-    std::fs::write(&args.out, &report.html)
-        .with_context(|| format!("{}: cannot write", args.out.display()))?;
+    neuronpath::record::write_output(&args.out, report.html.as_bytes())?;
     let absolute = std::fs::canonicalize(&args.out).unwrap_or(args.out.clone());
     eprintln!(
         "report of {} images ({:.1} MB): open {}",

@@ -20,12 +20,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let records: Vec<PathRecord> = read_records(&args.paths)?;
     let stats = all_stats(&records).with_context(|| args.paths.display().to_string())?;
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
-    }
-    std::fs::write(&args.out, serde_json::to_vec(&stats)?)
-        .with_context(|| format!("{}: cannot write", args.out.display()))?;
+    neuronpath::record::write_output(&args.out, &serde_json::to_vec(&stats)?)?;
     for method in &stats.methods {
         println!(
             "{}: {} paths, JAS mean {:.4}, median {:.4}",

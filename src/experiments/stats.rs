@@ -78,15 +78,8 @@ pub fn path_stats(records: &[PathRecord], method: &str) -> Result<PathStats> {
             r.neurons
         );
     }
-    let mut scores: Vec<f64> = records.iter().map(|r| r.score).collect();
-    scores.sort_by(f64::total_cmp);
-    let mid = scores.len() / 2;
-    let median_score = if scores.len() % 2 == 1 {
-        scores[mid]
-    } else {
-        (scores[mid - 1] + scores[mid]) / 2.0
-    };
-    let mean_score = scores.iter().sum::<f64>() / scores.len() as f64;
+    let scores: Vec<f64> = records.iter().map(|r| r.score).collect();
+    let (mean_score, median_score) = (mean(&scores), median(&scores));
     let mut by_class: BTreeMap<usize, Vec<&PathRecord>> = BTreeMap::new();
     for r in &records {
         by_class.entry(r.target).or_default().push(r);
@@ -194,4 +187,20 @@ fn cosine(a: &ClassStats, b: &ClassStats) -> f64 {
         })
         .sum();
     dot / (norm(a) * norm(b))
+}
+
+/// The median (NaN when empty).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The mean (NaN when empty).
+pub fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
 }

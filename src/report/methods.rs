@@ -7,6 +7,7 @@ use super::figures::{bars, box_plots, Group};
 use super::number;
 use super::palette::Palette;
 use crate::experiments::manipulate::{summarize, ManipulationRecord, ManipulationSummary};
+use crate::experiments::stats::{mean, median};
 use crate::record::PathRecord;
 use anyhow::Result;
 use maud::{html, Markup};
@@ -31,20 +32,6 @@ fn groups<T>(
                 .collect(),
         })
         .collect()
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len() as f64
 }
 
 /// The operations in `manipulations`, in order of first appearance.

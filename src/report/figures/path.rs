@@ -52,26 +52,22 @@ pub fn path_figure(
                 ))
                 .map_err(plot_error)?;
         }
+        let main_points = layer_points(main.neurons);
         chart
             .draw_series(LineSeries::new(
-                layer_points(main.neurons),
+                main_points.clone(),
                 main.colour.stroke_width(2),
             ))
             .map_err(plot_error)?;
         chart
-            .draw_series(
-                layer_points(main.neurons)
-                    .into_iter()
-                    .zip(&main.weight)
-                    .map(|(p, &w)| {
-                        let style = if w >= 0.0 {
-                            main.colour.filled()
-                        } else {
-                            main.colour.stroke_width(1)
-                        };
-                        Circle::new(p, marker_radius(w), style)
-                    }),
-            )
+            .draw_series(main_points.into_iter().zip(&main.weight).map(|(p, &w)| {
+                let style = if w >= 0.0 {
+                    main.colour.filled()
+                } else {
+                    main.colour.stroke_width(1)
+                };
+                Circle::new(p, marker_radius(w), style)
+            }))
             .map_err(plot_error)?;
         Ok(())
     })
