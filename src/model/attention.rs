@@ -51,7 +51,11 @@ pub fn backward(
 ) {
     let (d, dh) = (c.hidden, c.head_dim());
     let scale = 1.0 / (dh as f32).sqrt();
-    dqkv.fill(0.0);
+    // dK and dV are written for all t rows and dQ for the first q_rows: the rest of
+    // dQ is zero (those queries were not computed).
+    for row in dqkv.chunks_exact_mut(3 * d).skip(q_rows) {
+        row[..d].fill(0.0);
+    }
     for h in 0..c.heads {
         let p = &probs[h * q_rows * t..(h + 1) * q_rows * t];
         let q = MatRef::strided(&qkv[h * dh..], q_rows, dh, 3 * d, 1);

@@ -59,16 +59,17 @@ impl Vit {
         let mut dy = vec![0f32; s * d];
         kernels::linear_backward(&mut dy, &dlogits, s, &self.head.w, classes, false);
         let mut dx = vec![0f32; s * t * d];
-        for (i, dxs) in dx.chunks_exact_mut(t * d).enumerate() {
-            let r = i..i + 1;
-            kernels::layer_norm_backward(
-                &mut dxs[..d],
-                &dy[i * d..(i + 1) * d],
-                &tape.xhat_final[i * d..(i + 1) * d],
-                &tape.rstd_final[r],
-                &self.norm.gamma,
-            );
-        }
+        add_rows_par(
+            &mut dx,
+            s,
+            t,
+            1,
+            d,
+            &dy,
+            &tape.xhat_final,
+            &tape.rstd_final,
+            &self.norm.gamma,
+        );
         let mut cls_grads = vec![Vec::new(); tape.blocks.len()];
         for (bi, bt) in tape.blocks.iter().enumerate().rev() {
             let l = tape.from + bi;
@@ -78,11 +79,7 @@ impl Vit {
             let dxq = first_rows(&dx, s, t, q, d);
             let mut dg = vec![0f32; s * q * f];
             kernels::linear_backward(&mut dg, &dxq, s * q, &block.fc2.w, d, false);
-            cls_grads[bi] = dg
-                .chunks_exact(q * f)
-                .flat_map(|seq| &seq[..f])
-                .copied()
-                .collect();
+            cls_grads[bi] = first_rows(&dg, s, q, 1, f).into_owned();
             let lowest = bi == 0;
             if lowest && !input_grad {
                 break;
@@ -118,10 +115,12 @@ impl Vit {
                 .zip(bt.qkv.par_chunks(t * 3 * d))
                 .zip(bt.probs.par_chunks(c.heads * q * t))
                 .zip(dattn.par_chunks(q * d))
-                .for_each(|(((dqkv, qkv), probs), dout)| {
-                    let mut scratch = vec![0f32; q * t];
-                    attention::backward(c, qkv, probs, dout, t, q, dqkv, &mut scratch)
-                });
+                .for_each_init(
+                    || vec![0f32; q * t],
+                    |scratch, (((dqkv, qkv), probs), dout)| {
+                        attention::backward(c, qkv, probs, dout, t, q, dqkv, scratch)
+                    },
+                );
             let mut dh1 = vec![0f32; s * t * d];
             kernels::linear_backward(&mut dh1, &dqkv, s * t, &block.qkv.w, 3 * d, false);
             drop(dqkv);

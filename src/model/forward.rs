@@ -9,6 +9,7 @@ use super::attention;
 use super::kernels::{self, LayerNormOut};
 use super::vit::Vit;
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// What happens to one block's CLS FFN row (post-GELU, `intermediate` wide).
 #[derive(Clone, Copy, Debug, Default)]
@@ -147,7 +148,8 @@ impl Vit {
             if keep.residuals {
                 out.mid.push(x.clone());
             }
-            let mid_cls = (keep.branch_point == Some(l)).then(|| first_rows(&x, s, t, 1, d));
+            let mid_cls =
+                (keep.branch_point == Some(l)).then(|| first_rows(&x, s, t, 1, d).into_owned());
             // FFN on the first q rows of each sequence: x += fc2(GELU(fc1(LN2(x))))
             let xq = first_rows(&x, s, t, q, d);
             let mut xhat2 = vec![0f32; if keep.tape { s * q * d } else { 0 }];
@@ -172,12 +174,7 @@ impl Vit {
                     .for_each(|(g, u)| kernels::gelu(u, g));
             }
             apply_action(action, &mut g, s, q * f, f);
-            out.cls_ffn.push(
-                g.chunks_exact(q * f)
-                    .flat_map(|seq| &seq[..f])
-                    .copied()
-                    .collect(),
-            );
+            out.cls_ffn.push(first_rows(&g, s, q, 1, f).into_owned());
             let mut y = vec![0f32; s * q * d];
             kernels::linear(&mut y, &g, s * q, &block.fc2.w, &block.fc2.b, false);
             for (xs, ys) in x.chunks_exact_mut(t * d).zip(y.chunks_exact(q * d)) {
@@ -260,16 +257,17 @@ fn apply_action(action: RowAction, g: &mut [f32], s: usize, seq_len: usize, f: u
     }
 }
 
-/// The first `q` rows of every `t`-row sequence, packed: `[S, q, d]`.
-pub(crate) fn first_rows(x: &[f32], s: usize, t: usize, q: usize, d: usize) -> Vec<f32> {
+/// The first `q` rows of every `t`-row sequence, packed: `[S, q, d]` (`x` itself
+/// when that is all of it).
+pub(crate) fn first_rows(x: &[f32], s: usize, t: usize, q: usize, d: usize) -> Cow<'_, [f32]> {
     if q == t {
-        return x.to_vec();
+        return Cow::Borrowed(x);
     }
     let mut out = Vec::with_capacity(s * q * d);
     for seq in x.chunks_exact(t * d) {
         out.extend_from_slice(&seq[..q * d]);
     }
-    out
+    Cow::Owned(out)
 }
 
 const LN_ROWS_PER_TASK: usize = 32;

@@ -221,13 +221,17 @@ pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: LayerNo
         let mean = xr.iter().sum::<f32>() / d as f32;
         let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
         let inv = 1.0 / (var + eps).sqrt();
-        for i in 0..d {
-            let h = (xr[i] - mean) * inv;
-            yr[i] = h * gamma[i] + beta[i];
-        }
-        if let Some(xh) = xhat.as_deref_mut() {
-            for i in 0..d {
-                xh[r * d + i] = (xr[i] - mean) * inv;
+        match xhat.as_deref_mut() {
+            Some(xh) => {
+                for (i, xh) in xh[r * d..(r + 1) * d].iter_mut().enumerate() {
+                    *xh = (xr[i] - mean) * inv;
+                    yr[i] = *xh * gamma[i] + beta[i];
+                }
+            }
+            None => {
+                for i in 0..d {
+                    yr[i] = (xr[i] - mean) * inv * gamma[i] + beta[i];
+                }
             }
         }
         if let Some(rs) = rstd.as_deref_mut() {
