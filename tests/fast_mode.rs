@@ -5,7 +5,6 @@
 mod common;
 use neuronpath::attribution::{Attributor, ImageContext, Integration, ScoreForm};
 use neuronpath::model::{self, LoadOptions};
-use serde_json::Value;
 
 #[test]
 fn gauss_legendre_6_agrees_with_the_converged_paths_as_often_as_riemann_20() {
@@ -15,12 +14,7 @@ fn gauss_legendre_6_agrees_with_the_converged_paths_as_often_as_riemann_20() {
         &LoadOptions::default(),
     )
     .unwrap();
-    let text = std::fs::read_to_string(common::shared(
-        "reference/vit-cifar10-convergence-m256.json",
-    ))
-    .unwrap();
-    let converged: Value = serde_json::from_str(&text).unwrap();
-    let records = converged["records"].as_array().unwrap();
+    let records = common::reference_records("vit-cifar10-convergence-m256.json");
     assert_eq!(records.len(), 100);
     let attributor = Attributor {
         vit: &vit,
@@ -32,13 +26,7 @@ fn gauss_legendre_6_agrees_with_the_converged_paths_as_often_as_riemann_20() {
         let contexts: Vec<ImageContext> = common::contexts(&vit, chunk);
         let paths = attributor.locate(&contexts.iter().collect::<Vec<_>>());
         for (r, got) in chunk.iter().zip(&paths) {
-            let want: Vec<usize> = r["ja"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as usize)
-                .collect();
-            same += usize::from(*got == want);
+            same += usize::from(*got == common::indices(&r["ja"]));
         }
     }
     eprintln!(

@@ -38,9 +38,9 @@ fn linear_layers_on_the_gpu_match_a_float64_product() {
     let w = values(out * inp, 2);
     let b = values(out, 3);
     let mut y = vec![0f32; rows * out];
-    kernels::linear(&mut y, &x, rows, &w, &b, false);
+    kernels::linear(&mut y, &x, rows, &w, &b);
     let mut dx = vec![0f32; rows * inp];
-    kernels::linear_backward(&mut dx, &y, rows, &w, out, false);
+    kernels::linear_backward(&mut dx, &y, rows, &w, out);
     for r in (0..rows).step_by(37) {
         for o in (0..out).step_by(101) {
             let want: f64 = b[o] as f64

@@ -60,8 +60,7 @@ fn bilinear_resize_and_normalisation_match_pil_and_torchvision() {
 
 #[test]
 fn corrupt_inputs_are_errors_that_name_the_problem() {
-    let dir = std::env::temp_dir().join(format!("neuronpath-corrupt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch("corrupt-decode");
     let good = std::fs::read(common::shared("data/cifar10-test/cat/0000.jpg")).unwrap();
     let truncated = dir.join("truncated.jpg");
     std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();

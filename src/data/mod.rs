@@ -4,7 +4,6 @@ pub mod decode;
 pub mod folder;
 pub mod resize;
 
-use crate::model::checkpoint::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::model::{Normalization, Vit};
 use anyhow::Result;
 use std::path::Path;
@@ -41,11 +40,7 @@ impl Preset {
 pub fn normalization(vit: &Vit, preset: Preset) -> Normalization {
     match preset {
         Preset::Checkpoint => vit.normalization.clone(),
-        Preset::Reference => Normalization {
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
-            source: "ImageNet (reference preset)".into(),
-        },
+        Preset::Reference => Normalization::imagenet("ImageNet (reference preset)"),
     }
 }
 

@@ -57,7 +57,7 @@ impl Vit {
             }
         }
         let mut dy = vec![0f32; s * d];
-        kernels::linear_backward(&mut dy, &dlogits, s, &self.head.w, classes, false);
+        kernels::linear_backward(&mut dy, &dlogits, s, &self.head.w, classes);
         let mut dx = vec![0f32; s * t * d];
         add_rows_par(
             &mut dx,
@@ -78,7 +78,7 @@ impl Vit {
             // FFN: dg = dx W2 on the first q rows; the CLS row of dg is this block's answer.
             let dxq = first_rows(&dx, s, t, q, d);
             let mut dg = vec![0f32; s * q * f];
-            kernels::linear_backward(&mut dg, &dxq, s * q, &block.fc2.w, d, false);
+            kernels::linear_backward(&mut dg, &dxq, s * q, &block.fc2.w, d);
             cls_grads[bi] = first_rows(&dg, s, q, 1, f).into_owned();
             let lowest = bi == 0;
             if lowest && !input_grad {
@@ -93,7 +93,7 @@ impl Vit {
                 .zip(bt.gelu_grad.par_chunks(f * 16))
                 .for_each(|(dg, gelu_grad)| kernels::mul_assign(dg, gelu_grad));
             let mut dh2 = vec![0f32; s * q * d];
-            kernels::linear_backward(&mut dh2, &dg, s * q, &block.fc1.w, f, false);
+            kernels::linear_backward(&mut dh2, &dg, s * q, &block.fc1.w, f);
             drop(dg);
             add_rows_par(
                 &mut dx,
@@ -109,7 +109,7 @@ impl Vit {
             // Attention: d attn = dx W_o on the first q rows, then through the heads.
             let dxq = first_rows(&dx, s, t, q, d);
             let mut dattn = vec![0f32; s * q * d];
-            kernels::linear_backward(&mut dattn, &dxq, s * q, &block.proj.w, d, false);
+            kernels::linear_backward(&mut dattn, &dxq, s * q, &block.proj.w, d);
             let mut dqkv = vec![0f32; s * t * 3 * d];
             dqkv.par_chunks_mut(t * 3 * d)
                 .zip(bt.qkv.par_chunks(t * 3 * d))
@@ -122,7 +122,7 @@ impl Vit {
                     },
                 );
             let mut dh1 = vec![0f32; s * t * d];
-            kernels::linear_backward(&mut dh1, &dqkv, s * t, &block.qkv.w, 3 * d, false);
+            kernels::linear_backward(&mut dh1, &dqkv, s * t, &block.qkv.w, 3 * d);
             drop(dqkv);
             add_rows_par(
                 &mut dx,

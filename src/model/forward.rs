@@ -133,7 +133,7 @@ impl Vit {
                 keep.tape.then_some((&mut xhat1, &mut rstd1)),
             );
             let mut qkv = vec![0f32; s * t * 3 * d];
-            kernels::linear(&mut qkv, &h, s * t, &block.qkv.w, &block.qkv.b, false);
+            kernels::linear(&mut qkv, &h, s * t, &block.qkv.w, &block.qkv.b);
             let mut probs = vec![0f32; s * c.heads * q * t];
             let mut attn = vec![0f32; s * q * d];
             qkv.par_chunks(t * 3 * d)
@@ -141,7 +141,7 @@ impl Vit {
                 .zip(attn.par_chunks_mut(q * d))
                 .for_each(|((qkv, probs), attn)| attention::forward(c, qkv, t, q, probs, attn));
             let mut proj = vec![0f32; s * q * d];
-            kernels::linear(&mut proj, &attn, s * q, &block.proj.w, &block.proj.b, false);
+            kernels::linear(&mut proj, &attn, s * q, &block.proj.w, &block.proj.b);
             for (xs, ps) in x.chunks_exact_mut(t * d).zip(proj.chunks_exact(q * d)) {
                 kernels::add_assign(&mut xs[..q * d], ps);
             }
@@ -162,7 +162,7 @@ impl Vit {
                 keep.tape.then_some((&mut xhat2, &mut rstd2)),
             );
             let mut u = vec![0f32; s * q * f];
-            kernels::linear(&mut u, &h2, s * q, &block.fc1.w, &block.fc1.b, false);
+            kernels::linear(&mut u, &h2, s * q, &block.fc1.w, &block.fc1.b);
             let mut g = vec![0f32; s * q * f];
             if keep.tape {
                 g.par_chunks_mut(f * 16)
@@ -176,7 +176,7 @@ impl Vit {
             apply_action(action, &mut g, s, q * f, f);
             out.cls_ffn.push(first_rows(&g, s, q, 1, f).into_owned());
             let mut y = vec![0f32; s * q * d];
-            kernels::linear(&mut y, &g, s * q, &block.fc2.w, &block.fc2.b, false);
+            kernels::linear(&mut y, &g, s * q, &block.fc2.w, &block.fc2.b);
             for (xs, ys) in x.chunks_exact_mut(t * d).zip(y.chunks_exact(q * d)) {
                 kernels::add_assign(&mut xs[..q * d], ys);
             }
@@ -212,7 +212,7 @@ impl Vit {
             keep.tape.then_some((&mut xhat_final, &mut rstd_final)),
         );
         out.logits = vec![0f32; s * c.classes];
-        kernels::linear(&mut out.logits, &y, s, &self.head.w, &self.head.b, false);
+        kernels::linear(&mut out.logits, &y, s, &self.head.w, &self.head.b);
         if keep.residuals {
             out.residual.push(x);
         }

@@ -131,7 +131,7 @@ pub fn parallelism(flops: usize) -> Parallelism {
 }
 
 /// `y[rows x out] = x[rows x in] * w^T + b` for a torch-layout weight `w[out x in]`.
-pub fn linear(y: &mut [f32], x: &[f32], rows: usize, w: &[f32], b: &[f32], accumulate: bool) {
+pub fn linear(y: &mut [f32], x: &[f32], rows: usize, w: &[f32], b: &[f32]) {
     let out = b.len();
     let inp = w.len() / out;
     let (y, x) = (&mut y[..rows * out], &x[..rows * inp]);
@@ -140,19 +140,13 @@ pub fn linear(y: &mut [f32], x: &[f32], rows: usize, w: &[f32], b: &[f32], accum
         GEMM_FLOPS.fetch_add(2 * (rows * inp * out) as u64, Ordering::Relaxed);
         for (y_row, p_row) in y.chunks_exact_mut(out).zip(product.chunks_exact(out)) {
             for ((y, p), b) in y_row.iter_mut().zip(p_row).zip(b) {
-                *y = if accumulate { *y + b + p } else { b + p };
+                *y = b + p;
             }
         }
         return;
     }
-    if !accumulate {
-        for row in y.chunks_exact_mut(out) {
-            row.copy_from_slice(b);
-        }
-    } else {
-        for row in y.chunks_exact_mut(out) {
-            add_assign(row, b);
-        }
+    for row in y.chunks_exact_mut(out) {
+        row.copy_from_slice(b);
     }
     let par = parallelism(2 * rows * inp * out);
     matmul(
@@ -165,34 +159,23 @@ pub fn linear(y: &mut [f32], x: &[f32], rows: usize, w: &[f32], b: &[f32], accum
     );
 }
 
-/// `dx[rows x in] (+)= dy[rows x out] * w` — the input gradient of [`linear`].
-pub fn linear_backward(
-    dx: &mut [f32],
-    dy: &[f32],
-    rows: usize,
-    w: &[f32],
-    out: usize,
-    accumulate: bool,
-) {
+/// `dx[rows x in] = dy[rows x out] * w`: the input gradient of [`linear`].
+pub fn linear_backward(dx: &mut [f32], dy: &[f32], rows: usize, w: &[f32], out: usize) {
     let inp = w.len() / out;
+    let (dx, dy) = (&mut dx[..rows * inp], &dy[..rows * out]);
     #[cfg(feature = "cuda")]
-    if let Some(product) = super::gpu::linear_backward(&dy[..rows * out], rows, w, out) {
+    if let Some(product) = super::gpu::linear_backward(dy, rows, w, out) {
         GEMM_FLOPS.fetch_add(2 * (rows * inp * out) as u64, Ordering::Relaxed);
-        let dx = &mut dx[..rows * inp];
-        if accumulate {
-            add_assign(dx, &product);
-        } else {
-            dx.copy_from_slice(&product);
-        }
+        dx.copy_from_slice(&product);
         return;
     }
     let par = parallelism(2 * rows * inp * out);
     matmul(
-        &mut dx[..rows * inp],
+        dx,
         inp,
-        MatRef::new(&dy[..rows * out], rows, out),
+        MatRef::new(dy, rows, out),
         MatRef::new(w, out, inp),
-        accumulate,
+        false,
         par,
     );
 }

@@ -6,7 +6,7 @@
 //! LayerNorm and a linear head on the CLS token.
 
 use super::forward::{Keep, RowAction};
-use super::kernels::{self, LayerNormOut};
+use super::kernels;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct VitConfig {
@@ -48,36 +48,11 @@ pub struct Linear {
     pub b: Vec<f32>,
 }
 
-impl Linear {
-    pub fn out_dim(&self) -> usize {
-        self.b.len()
-    }
-    pub fn in_dim(&self) -> usize {
-        self.w.len() / self.b.len()
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
     pub gamma: Vec<f32>,
     pub beta: Vec<f32>,
     pub eps: f32,
-}
-
-impl LayerNorm {
-    pub fn forward(&self, x: &[f32], y: &mut [f32]) {
-        kernels::layer_norm(
-            x,
-            &self.gamma,
-            &self.beta,
-            self.eps,
-            LayerNormOut {
-                y,
-                xhat: None,
-                rstd: None,
-            },
-        );
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -136,6 +111,17 @@ pub struct Normalization {
     pub source: String,
 }
 
+impl Normalization {
+    /// ImageNet's mean and std (the paper's code uses them for every model).
+    pub fn imagenet(source: &str) -> Normalization {
+        Normalization {
+            mean: super::checkpoint::IMAGENET_MEAN,
+            std: super::checkpoint::IMAGENET_STD,
+            source: source.into(),
+        }
+    }
+}
+
 /// The clean forward pass of one image, kept for branching interventions from it.
 pub struct CleanTrace {
     /// Residual stream entering each block, `[layers + 1][tokens * hidden]` (last =
@@ -185,7 +171,6 @@ impl Vit {
             c.patches(),
             &self.patch_embed.w,
             &self.patch_embed.b,
-            false,
         );
         kernels::add_assign(&mut tokens, &self.pos_embed);
         tokens
@@ -240,7 +225,7 @@ impl Vit {
         assert_eq!(x.len(), s * t * d, "one stream per row");
         let fc2 = &self.blocks[layer].fc2;
         let mut cls = vec![0f32; s * d];
-        kernels::linear(&mut cls, rows, s, &fc2.w, &fc2.b, false);
+        kernels::linear(&mut cls, rows, s, &fc2.w, &fc2.b);
         for (i, (seq, delta)) in x
             .chunks_exact_mut(t * d)
             .zip(cls.chunks_exact(d))
@@ -268,7 +253,7 @@ impl Vit {
         let s = stream_grad.len() / (t * d);
         let cls = super::forward::first_rows(stream_grad, s, t, 1, d);
         let mut g = vec![0f32; s * f];
-        kernels::linear_backward(&mut g, &cls, s, &self.blocks[layer].fc2.w, d, false);
+        kernels::linear_backward(&mut g, &cls, s, &self.blocks[layer].fc2.w, d);
         g
     }
 }

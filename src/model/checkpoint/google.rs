@@ -2,9 +2,7 @@
 //! HWIO patch kernel): the layout the paper's code loads. No config is stored:
 //! the head count comes from the `query/kernel` shape `[hidden, heads, head_dim]`.
 
-use super::{
-    assemble, block_count, check_consumed, config_from_shapes, Tensors, IMAGENET_MEAN, IMAGENET_STD,
-};
+use super::{assemble, block_count, check_consumed, config_from_shapes, Tensors};
 use crate::model::vit::{Block, LayerNorm, Layout, Linear, Normalization, Vit};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -153,10 +151,6 @@ pub fn load(path: &Path) -> Result<Vit> {
         head,
         layout: Layout::GoogleNpz,
         class_names: None,
-        normalization: Normalization {
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
-            source: "ImageNet (as the paper's code)".into(),
-        },
+        normalization: Normalization::imagenet("ImageNet (as the paper's code)"),
     })
 }

@@ -128,11 +128,9 @@ pub fn load(dir: &Path) -> Result<Vit> {
 /// `preprocessor_config.json`'s mean/std, ImageNet's when the file is absent.
 fn read_preprocessor(path: &Path) -> Result<Normalization> {
     if !path.exists() {
-        return Ok(Normalization {
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
-            source: "ImageNet (no preprocessor_config.json)".into(),
-        });
+        return Ok(Normalization::imagenet(
+            "ImageNet (no preprocessor_config.json)",
+        ));
     }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;

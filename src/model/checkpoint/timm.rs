@@ -1,8 +1,6 @@
 //! timm `VisionTransformer` safetensors (fused `qkv`); dimensions come from shapes.
 
-use super::{
-    assemble, block_count, check_consumed, config_from_shapes, Tensors, IMAGENET_MEAN, IMAGENET_STD,
-};
+use super::{assemble, block_count, check_consumed, config_from_shapes, Tensors};
 use crate::model::vit::{Block, Layout, Normalization, Vit};
 use anyhow::{bail, Context, Result};
 
@@ -55,10 +53,6 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
         head,
         layout: Layout::Timm,
         class_names: None,
-        normalization: Normalization {
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
-            source: "ImageNet (timm files carry none)".into(),
-        },
+        normalization: Normalization::imagenet("ImageNet (timm files carry none)"),
     })
 }
