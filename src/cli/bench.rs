@@ -43,7 +43,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let peak = peak_flops();
     println!(
-        "machine peak: {:.0} GFLOP/s ({} cores x 32 FP32 FLOP/cycle x {:.2} GHz; Zen 4 runs AVX-512 FMA as two 256-bit halves)",
+        "machine peak: {:.0} GFLOP/s ({} cores x 32 FP32 FLOP/cycle x {:.2} GHz, the clock /proc/cpuinfo reports: boost clocks can exceed it; Zen 4 runs AVX-512 FMA as two 256-bit halves)",
         peak.0 / 1e9,
         peak.1,
         peak.2
