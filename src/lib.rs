@@ -5,5 +5,6 @@ pub mod attribution;
 pub mod data;
 pub mod experiments;
 pub mod model;
+pub mod numeric;
 pub mod record;
 pub mod report;

@@ -7,8 +7,8 @@
 mod common;
 use neuronpath::attribution::baselines::random_path;
 use neuronpath::attribution::{Attributor, ImageContext, Integration, ScoreForm};
-use neuronpath::model::backward::softmax;
-use neuronpath::model::{self, Keep, LoadOptions, RowAction, Vit};
+use neuronpath::model::{self, Action, Intervention, LoadOptions, Vit};
+use neuronpath::numeric::softmax;
 
 fn tiny_vit() -> Vit {
     model::load(
@@ -37,10 +37,11 @@ fn tiny_images(vit: &Vit) -> Vec<ImageContext> {
 fn probability_with_row(vit: &Vit, image: &ImageContext, layer: usize, rows: &[f32]) -> Vec<f32> {
     let s = rows.len() / vit.config.intermediate;
     let x: Vec<f32> = (0..s).flat_map(|_| vit.embed(&image.pixels)).collect();
-    let mut actions = vec![RowAction::Keep; vit.config.layers];
-    actions[layer] = RowAction::Replace(rows);
-    let out = vit.forward(x, 0, &actions, Keep::default());
-    softmax(&out.logits, vit.config.classes)
+    let replace = [Intervention {
+        site: vit.neuron_site(layer),
+        action: Action::Replace(rows),
+    }];
+    softmax(&vit.logits(x, &replace), vit.config.classes)
         .chunks_exact(vit.config.classes)
         .map(|p| p[image.target])
         .collect()
@@ -62,7 +63,7 @@ fn layer_integrated_gradients_equal_a_brute_force_riemann_sum() {
     for layer in 0..vit.config.layers {
         let got = attributor.layer_integrated_gradients(&refs, layer);
         for (img, got) in images.iter().zip(&got) {
-            let clean = &img.clean.cls_ffn[layer];
+            let clean = &img.clean.neurons[layer];
             // Central differences at every step, every neuron: 2 * m * f sequences.
             let mut rows = Vec::with_capacity(2 * m * f * f);
             for k in 0..m {
@@ -118,7 +119,7 @@ fn layer_integrated_gradients_are_complete() {
             .iter()
             .zip(attributor.layer_integrated_gradients(&refs, layer))
         {
-            let mut rows = img.clean.cls_ffn[layer].clone();
+            let mut rows = img.clean.neurons[layer].clone();
             rows.extend(vec![0f32; vit.config.intermediate]);
             let p = probability_with_row(&vit, img, layer, &rows);
             let total: f64 = ig.iter().sum();

@@ -9,8 +9,7 @@ use neuronpath::experiments::manipulate::{summarize, ManipulationRecord, Op};
 use neuronpath::experiments::prune::{self, PruneSettings};
 use neuronpath::experiments::stats::path_stats;
 use neuronpath::experiments::{edited_outcomes, Outcome};
-use neuronpath::model::backward::softmax;
-use neuronpath::model::{self, Keep, LoadOptions, RowAction};
+use neuronpath::model::{self, Action, Intervention, LoadOptions};
 use neuronpath::record::PathRecord;
 
 fn record(image: &str, class: usize, path: &[usize]) -> PathRecord {
@@ -143,19 +142,16 @@ fn an_edit_at_one_layer_equals_branching_from_the_clean_pass() {
             let mut edit = vec![Vec::new(); layers];
             edit[layer] = neurons.iter().map(|&n| (n, op.factor())).collect();
             let got = edited_outcomes(&vit, image, &[&edit])[0];
-            let mut row = image.clean.cls_ffn[layer].clone();
+            let mut row = image.clean.neurons[layer].clone();
             for n in neurons {
                 row[n] *= op.factor();
             }
-            let x = vit.branch(&image.clean, layer, &row);
-            let out = vit.forward(
-                x,
-                layer + 1,
-                &vec![RowAction::Keep; layers],
-                Keep::default(),
-            );
-            let p = softmax(&out.logits, vit.config.classes);
-            let want = p[image.target];
+            let replace = [Intervention {
+                site: vit.neuron_site(layer),
+                action: Action::Replace(&row),
+            }];
+            let branched = vit.branched_gradients(&[&image.clean], &replace, &[image.target]);
+            let want = branched.probability[0];
             assert!(
                 (got.prob - want).abs() < 1e-5,
                 "layer {layer} {op:?}: {} vs {want}",

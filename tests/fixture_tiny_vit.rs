@@ -3,7 +3,7 @@
 //! 1e-3 relative to the largest gradient of that image and layer.
 
 mod common;
-use neuronpath::model::{self, Keep, LoadOptions, RowAction, Vit};
+use neuronpath::model::{self, Action, Intervention, LoadOptions, Site, Vit};
 
 fn layouts() -> Vec<(&'static str, Vit)> {
     let heads = LoadOptions { heads: Some(4) };
@@ -56,18 +56,21 @@ fn logits_activations_and_gradients_match_pytorch() {
             .chunks_exact(per_image)
             .flat_map(|p| vit.embed(p))
             .collect();
-        let actions = vec![RowAction::Keep; c.layers];
-        let out = vit.forward(x, 0, &actions, Keep::TAPE);
-        for (i, (got, want)) in out.logits.iter().zip(&want_logits).enumerate() {
+        let logits = vit.logits(x.clone(), &[]);
+        for (i, (got, want)) in logits.iter().zip(&want_logits).enumerate() {
             assert!(
                 (got - want).abs() < 1e-4,
                 "{name}: logit {i}: {got} vs {want}"
             );
         }
         let f = c.intermediate;
+        let cleans: Vec<_> = pixels
+            .chunks_exact(per_image)
+            .map(|p| vit.clean_forward(p))
+            .collect();
         for l in 0..c.layers {
-            for img in 0..images {
-                let got = &out.cls_ffn[l][img * f..(img + 1) * f];
+            for (img, clean) in cleans.iter().enumerate() {
+                let got = &clean.neurons[l];
                 let want = &want_acts[(img * c.layers + l) * f..][..f];
                 let worst = got
                     .iter()
@@ -80,15 +83,11 @@ fn logits_activations_and_gradients_match_pytorch() {
                 );
             }
         }
-        let grads = vit.backward(
-            out.tape.as_ref().unwrap(),
-            &out.logits,
-            &vec![target; images],
-            false,
-        );
-        for l in 0..c.layers {
+        let sites: Vec<Site> = (0..c.layers).map(|l| vit.neuron_site(l)).collect();
+        let grads = vit.gradients(x, 0, &[], &vec![target; images], &sites);
+        for (l, &site) in sites.iter().enumerate() {
             for img in 0..images {
-                let got = &grads.cls_ffn[l][img * f..(img + 1) * f];
+                let got = &grads.at(site)[img * f..(img + 1) * f];
                 let want = &want_grads[(img * c.layers + l) * f..][..f];
                 let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let worst = got
@@ -117,24 +116,18 @@ fn branching_equals_a_full_forward_with_the_row_replaced() {
     let pixels = &pixels[..pixels.len() / 4];
     let clean = vit.clean_forward(pixels);
     let f = vit.config.intermediate;
-    let rows: Vec<f32> = clean.cls_ffn[1].iter().map(|v| v * 0.3).collect();
-    let mut actions = vec![RowAction::Keep; 3];
-    actions[1] = RowAction::Replace(&rows);
-    let full = vit.forward(vit.embed(pixels), 0, &actions, Keep::TAPE);
-    let branched = vit.forward(vit.branch(&clean, 1, &rows), 2, &actions, Keep::TAPE);
-    for (a, b) in full.logits.iter().zip(&branched.logits) {
-        assert!((a - b).abs() < 1e-5);
-    }
-    let g_full = vit.backward(full.tape.as_ref().unwrap(), &full.logits, &[2], false);
-    let g_branch = vit.backward(
-        branched.tape.as_ref().unwrap(),
-        &branched.logits,
-        &[2],
-        true,
-    );
-    let g1 = vit.branch_gradient(1, g_branch.input.as_ref().unwrap());
+    let rows: Vec<f32> = clean.neurons[1].iter().map(|v| v * 0.3).collect();
+    let site = vit.neuron_site(1);
+    let replace = [Intervention {
+        site,
+        action: Action::Replace(&rows),
+    }];
+    let full = vit.gradients(vit.embed(pixels), 0, &replace, &[2], &[site]);
+    let branched = vit.branched_gradients(&[&clean], &replace, &[2]);
+    assert!((full.probability[0] - branched.probability[0]).abs() < 1e-6);
+    let g1 = branched.at(site);
     assert_eq!(g1.len(), f);
-    for (a, b) in g_full.cls_ffn[1].iter().zip(&g1) {
+    for (a, b) in full.at(site).iter().zip(g1) {
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
 }

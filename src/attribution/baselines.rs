@@ -1,100 +1,137 @@
 //! The baselines the paper compares JAS paths with. Each picks one neuron per layer
 //! by its own criterion; the path is then scored with the same JAS as the others.
+//! A neuron spanning several tokens (MAE) is judged by its values summed (or
+//! averaged) over them, as the reference's MAE programs do.
 //!
-//! - `activation`: the largest clean CLS activation per layer.
+//! - `activation`: the largest clean activation per layer.
 //! - `influence`: influence patterns (Lu et al. 2021) as the reference code runs them:
 //!   the input image goes from a zero tensor to itself along the integration rule,
 //!   and each layer's neuron is the argmax of the step-weighted mean gradient of the
-//!   target probability w.r.t. its CLS FFN activations (nothing is held fixed).
+//!   target probability w.r.t. its neurons (nothing is held fixed).
 //! - `ig`: per-layer integrated gradients ("knowledge neurons", Dai et al. 2022):
-//!   each layer on its own, its CLS FFN row scaled 0 -> 1 while the layers below stay
+//!   each layer on its own, its neurons scaled 0 -> 1 while the layers below stay
 //!   clean and the layers above follow; the neuron of largest attribution.
 //! - `random`: one uniformly random neuron per layer, from a seed and the image key,
 //!   so a path does not depend on batching or on which images run with it.
 
 use super::context::ImageContext;
 use super::jas::Attributor;
-use crate::model::backward::Gradients;
-use crate::model::{Keep, RowAction, Vit};
+use crate::model::{Action, CleanTrace, Compat, Intervention, Site, Tokens, Vit};
+use crate::numeric::{argmax, fnv1a, SplitMix64};
 
-/// The activation baseline: the neuron with the largest clean CLS activation per layer.
-pub fn activation_path(image: &ImageContext) -> Vec<usize> {
-    image.clean.cls_ffn.iter().map(|row| argmax(row)).collect()
-}
-
-/// Index of the largest value (the first, on ties).
-pub fn argmax<T: Copy + PartialOrd>(values: &[T]) -> usize {
-    let mut best = 0;
-    for (i, v) in values.iter().enumerate() {
-        if *v > values[best] {
-            best = i;
-        }
-    }
-    best
+/// The activation baseline: per layer, the neuron with the largest clean
+/// activation (summed over its tokens).
+pub fn activation_path(vit: &Vit, image: &ImageContext) -> Vec<usize> {
+    let f = vit.config.intermediate;
+    image
+        .clean
+        .neurons
+        .iter()
+        .map(|rows| {
+            let totals: Vec<f64> = (0..f)
+                .map(|n| rows.chunks_exact(f).map(|r| r[n] as f64).sum())
+                .collect();
+            argmax(&totals)
+        })
+        .collect()
 }
 
 impl Attributor<'_> {
-    /// Forward from block `from` with no intervention and backward of each
-    /// sequence's target probability.
-    fn natural_gradients(
-        &self,
-        x: Vec<f32>,
-        from: usize,
-        targets: &[usize],
-        input_grad: bool,
-    ) -> Gradients {
-        let vit = self.vit;
-        let out = vit.forward(
-            x,
-            from,
-            &vec![RowAction::Keep; vit.config.layers],
-            Keep::TAPE,
-        );
-        vit.backward(
-            out.tape.as_ref().expect("tape kept"),
-            &out.logits,
-            targets,
-            input_grad,
-        )
+    /// The embedded inputs of every image scaled from zero along the rule, `[images
+    /// * steps, tokens, hidden]`.
+    fn scaled_inputs(&self, images: &[&ImageContext], alphas: &[f32]) -> Vec<Vec<f32>> {
+        images
+            .iter()
+            .flat_map(|img| {
+                (0..alphas.len()).map(|k| {
+                    img.pixels
+                        .iter()
+                        .map(|&p| self.rule.scale(p, k, alphas))
+                        .collect()
+                })
+            })
+            .collect()
     }
 
     /// Influence-pattern scores: per image and layer, the step-weighted mean gradient
-    /// of the target probability w.r.t. each CLS FFN neuron as the input goes 0 -> x.
+    /// of the target probability w.r.t. each neuron (mean over its tokens) as the
+    /// input goes 0 -> x.
     pub fn influence_scores(&self, images: &[&ImageContext]) -> Vec<Vec<Vec<f64>>> {
         let vit = self.vit;
         let (alphas, weights) = self.rule.nodes();
-        let m = alphas.len();
-        let x: Vec<f32> = images
-            .iter()
-            .flat_map(|img| {
-                (0..m).flat_map(|k| {
-                    let scaled: Vec<f32> = img
-                        .pixels
-                        .iter()
-                        .map(|&p| self.rule.scale(p, k, &alphas))
-                        .collect();
-                    vit.embed(&scaled)
-                })
-            })
-            .collect();
-        let grads = self.natural_gradients(x, 0, &self.step_targets(images), false);
-        let f = vit.config.intermediate;
+        let inputs = self.scaled_inputs(images, &alphas);
+        let x: Vec<f32> = inputs.iter().flat_map(|p| vit.embed(p)).collect();
+        let targets = self.step_targets(images);
+        let layers = vit.config.layers;
+        let per_layer: Vec<Vec<f32>> = if self.skips_chosen_blocks() {
+            self.influence_gradients_skipping(x, &inputs, &targets)
+        } else {
+            let sites: Vec<Site> = (0..layers).map(|l| vit.neuron_site(l)).collect();
+            let grads = vit.gradients(x, 0, &[], &targets, &sites);
+            sites.iter().map(|&s| grads.at(s).to_vec()).collect()
+        };
+        let (f, rows) = (vit.config.intermediate, vit.neuron_rows());
+        let per_image = alphas.len() * rows * f;
         (0..images.len())
             .map(|i| {
-                grads
-                    .cls_ffn
+                per_layer
                     .iter()
                     .map(|g| {
-                        let g = &g[i * m * f..(i + 1) * m * f];
-                        (0..f).map(|n| self.mean_gradient(g, n, &weights)).collect()
+                        let g = &g[i * per_image..(i + 1) * per_image];
+                        (0..f)
+                            .map(|n| {
+                                (0..rows)
+                                    .map(|r| self.mean_gradient(g, r, n, &weights))
+                                    .sum::<f64>()
+                                    / rows as f64
+                            })
+                            .collect()
                     })
                     .collect()
             })
             .collect()
     }
 
-    /// Per-layer integrated gradients of block `layer`'s CLS FFN neurons, per image:
-    /// `activation x step-weighted mean gradient` with the row scaled 0 -> 1.
+    /// Whether influence follows the reference's MAE program, which skips the blocks
+    /// of the layers already chosen while it searches the next (`--compat reference`
+    /// with a neuron across the patch tokens).
+    fn skips_chosen_blocks(&self) -> bool {
+        self.vit.compat == Compat::Reference
+            && self.vit.config.family.neuron_tokens() != Tokens::Cls
+    }
+
+    /// The reference MAE program's influence gradients: for layer `l`, the blocks
+    /// below are skipped (the embedded input enters block `l`), and block `l`'s
+    /// neuron rows are replaced by their values in the full natural pass.
+    fn influence_gradients_skipping(
+        &self,
+        x: Vec<f32>,
+        inputs: &[Vec<f32>],
+        targets: &[usize],
+    ) -> Vec<Vec<f32>> {
+        let vit = self.vit;
+        let natural: Vec<CleanTrace> = inputs.iter().map(|p| vit.clean_forward(p)).collect();
+        (0..vit.config.layers)
+            .map(|l| {
+                let values: Vec<f32> = natural
+                    .iter()
+                    .flat_map(|t| t.neurons[l].iter().copied())
+                    .collect();
+                let site = vit.neuron_site(l);
+                let replace = [Intervention {
+                    site,
+                    action: Action::Replace(&values),
+                }];
+                vit.gradients(x.clone(), l, &replace, targets, &[site])
+                    .at(site)
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    /// Per-layer integrated gradients of block `layer`'s neurons, per image:
+    /// `activation x step-weighted mean gradient` with the layer scaled 0 -> 1,
+    /// summed over the neuron's tokens.
     pub fn layer_integrated_gradients(
         &self,
         images: &[&ImageContext],
@@ -102,27 +139,34 @@ impl Attributor<'_> {
     ) -> Vec<Vec<f64>> {
         let vit = self.vit;
         let (alphas, weights) = self.rule.nodes();
-        let m = alphas.len();
-        let f = vit.config.intermediate;
-        let x: Vec<f32> = images
+        let (f, rows) = (vit.config.intermediate, vit.neuron_rows());
+        let values: Vec<f32> = images
             .iter()
             .flat_map(|img| {
-                let rows: Vec<f32> = (0..m)
-                    .flat_map(|k| self.scaled_row(&img.clean, layer, None, k, &alphas))
-                    .collect();
-                vit.branch(&img.clean, layer, &rows)
+                (0..alphas.len())
+                    .flat_map(|k| self.scaled_rows(&img.clean, layer, None, k, &alphas))
             })
             .collect();
-        let grads = self.natural_gradients(x, layer + 1, &self.step_targets(images), true);
-        let g = vit.branch_gradient(layer, grads.input.as_ref().expect("input gradient"));
+        let site = vit.neuron_site(layer);
+        let replace = [Intervention {
+            site,
+            action: Action::Replace(&values),
+        }];
+        let cleans: Vec<&CleanTrace> = images.iter().map(|img| &img.clean).collect();
+        let grads = vit.branched_gradients(&cleans, &replace, &self.step_targets(images));
+        let per_image = alphas.len() * rows * f;
         images
             .iter()
             .enumerate()
             .map(|(i, img)| {
-                let g = &g[i * m * f..(i + 1) * m * f];
-                let row = &img.clean.cls_ffn[layer];
+                let g = &grads.at(site)[i * per_image..(i + 1) * per_image];
+                let acts = &img.clean.neurons[layer];
                 (0..f)
-                    .map(|n| row[n] as f64 * self.mean_gradient(g, n, &weights))
+                    .map(|n| {
+                        (0..rows)
+                            .map(|r| acts[r * f + n] as f64 * self.mean_gradient(g, r, n, &weights))
+                            .sum()
+                    })
                     .collect()
             })
             .collect()
@@ -157,33 +201,4 @@ pub fn random_path(vit: &Vit, image: &ImageContext, seed: u64) -> Vec<usize> {
     (0..vit.config.layers)
         .map(|_| rng.below(vit.config.intermediate))
         .collect()
-}
-
-/// A small, well-mixed generator (Steele et al. 2014); enough for choosing neurons.
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2^-32 for n < 2^32).
-    pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() as u128 * n as u128) >> 64) as usize
-    }
-}
-
-/// FNV-1a hash of bytes: stable across runs and platforms, unlike `std`'s hasher.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
 }

@@ -56,7 +56,7 @@ impl ImageContext {
             bail!("the model's logit {i} is {} for this image", logits[i]);
         }
         image.target = match target {
-            Target::Predicted => super::baselines::argmax(logits),
+            Target::Predicted => crate::numeric::argmax(logits),
             Target::Label => match entry.label {
                 Some(l) if l < vit.config.classes => l,
                 Some(l) => bail!(
@@ -73,6 +73,6 @@ impl ImageContext {
 
     /// Softmax probabilities of the clean pass.
     pub fn probabilities(&self, classes: usize) -> Vec<f32> {
-        crate::model::backward::softmax(&self.clean.logits, classes)
+        crate::numeric::softmax(&self.clean.logits, classes)
     }
 }

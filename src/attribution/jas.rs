@@ -3,15 +3,18 @@
 //! JAS of a set of neurons: scale them together from 0 to their clean value along
 //! the integration rule (other neurons keep theirs), take the gradient of the
 //! target-class probability w.r.t. each scaled neuron at every step, and combine.
-//! As in the reference code, every scaled block's CLS FFN row is *replaced* by
-//! its clean row with the chosen neurons scaled, so upstream scaling does not
-//! propagate into those rows; and when locating layer `l` its whole row is scaled
-//! at once, so one batched pass scores every candidate of the layer.
+//! As in the reference code, every scaled block's neuron rows are *replaced* by
+//! their clean values with the chosen neurons scaled, so upstream scaling does not
+//! propagate into them; and when locating layer `l` its whole row is scaled at
+//! once, so one batched pass scores every candidate of the layer.
+//!
+//! A neuron may span several token rows (MAE's FFN channel across the patches):
+//! the score is then formed per token and summed over the tokens, divided by
+//! [`Attributor::token_norm`], as the reference's MAE program does.
 
 use super::context::ImageContext;
 use super::integration::Integration;
-use crate::model::forward::{BlockTape, BranchPoint, Tape};
-use crate::model::{CleanTrace, Keep, RowAction, Vit};
+use crate::model::{Action, CleanTrace, Compat, Gradients, Intervention, Vit};
 
 /// How per-neuron integrated gradients combine into one path score.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -31,17 +34,35 @@ impl ScoreForm {
             ScoreForm::Paper => "paper",
         }
     }
+}
 
-    /// Score of neurons with activations `a` and step-weighted mean gradients `g`.
-    fn combine(self, a: impl Iterator<Item = f64>, g: impl Iterator<Item = f64>) -> f64 {
-        match self {
-            ScoreForm::Reference => {
-                let (sa, sg) = a
-                    .zip(g)
-                    .fold((0.0, 0.0), |(sa, sg), (a, g)| (sa + a, sg + g));
-                sa * sg
-            }
-            ScoreForm::Paper => a.zip(g).map(|(a, g)| a * g).sum(),
+/// One token's running sums over a path's neurons, in layer order.
+#[derive(Clone, Copy, Default)]
+struct TokenSums {
+    a: f64,
+    g: f64,
+    ag: f64,
+}
+
+impl TokenSums {
+    fn add(&mut self, a: f64, g: f64) {
+        self.a += a;
+        self.g += g;
+        self.ag += a * g;
+    }
+
+    /// The token's score with one more neuron `(a, g)` on the path.
+    fn with(self, form: ScoreForm, a: f64, g: f64) -> f64 {
+        match form {
+            ScoreForm::Reference => (self.a + a) * (self.g + g),
+            ScoreForm::Paper => self.ag + a * g,
+        }
+    }
+
+    fn score(self, form: ScoreForm) -> f64 {
+        match form {
+            ScoreForm::Reference => self.a * self.g,
+            ScoreForm::Paper => self.ag,
         }
     }
 }
@@ -50,21 +71,14 @@ impl ScoreForm {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PathScore {
     pub score: f64,
-    /// Clean activation of the path neuron at each layer.
+    /// Clean activation of the path neuron at each layer (mean over its tokens).
     pub activation: Vec<f64>,
-    /// Step-weighted mean gradient of the target probability w.r.t. it.
+    /// Step-weighted mean gradient of the target probability w.r.t. it (summed
+    /// over its tokens).
     pub gradient: Vec<f64>,
-}
-
-impl PathScore {
-    /// Each neuron's own integrated gradient (activation x mean gradient).
-    pub fn contributions(&self) -> Vec<f64> {
-        self.activation
-            .iter()
-            .zip(&self.gradient)
-            .map(|(a, g)| a * g)
-            .collect()
-    }
+    /// Each neuron's own integrated gradient: activation x mean gradient, per token,
+    /// summed over the tokens and divided by the token norm.
+    pub contribution: Vec<f64>,
 }
 
 pub struct Attributor<'a> {
@@ -73,65 +87,19 @@ pub struct Attributor<'a> {
     pub form: ScoreForm,
 }
 
-impl Attributor<'_> {
-    /// For every image and step, replaces the CLS FFN row of every block by
-    /// `rows(image, layer, step)` and returns the gradients of the target probability
-    /// w.r.t. them: `[image][layer][step * intermediate]`.
-    fn integrate(
-        &self,
-        images: &[&ImageContext],
-        rows: impl Fn(usize, usize, usize) -> Vec<f32>,
-    ) -> Vec<Vec<Vec<f32>>> {
-        let vit = self.vit;
-        let (f, layers) = (vit.config.intermediate, vit.config.layers);
-        let m = self.rule.steps();
-        let rows = &rows;
-        let replaced: Vec<Vec<f32>> = (0..layers)
-            .map(|j| {
-                (0..images.len())
-                    .flat_map(|i| (0..m).flat_map(move |k| rows(i, j, k)))
-                    .collect::<Vec<f32>>()
-            })
-            .collect();
-        let x = self.branch_at_block_0(images, &replaced[0]);
-        let mut actions = vec![RowAction::Keep; layers];
-        for (j, rows) in replaced.iter().enumerate().skip(1) {
-            actions[j] = RowAction::Replace(rows);
-        }
-        let out = vit.forward(x, 1, &actions, Keep::TAPE);
-        let targets = self.step_targets(images);
-        let grads = vit.backward(
-            out.tape.as_ref().expect("tape kept"),
-            &out.logits,
-            &targets,
-            true,
-        );
-        let mut per_layer =
-            vec![vit.branch_gradient(0, grads.input.as_ref().expect("input gradient"))];
-        per_layer.extend(grads.cls_ffn);
-        (0..images.len())
-            .map(|i| {
-                per_layer
-                    .iter()
-                    .map(|g| g[i * m * f..(i + 1) * m * f].to_vec())
-                    .collect()
-            })
-            .collect()
-    }
+/// One image's path neurons: per layer, per token, `(activation, mean gradient)`.
+type Terms = Vec<Vec<(f64, f64)>>;
 
-    /// The stream entering block 1 of every image and step, block 0's CLS FFN rows
-    /// given as `rows0 = [images * steps, intermediate]`. Nothing below that row
-    /// changes, so every step branches from the image's clean pass.
-    fn branch_at_block_0(&self, images: &[&ImageContext], rows0: &[f32]) -> Vec<f32> {
-        let per_image = rows0.len() / images.len();
-        images
-            .iter()
-            .enumerate()
-            .flat_map(|(i, img)| {
-                self.vit
-                    .branch(&img.clean, 0, &rows0[i * per_image..(i + 1) * per_image])
-            })
-            .collect()
+impl Attributor<'_> {
+    /// What the token sum of a score is divided by: 1 for a one-token neuron; for
+    /// a neuron across tokens, their number, or the 196 that the reference's MAE
+    /// program divides by whatever the model (`--compat reference`).
+    pub fn token_norm(&self) -> f64 {
+        match (self.vit.neuron_rows(), self.vit.compat) {
+            (1, _) => 1.0,
+            (_, Compat::Reference) => 196.0,
+            (rows, Compat::Principled) => rows as f64,
+        }
     }
 
     /// Targets of `images`, each repeated once per integration step.
@@ -143,18 +111,26 @@ impl Attributor<'_> {
             .collect()
     }
 
-    /// `sum_k w_k g[k, n]` for one neuron.
-    pub(super) fn mean_gradient(&self, grads: &[f32], n: usize, weights: &[f64]) -> f64 {
+    /// `sum_k w_k g[k, row, n]` for one neuron at one token row; `grads` is one
+    /// image's `[steps, rows, intermediate]`.
+    pub(super) fn mean_gradient(
+        &self,
+        grads: &[f32],
+        row: usize,
+        n: usize,
+        weights: &[f64],
+    ) -> f64 {
         let f = self.vit.config.intermediate;
+        let rows = self.vit.neuron_rows();
         weights
             .iter()
             .enumerate()
-            .map(|(k, w)| w * grads[k * f + n] as f64)
+            .map(|(k, w)| w * grads[(k * rows + row) * f + n] as f64)
             .sum()
     }
 
-    /// The clean row of `layer` with `neuron` (or every neuron) scaled to step `k`.
-    pub(super) fn scaled_row(
+    /// The clean rows of `layer` with `neuron` (or every neuron) scaled to step `k`.
+    pub(super) fn scaled_rows(
         &self,
         clean: &CleanTrace,
         layer: usize,
@@ -162,14 +138,125 @@ impl Attributor<'_> {
         k: usize,
         alphas: &[f32],
     ) -> Vec<f32> {
-        let mut row = clean.cls_ffn[layer].clone();
-        match neuron {
-            Some(n) => row[n] = self.rule.scale(row[n], k, alphas),
-            None => row
-                .iter_mut()
-                .for_each(|v| *v = self.rule.scale(*v, k, alphas)),
+        let f = self.vit.config.intermediate;
+        let mut rows = clean.neurons[layer].clone();
+        for row in rows.chunks_exact_mut(f) {
+            match neuron {
+                Some(n) => row[n] = self.rule.scale(row[n], k, alphas),
+                None => row
+                    .iter_mut()
+                    .for_each(|v| *v = self.rule.scale(*v, k, alphas)),
+            }
         }
-        row
+        rows
+    }
+
+    /// Block `layer`'s scaled rows of every image and step: `neurons[i]` only (or
+    /// the whole row when `None`).
+    fn layer_rows(
+        &self,
+        images: &[&ImageContext],
+        layer: usize,
+        neurons: impl Fn(usize) -> Option<usize>,
+        alphas: &[f32],
+    ) -> Vec<f32> {
+        let neurons = &neurons;
+        images
+            .iter()
+            .enumerate()
+            .flat_map(|(i, img)| {
+                (0..alphas.len())
+                    .flat_map(move |k| self.scaled_rows(&img.clean, layer, neurons(i), k, alphas))
+            })
+            .collect()
+    }
+
+    /// Image `i`'s slice of a site gradient `[images * steps, rows, f]`.
+    fn image_grads<'g>(&self, grads: &'g Gradients, layer: usize, i: usize) -> &'g [f32] {
+        let per_image = self.rule.steps() * self.vit.neuron_rows() * self.vit.config.intermediate;
+        &grads.at(self.vit.neuron_site(layer))[i * per_image..(i + 1) * per_image]
+    }
+
+    /// Per token, the clean activation and mean gradient of neuron `n` of `layer`.
+    fn neuron_terms(
+        &self,
+        img: &ImageContext,
+        layer: usize,
+        n: usize,
+        grads: &[f32],
+        weights: &[f64],
+    ) -> Vec<(f64, f64)> {
+        let f = self.vit.config.intermediate;
+        (0..self.vit.neuron_rows())
+            .map(|r| {
+                let a = img.clean.neurons[layer][r * f + n] as f64;
+                (a, self.mean_gradient(grads, r, n, weights))
+            })
+            .collect()
+    }
+
+    /// Per token, the running sums over a path's neurons.
+    fn token_sums(&self, terms: &Terms) -> Vec<TokenSums> {
+        let mut sums = vec![TokenSums::default(); self.vit.neuron_rows()];
+        for layer in terms {
+            for (sum, &(a, g)) in sums.iter_mut().zip(layer) {
+                sum.add(a, g);
+            }
+        }
+        sums
+    }
+
+    /// The score of a whole path from its terms, and its per-layer breakdown.
+    fn path_score(&self, terms: Terms) -> PathScore {
+        let norm = self.token_norm();
+        let rows = self.vit.neuron_rows() as f64;
+        let score = self
+            .token_sums(&terms)
+            .iter()
+            .map(|t| t.score(self.form))
+            .sum::<f64>()
+            / norm;
+        PathScore {
+            score,
+            activation: terms
+                .iter()
+                .map(|l| l.iter().map(|t| t.0).sum::<f64>() / rows)
+                .collect(),
+            gradient: terms.iter().map(|l| l.iter().map(|t| t.1).sum()).collect(),
+            contribution: terms
+                .iter()
+                .map(|l| l.iter().map(|t| t.0 * t.1).sum::<f64>() / norm)
+                .collect(),
+        }
+    }
+
+    /// The neuron of `layer` that maximises the score of the path so far plus it.
+    fn best_candidate(
+        &self,
+        img: &ImageContext,
+        layer: usize,
+        sums: &[TokenSums],
+        grads: &[f32],
+        weights: &[f64],
+    ) -> usize {
+        let f = self.vit.config.intermediate;
+        let acts = &img.clean.neurons[layer];
+        let mut best = (f64::NEG_INFINITY, 0);
+        for n in 0..f {
+            let score = sums
+                .iter()
+                .enumerate()
+                .map(|(r, sum)| {
+                    let g = self.mean_gradient(grads, r, n, weights);
+                    sum.with(self.form, acts[r * f + n] as f64, g)
+                })
+                .sum::<f64>()
+                / self.token_norm();
+            if score > best.0 {
+                best = (score, n);
+            }
+        }
+        best.1
     }
 
     /// Layer-progressive locating: at each layer, the neuron maximising the JAS of
@@ -184,119 +271,43 @@ impl Attributor<'_> {
     /// [`Attributor::locate`], and the JAS of each found path (as [`Attributor::score`]
     /// gives it, but without a forward pass of its own).
     ///
-    /// Pass `l` scales the path neurons of the layers below `l` and all of layer `l`.
-    /// From then on blocks `1..=l` see exactly what they see in every later pass, so
-    /// their tapes and block `l`'s output are kept and the next pass runs forward
-    /// from block `l + 1` only: the forward work of locating halves. The pass after
-    /// the last layer, with only path neurons scaled, is the path's score.
+    /// Pass `l` scales the path neurons of the layers below `l` and all of layer `l`
+    /// ([`crate::model::Progression`]: each pass runs forward from the layer it
+    /// changes). The pass after the last layer, with only path neurons scaled, is
+    /// the path's score.
     pub fn locate_and_score(&self, images: &[&ImageContext]) -> Vec<(Vec<usize>, PathScore)> {
         let vit = self.vit;
         let (alphas, weights) = self.rule.nodes();
-        let (f, layers) = (vit.config.intermediate, vit.config.layers);
-        let mut paths: Vec<Vec<usize>> = vec![Vec::new(); images.len()];
-        // Block `j`'s scaled CLS FFN rows of every image and step: the path neuron only,
-        // once layer `j` is located, else the whole row.
-        let alphas = &alphas;
-        let rows = |paths: &[Vec<usize>], j: usize| -> Vec<f32> {
-            images
-                .iter()
-                .enumerate()
-                .flat_map(|(i, img)| {
-                    let neuron = paths[i].get(j).copied();
-                    (0..alphas.len())
-                        .flat_map(move |k| self.scaled_row(&img.clean, j, neuron, k, alphas))
-                })
-                .collect()
-        };
+        let layers = vit.config.layers;
         let targets = self.step_targets(images);
-        let mut prefix: Vec<BlockTape> = Vec::new();
-        let mut branch_point: Option<BranchPoint> = None;
+        let cleans: Vec<&CleanTrace> = images.iter().map(|img| &img.clean).collect();
+        let mut progression = vit.progression(&cleans);
+        let mut paths: Vec<Vec<usize>> = vec![Vec::new(); images.len()];
         let mut scores = Vec::new();
         for l in 0..=layers {
-            // The stream entering block max(l, 1), rows below l scaled as decided.
-            let x = match branch_point.take() {
-                Some(bp) => {
-                    let mut x = bp.stream;
-                    vit.set_cls_output(&mut x, l - 1, &bp.mid_cls, &rows(&paths, l - 1));
-                    x
-                }
-                None => self.branch_at_block_0(images, &rows(&paths, 0)),
+            let settled = match l {
+                0 => Vec::new(),
+                _ => self.layer_rows(images, l - 1, |i| Some(paths[i][l - 1]), &alphas),
             };
-            let from = l.max(1);
-            let top_rows = (1..layers).contains(&l).then(|| rows(&paths, l));
-            let mut actions = vec![RowAction::Keep; layers];
-            if let Some(top_rows) = &top_rows {
-                actions[l] = RowAction::Replace(top_rows);
-            }
-            let out = vit.forward(
-                x,
-                from,
-                &actions,
-                Keep {
-                    tape: true,
-                    residuals: false,
-                    branch_point: (1..layers).contains(&l).then_some(l),
-                },
-            );
-            let fresh = out.tape.expect("tape kept");
-            let mut blocks = std::mem::take(&mut prefix);
-            blocks.extend(fresh.blocks);
-            let tape = Tape {
-                from: 1,
-                blocks,
-                xhat_final: fresh.xhat_final,
-                rstd_final: fresh.rstd_final,
-                replaced: (0..layers).map(|j| j >= 1 && j <= l).collect(),
+            let top = match l < layers {
+                true => self.layer_rows(images, l, |_| None, &alphas),
+                false => Vec::new(),
             };
-            let grads = vit.backward(&tape, &out.logits, &targets, true);
-            let mut per_layer =
-                vec![vit.branch_gradient(0, grads.input.as_ref().expect("input gradient"))];
-            per_layer.extend(grads.cls_ffn.into_iter().take(l.min(layers - 1)));
-            let m_f = alphas.len() * f;
+            let grads = progression.pass(&settled, &top, &targets);
             for (i, img) in images.iter().enumerate() {
-                let grad = |j: usize| &per_layer[j][i * m_f..(i + 1) * m_f];
-                let path = &paths[i];
-                let located = path.len().min(l);
-                let a_path: Vec<f64> = (0..located)
-                    .map(|j| img.clean.cls_ffn[j][path[j]] as f64)
-                    .collect();
-                let g_path: Vec<f64> = (0..located)
-                    .map(|j| self.mean_gradient(grad(j), path[j], &weights))
+                let terms: Terms = (0..l)
+                    .map(|j| {
+                        let g = self.image_grads(&grads, j, i);
+                        self.neuron_terms(img, j, paths[i][j], g, &weights)
+                    })
                     .collect();
                 if l == layers {
-                    let score = self
-                        .form
-                        .combine(a_path.iter().copied(), g_path.iter().copied());
-                    scores.push(PathScore {
-                        score,
-                        activation: a_path,
-                        gradient: g_path,
-                    });
-                    continue;
+                    scores.push(self.path_score(terms));
+                } else {
+                    let g = self.image_grads(&grads, l, i);
+                    let best = self.best_candidate(img, l, &self.token_sums(&terms), g, &weights);
+                    paths[i].push(best);
                 }
-                let mut best = (f64::NEG_INFINITY, 0);
-                for n in 0..f {
-                    let a = a_path
-                        .iter()
-                        .copied()
-                        .chain([img.clean.cls_ffn[l][n] as f64]);
-                    let g =
-                        g_path
-                            .iter()
-                            .copied()
-                            .chain([self.mean_gradient(grad(l), n, &weights)]);
-                    let score = self.form.combine(a, g);
-                    if score > best.0 {
-                        best = (score, n);
-                    }
-                }
-                paths[i].push(best.1);
-            }
-            if l >= 1 {
-                // Blocks 1..=l are settled: keep their tapes and block l's output.
-                prefix = tape.blocks;
-                prefix.truncate(l);
-                branch_point = out.branch_point;
             }
         }
         paths.into_iter().zip(scores).collect()
@@ -304,30 +315,34 @@ impl Attributor<'_> {
 
     /// JAS of whole paths, one per `(image, path)`, only the path neurons scaled.
     pub fn score(&self, items: &[(&ImageContext, &[usize])]) -> Vec<PathScore> {
+        let vit = self.vit;
         let (alphas, weights) = self.rule.nodes();
-        let layers = self.vit.config.layers;
+        let layers = vit.config.layers;
         let images: Vec<&ImageContext> = items.iter().map(|(img, _)| *img).collect();
-        let grads = self.integrate(&images, |i, j, k| {
-            self.scaled_row(&items[i].0.clean, j, Some(items[i].1[j]), k, &alphas)
-        });
+        let rows: Vec<Vec<f32>> = (0..layers)
+            .map(|j| self.layer_rows(&images, j, |i| Some(items[i].1[j]), &alphas))
+            .collect();
+        let replacements: Vec<Intervention> = rows
+            .iter()
+            .enumerate()
+            .map(|(j, rows)| Intervention {
+                site: vit.neuron_site(j),
+                action: Action::Replace(rows),
+            })
+            .collect();
+        let cleans: Vec<&CleanTrace> = images.iter().map(|img| &img.clean).collect();
+        let grads = vit.branched_gradients(&cleans, &replacements, &self.step_targets(&images));
         items
             .iter()
             .enumerate()
             .map(|(i, (img, path))| {
-                let activation: Vec<f64> = (0..layers)
-                    .map(|j| img.clean.cls_ffn[j][path[j]] as f64)
+                let terms: Terms = (0..layers)
+                    .map(|j| {
+                        let g = self.image_grads(&grads, j, i);
+                        self.neuron_terms(img, j, path[j], g, &weights)
+                    })
                     .collect();
-                let gradient: Vec<f64> = (0..layers)
-                    .map(|j| self.mean_gradient(&grads[i][j], path[j], &weights))
-                    .collect();
-                let score = self
-                    .form
-                    .combine(activation.iter().copied(), gradient.iter().copied());
-                PathScore {
-                    score,
-                    activation,
-                    gradient,
-                }
+                self.path_score(terms)
             })
             .collect()
     }

@@ -54,7 +54,10 @@ impl Attributor<'_> {
     pub fn paths(&self, method: Method, images: &[&ImageContext], seed: u64) -> Vec<Vec<usize>> {
         match method {
             Method::Jas => self.locate(images),
-            Method::Activation => images.iter().map(|img| activation_path(img)).collect(),
+            Method::Activation => images
+                .iter()
+                .map(|img| activation_path(self.vit, img))
+                .collect(),
             Method::Influence => self.influence_paths(images),
             Method::Ig => self.ig_paths(images),
             Method::Random => images

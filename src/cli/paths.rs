@@ -1,9 +1,9 @@
 //! `neuronpath paths`: influential neuron paths of every image, resumable.
 
 use anyhow::{bail, Result};
-use neuronpath::attribution::baselines::argmax;
 use neuronpath::attribution::{Attributor, ImageContext, Integration, Method, ScoreForm, Target};
 use neuronpath::data::{self, ImageEntry, ImageSet, Preset};
+use neuronpath::numeric::argmax;
 use neuronpath::record::{PathRecord, RecordFile};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -134,7 +134,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                         .class_name(predicted)
                         .or_else(|| set.classes.get(predicted).cloned()),
                     predicted_prob: probs[predicted],
-                    contribution: found.score.contributions(),
+                    contribution: found.score.contribution,
                     activation: found.score.activation,
                     gradient: found.score.gradient,
                     integration: rule.name().into(),

@@ -7,12 +7,11 @@ pub mod manipulate;
 pub mod prune;
 pub mod stats;
 
-use crate::attribution::baselines::argmax;
 use crate::attribution::ImageContext;
-use crate::model::backward::softmax;
-use crate::model::{Keep, RowAction, Vit};
+use crate::model::{Action, Intervention, Vit};
+use crate::numeric::{argmax, softmax};
 
-/// A multiplicative edit of CLS FFN neurons: per layer, `(neuron, factor)` pairs.
+/// A multiplicative edit of neurons: per layer, `(neuron, factor)` pairs.
 pub type NeuronEdit = Vec<Vec<(usize, f32)>>;
 
 /// The prediction of one image under an edit.
@@ -41,21 +40,29 @@ fn outcome(probs: &[f32], target: usize) -> Outcome {
 }
 
 /// Runs `image` once per edit, all edits as one batch; every edit acts at the
-/// CLS token of every layer it names, and the layers above follow.
+/// neuron site of every layer it names (every token of it), and the layers above
+/// follow.
 pub fn edited_outcomes(vit: &Vit, image: &ImageContext, edits: &[&NeuronEdit]) -> Vec<Outcome> {
     let layers = vit.config.layers;
     let per_layer: Vec<Vec<Vec<(usize, f32)>>> = (0..layers)
         .map(|l| edits.iter().map(|e| e[l].clone()).collect())
         .collect();
-    let actions: Vec<RowAction> = per_layer.iter().map(|e| RowAction::Edit(e)).collect();
+    let interventions: Vec<Intervention> = per_layer
+        .iter()
+        .enumerate()
+        .map(|(l, e)| Intervention {
+            site: vit.neuron_site(l),
+            action: Action::Scale(e),
+        })
+        .collect();
     let embedded = vit.embed(&image.pixels);
     let x: Vec<f32> = edits
         .iter()
         .flat_map(|_| embedded.iter().copied())
         .collect();
-    let out = vit.forward(x, 0, &actions, Keep::default());
+    let logits = vit.logits(x, &interventions);
     let classes = vit.config.classes;
-    softmax(&out.logits, classes)
+    softmax(&logits, classes)
         .chunks_exact(classes)
         .map(|p| outcome(p, image.target))
         .collect()

@@ -6,10 +6,10 @@
 
 use super::stats::PathStats;
 use super::{edited_outcomes, NeuronEdit, Outcome};
-use crate::attribution::baselines::SplitMix64;
 use crate::attribution::ImageContext;
 use crate::data::{ImageEntry, ImageSet};
 use crate::model::Vit;
+use crate::numeric::SplitMix64;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 

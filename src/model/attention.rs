@@ -3,8 +3,9 @@
 //! `qkv` is `[t, 3 * hidden]` (Q | K | V, heads contiguous inside each). Only the
 //! first `q_rows` query rows are computed: the last block needs just the CLS row.
 
-use super::kernels::{matmul, softmax_rows, MatRef};
+use super::kernels::{matmul, MatRef};
 use super::vit::VitConfig;
+use crate::numeric::softmax_rows;
 use gemm::Parallelism::None as Serial;
 
 /// `out[q_rows, hidden]` = attention output; `probs[heads, q_rows, t]` = softmax weights.

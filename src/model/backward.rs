@@ -1,170 +1,226 @@
 //! Input-only backward pass over a [`Tape`]: the gradient of each sequence's
-//! target-class softmax probability with respect to every block's CLS FFN row.
+//! target-class softmax probability with respect to the values at given sites.
 //!
 //! No weight gradient is formed: each linear layer costs one GEMM backwards,
 //! so the backward costs about as much as the forward.
 
 use super::attention;
-use super::forward::{first_rows, Tape};
+use super::family::Readout;
+use super::forward::{clip, select_rows, BlockTape, Tape};
 use super::kernels;
+use super::site::{Site, Tokens};
 use super::vit::Vit;
+use crate::numeric::softmax;
 use rayon::prelude::*;
 
+/// Gradients of each sequence's target probability, keyed by site.
 pub struct Gradients {
-    /// d p_target / d (CLS FFN row) of every block run, `[blocks][S * intermediate]`;
-    /// blocks are those from `tape.from` on.
-    pub cls_ffn: Vec<Vec<f32>>,
-    /// d p_target / d (residual stream entering block `tape.from`), `[S, tokens, hidden]`,
-    /// when asked for.
-    pub input: Option<Vec<f32>>,
+    /// `(site, [S * rows * width])` for every site asked for.
+    by_site: Vec<(Site, Vec<f32>)>,
     /// Target-class probability of each sequence.
     pub probability: Vec<f32>,
 }
 
-/// Softmax probabilities of `[S, classes]` logits.
-pub fn softmax(logits: &[f32], classes: usize) -> Vec<f32> {
-    let mut p = logits.to_vec();
-    kernels::softmax_rows(&mut p, classes);
-    p
+impl Gradients {
+    /// The gradient at `site`, `[S, rows, width]`; the site must have been asked for.
+    pub fn at(&self, site: Site) -> &[f32] {
+        self.by_site
+            .iter()
+            .find(|(s, _)| *s == site)
+            .map(|(_, g)| g.as_slice())
+            .unwrap_or_else(|| panic!("no gradient was asked for at {site}"))
+    }
+
+    pub(super) fn new(probability: Vec<f32>) -> Gradients {
+        Gradients {
+            by_site: Vec::new(),
+            probability,
+        }
+    }
+
+    pub(super) fn insert(&mut self, site: Site, values: Vec<f32>) {
+        self.by_site.push((site, values));
+    }
+}
+
+/// `d p_t / d logits = p_t (e_t - p)` of every sequence, and the probabilities `p_t`.
+fn probability_gradient(logits: &[f32], targets: &[usize], classes: usize) -> (Vec<f32>, Vec<f32>) {
+    let probs = softmax(logits, classes);
+    let mut dlogits = vec![0f32; targets.len() * classes];
+    let mut probability = Vec::with_capacity(targets.len());
+    for (i, &target) in targets.iter().enumerate() {
+        let p = &probs[i * classes..(i + 1) * classes];
+        let pt = p[target];
+        probability.push(pt);
+        for (k, g) in dlogits[i * classes..(i + 1) * classes]
+            .iter_mut()
+            .enumerate()
+        {
+            *g = pt * (f32::from(k == target) - p[k]);
+        }
+    }
+    (dlogits, probability)
 }
 
 impl Vit {
-    /// Backpropagates `p[target[s]]` of every sequence `s` through the tape. The stream
-    /// gradient below the lowest block is formed only when `input_grad` is set.
-    pub fn backward(
+    /// Backpropagates `p[target[s]]` of every sequence `s` through the tape to
+    /// `sites` (blocks the tape ran). Returns also the gradient of the stream
+    /// entering block `tape.from` when `input_grad` is set.
+    pub(super) fn backward(
         &self,
         tape: &Tape,
         logits: &[f32],
         targets: &[usize],
+        sites: &[Site],
         input_grad: bool,
-    ) -> Gradients {
-        let c = &self.config;
-        let (t, d, f, classes) = (c.tokens(), c.hidden, c.intermediate, c.classes);
-        let s = targets.len();
-        // d p_t / d logits = p_t (e_t - p)
-        let probs = softmax(logits, classes);
-        let mut dlogits = vec![0f32; s * classes];
-        let mut probability = Vec::with_capacity(s);
-        for (i, &target) in targets.iter().enumerate() {
-            let p = &probs[i * classes..(i + 1) * classes];
-            let pt = p[target];
-            probability.push(pt);
-            for (k, g) in dlogits[i * classes..(i + 1) * classes]
-                .iter_mut()
-                .enumerate()
-            {
-                *g = pt * (f32::from(k == target) - p[k]);
-            }
-        }
-        let mut dy = vec![0f32; s * d];
-        kernels::linear_backward(&mut dy, &dlogits, s, &self.head.w, classes);
-        let mut dx = vec![0f32; s * t * d];
-        add_rows_par(
-            &mut dx,
-            s,
-            t,
-            1,
-            d,
-            &dy,
-            &tape.xhat_final,
-            &tape.rstd_final,
-            &self.norm.gamma,
-        );
-        let mut cls_grads = vec![Vec::new(); tape.blocks.len()];
+    ) -> (Gradients, Option<Vec<f32>>) {
+        let (dlogits, probability) = probability_gradient(logits, targets, self.config.classes);
+        let mut grads = Gradients::new(probability);
+        let mut dx = self.readout_backward(tape, &dlogits, targets.len());
+        let lowest_site = sites.iter().map(|s| s.block).min();
         for (bi, bt) in tape.blocks.iter().enumerate().rev() {
             let l = tape.from + bi;
-            let block = &self.blocks[l];
-            let q = bt.q_rows;
-            // FFN: dg = dx W2 on the first q rows; the CLS row of dg is this block's answer.
-            let dxq = first_rows(&dx, s, t, q, d);
-            let mut dg = vec![0f32; s * q * f];
-            kernels::linear_backward(&mut dg, &dxq, s * q, &block.fc2.w, d);
-            cls_grads[bi] = first_rows(&dg, s, q, 1, f).into_owned();
-            let lowest = bi == 0;
-            if lowest && !input_grad {
+            let done = !input_grad && lowest_site.is_none_or(|b| b >= l);
+            self.block_backward(l, bt, &mut dx, targets.len(), sites, &mut grads, done);
+            if done {
                 break;
             }
-            if tape.replaced[l] {
-                dg.chunks_exact_mut(q * f)
-                    .for_each(|seq| seq[..f].fill(0.0));
+        }
+        (grads, input_grad.then_some(dx))
+    }
+
+    /// The gradient of the last block's output stream from that of the logits.
+    fn readout_backward(&self, tape: &Tape, dlogits: &[f32], s: usize) -> Vec<f32> {
+        let c = &self.config;
+        let (t, d) = (c.tokens(), c.hidden);
+        let mut dy = vec![0f32; s * d];
+        kernels::linear_backward(&mut dy, dlogits, s, &self.head.w, c.classes);
+        let mut dx = vec![0f32; s * t * d];
+        let norms = &tape.readout.norms;
+        if c.family.readout == Readout::Cls {
+            let (xhat, rstd) = &norms[0];
+            add_rows_par(&mut dx, s, t, 0..1, &dy, xhat, rstd, &self.norm.gamma);
+            return dx;
+        }
+        for (xhat, rstd) in norms.iter().rev() {
+            let mut dpooled = vec![0f32; s * d];
+            kernels::layer_norm_backward(&mut dpooled, &dy, xhat, rstd, &self.norm.gamma);
+            dy = dpooled;
+        }
+        let patches = c.rows(Tokens::Patches);
+        let n = patches.len() as f32;
+        for (seq, g) in dx.chunks_exact_mut(t * d).zip(dy.chunks_exact(d)) {
+            for row in seq[patches.start * d..patches.end * d].chunks_exact_mut(d) {
+                row.iter_mut().zip(g).for_each(|(r, g)| *r = g / n);
             }
-            // d(fc1 output) = dg * GELU', in place.
-            dg.par_chunks_mut(f * 16)
-                .zip(bt.gelu_grad.par_chunks(f * 16))
-                .for_each(|(dg, gelu_grad)| kernels::mul_assign(dg, gelu_grad));
-            let mut dh2 = vec![0f32; s * q * d];
-            kernels::linear_backward(&mut dh2, &dg, s * q, &block.fc1.w, f);
-            drop(dg);
-            add_rows_par(
-                &mut dx,
-                s,
-                t,
-                q,
-                d,
-                &dh2,
-                &bt.xhat2,
-                &bt.rstd2,
-                &block.ln2.gamma,
-            );
-            // Attention: d attn = dx W_o on the first q rows, then through the heads.
-            let dxq = first_rows(&dx, s, t, q, d);
-            let mut dattn = vec![0f32; s * q * d];
-            kernels::linear_backward(&mut dattn, &dxq, s * q, &block.proj.w, d);
-            let mut dqkv = vec![0f32; s * t * 3 * d];
-            dqkv.par_chunks_mut(t * 3 * d)
-                .zip(bt.qkv.par_chunks(t * 3 * d))
-                .zip(bt.probs.par_chunks(c.heads * q * t))
-                .zip(dattn.par_chunks(q * d))
-                .for_each_init(
-                    || vec![0f32; q * t],
-                    |scratch, (((dqkv, qkv), probs), dout)| {
-                        attention::backward(c, qkv, probs, dout, t, q, dqkv, scratch)
-                    },
-                );
-            let mut dh1 = vec![0f32; s * t * d];
-            kernels::linear_backward(&mut dh1, &dqkv, s * t, &block.qkv.w, 3 * d);
-            drop(dqkv);
-            add_rows_par(
-                &mut dx,
-                s,
-                t,
-                t,
-                d,
-                &dh1,
-                &bt.xhat1,
-                &bt.rstd1,
-                &block.ln1.gamma,
-            );
         }
-        Gradients {
-            cls_ffn: cls_grads,
-            input: input_grad.then_some(dx),
-            probability,
+        dx
+    }
+
+    /// One block backwards: the gradients at its sites, then (unless `stop`) the
+    /// stream gradient `dx` carried below the block.
+    #[allow(clippy::too_many_arguments)]
+    fn block_backward(
+        &self,
+        l: usize,
+        bt: &BlockTape,
+        dx: &mut [f32],
+        s: usize,
+        sites: &[Site],
+        grads: &mut Gradients,
+        stop: bool,
+    ) {
+        let c = &self.config;
+        let (t, d, f) = (c.tokens(), c.hidden, c.intermediate);
+        let block = &self.blocks[l];
+        let q = bt.q_rows;
+        // FFN: dg = dx W2 on the first q rows.
+        let dxq = select_rows(dx, s, t, 0..q, d);
+        let mut dg = vec![0f32; s * q * f];
+        kernels::linear_backward(&mut dg, &dxq, s * q, &block.fc2.w, d);
+        drop(dxq);
+        for site in sites.iter().filter(|site| site.block == l) {
+            grads.insert(*site, self.site_rows(&dg, s, q, *site));
         }
+        if stop {
+            return;
+        }
+        if let Some(rows) = &bt.replaced {
+            dg.chunks_exact_mut(q * f)
+                .for_each(|seq| seq[rows.start * f..rows.end * f].fill(0.0));
+        }
+        // d(fc1 output) = dg * act', in place.
+        dg.par_chunks_mut(f * 16)
+            .zip(bt.act_grad.par_chunks(f * 16))
+            .for_each(|(dg, act_grad)| kernels::mul_assign(dg, act_grad));
+        let mut dh2 = vec![0f32; s * q * d];
+        kernels::linear_backward(&mut dh2, &dg, s * q, &block.fc1.w, f);
+        drop(dg);
+        add_rows_par(dx, s, t, 0..q, &dh2, &bt.xhat2, &bt.rstd2, &block.ln2.gamma);
+        // Attention: d attn = dx W_o on the first q rows, then through the heads.
+        let dxq = select_rows(dx, s, t, 0..q, d);
+        let mut dattn = vec![0f32; s * q * d];
+        kernels::linear_backward(&mut dattn, &dxq, s * q, &block.proj.w, d);
+        drop(dxq);
+        let mut dqkv = vec![0f32; s * t * 3 * d];
+        dqkv.par_chunks_mut(t * 3 * d)
+            .zip(bt.qkv.par_chunks(t * 3 * d))
+            .zip(bt.probs.par_chunks(c.heads * q * t))
+            .zip(dattn.par_chunks(q * d))
+            .for_each_init(
+                || vec![0f32; q * t],
+                |scratch, (((dqkv, qkv), probs), dout)| {
+                    attention::backward(c, qkv, probs, dout, t, q, dqkv, scratch)
+                },
+            );
+        let mut dh1 = vec![0f32; s * t * d];
+        kernels::linear_backward(&mut dh1, &dqkv, s * t, &block.qkv.w, 3 * d);
+        drop(dqkv);
+        add_rows_par(dx, s, t, 0..t, &dh1, &bt.xhat1, &bt.rstd1, &block.ln1.gamma);
+    }
+
+    /// The rows of `site` from a block's `[S, q, width]` post-activation gradient,
+    /// `[S, rows, width]`; rows the block did not compute have none (zero).
+    fn site_rows(&self, dg: &[f32], s: usize, q: usize, site: Site) -> Vec<f32> {
+        let f = self.config.intermediate;
+        let rows = self.config.rows(site.tokens);
+        let computed = clip(rows.clone(), q);
+        if computed == rows {
+            return select_rows(dg, s, q, rows, f).into_owned();
+        }
+        let mut out = vec![0f32; s * rows.len() * f];
+        for (o, seq) in out
+            .chunks_exact_mut(rows.len() * f)
+            .zip(dg.chunks_exact(q * f))
+        {
+            o[..computed.len() * f].copy_from_slice(&seq[computed.start * f..computed.end * f]);
+        }
+        out
     }
 }
 
-/// `dx[first q rows of each sequence] += LayerNorm backward of dh` (packed `[S, q, d]`).
+/// `dx[rows of each sequence] += LayerNorm backward of dh` (packed `[S, rows, d]`).
 #[allow(clippy::too_many_arguments)]
 fn add_rows_par(
     dx: &mut [f32],
     s: usize,
     t: usize,
-    q: usize,
-    d: usize,
+    rows: std::ops::Range<usize>,
     dh: &[f32],
     xhat: &[f32],
     rstd: &[f32],
     gamma: &[f32],
 ) {
+    let d = gamma.len();
+    let q = rows.len();
     debug_assert_eq!(dh.len(), s * q * d);
     dx.par_chunks_mut(t * d).enumerate().for_each(|(i, dxs)| {
-        let rows = i * q..(i + 1) * q;
+        let packed = i * q..(i + 1) * q;
         kernels::layer_norm_backward(
-            &mut dxs[..q * d],
-            &dh[rows.start * d..rows.end * d],
-            &xhat[rows.start * d..rows.end * d],
-            &rstd[rows],
+            &mut dxs[rows.start * d..rows.end * d],
+            &dh[packed.start * d..packed.end * d],
+            &xhat[packed.start * d..packed.end * d],
+            &rstd[packed],
             gamma,
         );
     });

@@ -1,34 +1,27 @@
-//! The batched forward pass with interventions on CLS FFN rows, and its tape.
+//! The batched forward pass with interventions at sites, and its tape.
 //!
 //! A batch is `S` sequences of one or several images, `[S, tokens, hidden]`,
-//! entering block `from`. At every block the post-GELU FFN activation at the CLS
-//! token (the *neuron row*) can be replaced or edited ([`RowAction`]). The last
-//! block computes only the CLS row: nothing downstream reads the others.
+//! entering block `from`. At every block the FFN post-activation at a site's rows
+//! can be replaced or scaled ([`Intervention`]). The last block computes only the
+//! rows the readout reads (the CLS row for a CLS readout). The tape is the
+//! model's own: the backward pass and branching read it, nothing else does.
 
 use super::attention;
+use super::family::{Compat, Readout};
 use super::kernels::{self, LayerNormOut};
-use super::vit::Vit;
+use super::site::{Action, Activation, Intervention};
+use super::vit::{Block, LayerNorm, Vit};
 use rayon::prelude::*;
 use std::borrow::Cow;
-
-/// What happens to one block's CLS FFN row (post-GELU, `intermediate` wide).
-#[derive(Clone, Copy, Debug, Default)]
-pub enum RowAction<'a> {
-    #[default]
-    Keep,
-    /// Overwritten by given values, `[S, intermediate]`: upstream changes do not
-    /// reach it and no gradient flows through it (the reference's `tmp_score`).
-    Replace(&'a [f32]),
-    /// `row[n] *= factor` for each `(n, factor)`, per sequence: `[S][..]`.
-    Edit(&'a [Vec<(usize, f32)>]),
-}
+use std::ops::Range;
 
 /// What a forward pass keeps.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Keep {
+pub(super) struct Keep {
     /// Everything the input-gradient backward needs.
     pub tape: bool,
-    /// The residual stream entering every block and after its attention (for branching).
+    /// The residual stream entering every block and after its attention, and the
+    /// neuron values (a clean trace).
     pub residuals: bool,
     /// Just what branching at this block needs: see [`BranchPoint`].
     pub branch_point: Option<usize>,
@@ -44,17 +37,16 @@ impl Keep {
 }
 
 /// What a later pass needs to run on from block `layer + 1` with block `layer`'s
-/// CLS FFN row changed: the rest of the block does not depend on that row.
-pub struct BranchPoint {
-    pub layer: usize,
+/// neuron rows changed: the rest of the block does not depend on them.
+pub(super) struct BranchPoint {
     /// The stream leaving block `layer`, `[S, tokens, hidden]`.
     pub stream: Vec<f32>,
-    /// The CLS row after block `layer`'s attention, `[S, hidden]`.
-    pub mid_cls: Vec<f32>,
+    /// The neuron rows after block `layer`'s attention, `[S, rows, hidden]`.
+    pub mid_rows: Vec<f32>,
 }
 
 /// Activations of one block kept for the backward pass.
-pub struct BlockTape {
+pub(super) struct BlockTape {
     pub q_rows: usize,
     pub xhat1: Vec<f32>,
     pub rstd1: Vec<f32>,
@@ -62,25 +54,30 @@ pub struct BlockTape {
     pub probs: Vec<f32>,
     pub xhat2: Vec<f32>,
     pub rstd2: Vec<f32>,
-    /// GELU'(fc1 output): what the FFN's backward multiplies by.
-    pub gelu_grad: Vec<f32>,
+    /// The FFN non-linearity's derivative at the fc1 output: what its backward
+    /// multiplies by.
+    pub act_grad: Vec<f32>,
+    /// FFN rows overwritten by a [`Action::Replace`] (the gradient stops there).
+    pub replaced: Option<Range<usize>>,
 }
 
-pub struct Tape {
+/// What the readout's backward needs: `xhat` and `1/std` of each norm applied.
+pub(super) struct ReadoutTape {
+    pub norms: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+pub(super) struct Tape {
     pub from: usize,
     pub blocks: Vec<BlockTape>,
-    pub xhat_final: Vec<f32>,
-    pub rstd_final: Vec<f32>,
-    /// Whether each block's CLS row was replaced (gradient stops there).
-    pub replaced: Vec<bool>,
+    pub readout: ReadoutTape,
 }
 
-pub struct ForwardOut {
-    pub sequences: usize,
+pub(super) struct ForwardOut {
     /// `[S, classes]`
     pub logits: Vec<f32>,
-    /// CLS FFN row of each block run, after its action: `[blocks][S * intermediate]`.
-    pub cls_ffn: Vec<Vec<f32>>,
+    /// With [`Keep::residuals`]: the neuron site's values of each block run, after
+    /// its action: `[blocks][S * rows * intermediate]`.
+    pub neurons: Vec<Vec<f32>>,
     /// With [`Keep::residuals`]: the stream entering each block run and the output (`[blocks + 1]`).
     pub residual: Vec<Vec<f32>>,
     /// With [`Keep::residuals`]: the stream after each block's attention.
@@ -89,183 +86,306 @@ pub struct ForwardOut {
     pub tape: Option<Tape>,
 }
 
+/// The intervention at block `l`'s FFN post-activation, if any (at most one).
+fn intervention_at<'a>(interventions: &[Intervention<'a>], l: usize) -> Option<Intervention<'a>> {
+    let mut at = interventions.iter().filter(|i| i.site.block == l);
+    let found = at.next().copied();
+    assert!(at.next().is_none(), "one intervention per block");
+    if let Some(i) = &found {
+        assert_eq!(i.site.activation, Activation::MlpPost);
+    }
+    found
+}
+
 impl Vit {
-    /// Runs blocks `from..layers` on `x = [S, tokens, hidden]`; `actions[l]` for every layer.
-    pub fn forward(
+    /// Runs blocks `from..layers` on `x = [S, tokens, hidden]` with `interventions`.
+    pub(super) fn forward(
         &self,
         mut x: Vec<f32>,
         from: usize,
-        actions: &[RowAction],
+        interventions: &[Intervention],
         keep: Keep,
     ) -> ForwardOut {
         let c = &self.config;
-        let (t, d, f) = (c.tokens(), c.hidden, c.intermediate);
+        let (t, d) = (c.tokens(), c.hidden);
         let s = x.len() / (t * d);
         assert_eq!(
             x.len(),
             s * t * d,
             "batch is not a whole number of sequences"
         );
-        assert_eq!(actions.len(), c.layers, "one row action per layer");
         let mut out = ForwardOut {
-            sequences: s,
             logits: Vec::new(),
-            cls_ffn: Vec::new(),
+            neurons: Vec::new(),
             residual: Vec::new(),
             mid: Vec::new(),
             branch_point: None,
             tape: None,
         };
         let mut blocks = Vec::new();
-        for (l, (block, &action)) in self.blocks.iter().zip(actions).enumerate().skip(from) {
-            let q = if l + 1 == c.layers { 1 } else { t };
+        for l in from..c.layers {
+            let q = if l + 1 == c.layers {
+                self.readout_rows()
+            } else {
+                t
+            };
             if keep.residuals {
                 out.residual.push(x.clone());
             }
-            // Attention: x += proj(attn(LN1(x)))
-            let mut xhat1 = vec![0f32; if keep.tape { s * t * d } else { 0 }];
-            let mut rstd1 = vec![0f32; if keep.tape { s * t } else { 0 }];
-            let mut h = vec![0f32; s * t * d];
-            par_layer_norm(
-                &x,
-                &block.ln1,
-                &mut h,
-                keep.tape.then_some((&mut xhat1, &mut rstd1)),
-            );
-            let mut qkv = vec![0f32; s * t * 3 * d];
-            kernels::linear(&mut qkv, &h, s * t, &block.qkv.w, &block.qkv.b);
-            let mut probs = vec![0f32; s * c.heads * q * t];
-            let mut attn = vec![0f32; s * q * d];
-            qkv.par_chunks(t * 3 * d)
-                .zip(probs.par_chunks_mut(c.heads * q * t))
-                .zip(attn.par_chunks_mut(q * d))
-                .for_each(|((qkv, probs), attn)| attention::forward(c, qkv, t, q, probs, attn));
-            let mut proj = vec![0f32; s * q * d];
-            kernels::linear(&mut proj, &attn, s * q, &block.proj.w, &block.proj.b);
-            for (xs, ps) in x.chunks_exact_mut(t * d).zip(proj.chunks_exact(q * d)) {
-                kernels::add_assign(&mut xs[..q * d], ps);
-            }
+            let block = &self.blocks[l];
+            let attn = self.attention_forward(block, &mut x, s, q, keep.tape);
             if keep.residuals {
                 out.mid.push(x.clone());
             }
-            let mid_cls =
-                (keep.branch_point == Some(l)).then(|| first_rows(&x, s, t, 1, d).into_owned());
-            // FFN on the first q rows of each sequence: x += fc2(GELU(fc1(LN2(x))))
-            let xq = first_rows(&x, s, t, q, d);
-            let mut xhat2 = vec![0f32; if keep.tape { s * q * d } else { 0 }];
-            let mut rstd2 = vec![0f32; if keep.tape { s * q } else { 0 }];
-            let mut h2 = vec![0f32; s * q * d];
-            par_layer_norm(
-                &xq,
-                &block.ln2,
-                &mut h2,
-                keep.tape.then_some((&mut xhat2, &mut rstd2)),
-            );
-            let mut u = vec![0f32; s * q * f];
-            kernels::linear(&mut u, &h2, s * q, &block.fc1.w, &block.fc1.b);
-            let mut g = vec![0f32; s * q * f];
-            if keep.tape {
-                g.par_chunks_mut(f * 16)
-                    .zip(u.par_chunks_mut(f * 16))
-                    .for_each(|(g, u)| kernels::gelu_keeping_derivative(u, g));
-            } else {
-                g.par_chunks_mut(f * 16)
-                    .zip(u.par_chunks(f * 16))
-                    .for_each(|(g, u)| kernels::gelu(u, g));
+            let site_rows = self.config.rows(self.config.family.neuron_tokens());
+            let mid_rows = (keep.branch_point == Some(l))
+                .then(|| select_rows(&x, s, t, site_rows.clone(), d).into_owned());
+            let ffn =
+                self.ffn_forward(block, &mut x, s, q, intervention_at(interventions, l), keep);
+            if keep.residuals {
+                out.neurons.push(ffn.neurons);
             }
-            apply_action(action, &mut g, s, q * f, f);
-            out.cls_ffn.push(first_rows(&g, s, q, 1, f).into_owned());
-            let mut y = vec![0f32; s * q * d];
-            kernels::linear(&mut y, &g, s * q, &block.fc2.w, &block.fc2.b);
-            for (xs, ys) in x.chunks_exact_mut(t * d).zip(y.chunks_exact(q * d)) {
-                kernels::add_assign(&mut xs[..q * d], ys);
-            }
-            if let Some(mid_cls) = mid_cls {
+            if let Some(mid_rows) = mid_rows {
                 out.branch_point = Some(BranchPoint {
-                    layer: l,
                     stream: x.clone(),
-                    mid_cls,
+                    mid_rows,
                 });
             }
             if keep.tape {
+                let (xhat1, rstd1, qkv, probs) = attn;
                 blocks.push(BlockTape {
                     q_rows: q,
                     xhat1,
                     rstd1,
                     qkv,
                     probs,
-                    xhat2,
-                    rstd2,
-                    gelu_grad: u,
+                    xhat2: ffn.xhat2,
+                    rstd2: ffn.rstd2,
+                    act_grad: ffn.act_grad,
+                    replaced: ffn.replaced,
                 });
             }
         }
-        // Head on the CLS row of each sequence.
-        let cls = first_rows(&x, s, t, 1, d);
-        let mut xhat_final = vec![0f32; if keep.tape { s * d } else { 0 }];
-        let mut rstd_final = vec![0f32; if keep.tape { s } else { 0 }];
-        let mut y = vec![0f32; s * d];
-        par_layer_norm(
-            &cls,
-            &self.norm,
-            &mut y,
-            keep.tape.then_some((&mut xhat_final, &mut rstd_final)),
-        );
-        out.logits = vec![0f32; s * c.classes];
-        kernels::linear(&mut out.logits, &y, s, &self.head.w, &self.head.b);
+        let (logits, readout) = self.readout_forward(&x, s, keep.tape);
+        out.logits = logits;
         if keep.residuals {
             out.residual.push(x);
         }
         if keep.tape {
-            let replaced = actions
-                .iter()
-                .map(|a| matches!(a, RowAction::Replace(_)))
-                .collect();
             out.tape = Some(Tape {
                 from,
                 blocks,
-                xhat_final,
-                rstd_final,
-                replaced,
+                readout,
             });
         }
         out
     }
-}
 
-fn apply_action(action: RowAction, g: &mut [f32], s: usize, seq_len: usize, f: usize) {
-    match action {
-        RowAction::Keep => {}
-        RowAction::Replace(values) => {
-            assert_eq!(
-                values.len(),
-                s * f,
-                "replacement rows must be [sequences, intermediate]"
-            );
-            for (seq, row) in g.chunks_exact_mut(seq_len).zip(values.chunks_exact(f)) {
-                seq[..f].copy_from_slice(row);
-            }
+    /// `x += proj(attn(LN1(x)))` on the first `q` rows of each sequence; returns the
+    /// tape's `(xhat1, rstd1, qkv, probs)` (empty LayerNorm buffers without `tape`).
+    #[allow(clippy::type_complexity)]
+    fn attention_forward(
+        &self,
+        block: &Block,
+        x: &mut [f32],
+        s: usize,
+        q: usize,
+        tape: bool,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let c = &self.config;
+        let (t, d) = (c.tokens(), c.hidden);
+        let mut xhat1 = vec![0f32; if tape { s * t * d } else { 0 }];
+        let mut rstd1 = vec![0f32; if tape { s * t } else { 0 }];
+        let mut h = vec![0f32; s * t * d];
+        par_layer_norm(
+            x,
+            &block.ln1,
+            &mut h,
+            tape.then_some((&mut xhat1, &mut rstd1)),
+        );
+        let mut qkv = vec![0f32; s * t * 3 * d];
+        kernels::linear(&mut qkv, &h, s * t, &block.qkv.w, &block.qkv.b);
+        let mut probs = vec![0f32; s * c.heads * q * t];
+        let mut attn = vec![0f32; s * q * d];
+        qkv.par_chunks(t * 3 * d)
+            .zip(probs.par_chunks_mut(c.heads * q * t))
+            .zip(attn.par_chunks_mut(q * d))
+            .for_each(|((qkv, probs), attn)| attention::forward(c, qkv, t, q, probs, attn));
+        let mut proj = vec![0f32; s * q * d];
+        kernels::linear(&mut proj, &attn, s * q, &block.proj.w, &block.proj.b);
+        for (xs, ps) in x.chunks_exact_mut(t * d).zip(proj.chunks_exact(q * d)) {
+            kernels::add_assign(&mut xs[..q * d], ps);
         }
-        RowAction::Edit(edits) => {
-            assert_eq!(edits.len(), s, "one edit list per sequence");
-            for (seq, edit) in g.chunks_exact_mut(seq_len).zip(edits) {
-                for &(n, factor) in edit {
-                    seq[n] *= factor;
+        (xhat1, rstd1, qkv, probs)
+    }
+
+    /// `x += fc2(act(fc1(LN2(x))))` on the first `q` rows of each sequence, with the
+    /// intervention at the post-activation applied.
+    fn ffn_forward(
+        &self,
+        block: &Block,
+        x: &mut [f32],
+        s: usize,
+        q: usize,
+        intervention: Option<Intervention>,
+        keep: Keep,
+    ) -> FfnOut {
+        let c = &self.config;
+        let (t, d, f) = (c.tokens(), c.hidden, c.intermediate);
+        let xq = select_rows(x, s, t, 0..q, d);
+        let mut xhat2 = vec![0f32; if keep.tape { s * q * d } else { 0 }];
+        let mut rstd2 = vec![0f32; if keep.tape { s * q } else { 0 }];
+        let mut h2 = vec![0f32; s * q * d];
+        par_layer_norm(
+            &xq,
+            &block.ln2,
+            &mut h2,
+            keep.tape.then_some((&mut xhat2, &mut rstd2)),
+        );
+        drop(xq);
+        let mut u = vec![0f32; s * q * f];
+        kernels::linear(&mut u, &h2, s * q, &block.fc1.w, &block.fc1.b);
+        let mut g = vec![0f32; s * q * f];
+        if keep.tape {
+            g.par_chunks_mut(f * 16)
+                .zip(u.par_chunks_mut(f * 16))
+                .for_each(|(g, u)| kernels::gelu_keeping_derivative(u, g));
+        } else {
+            g.par_chunks_mut(f * 16)
+                .zip(u.par_chunks(f * 16))
+                .for_each(|(g, u)| kernels::gelu(u, g));
+        }
+        let replaced = intervention.and_then(|i| self.apply(i, &mut g, s, q));
+        let neurons = if keep.residuals {
+            let rows = clip(c.rows(c.family.neuron_tokens()), q);
+            select_rows(&g, s, q, rows, f).into_owned()
+        } else {
+            Vec::new()
+        };
+        let mut y = vec![0f32; s * q * d];
+        kernels::linear(&mut y, &g, s * q, &block.fc2.w, &block.fc2.b);
+        for (xs, ys) in x.chunks_exact_mut(t * d).zip(y.chunks_exact(q * d)) {
+            kernels::add_assign(&mut xs[..q * d], ys);
+        }
+        FfnOut {
+            xhat2,
+            rstd2,
+            act_grad: u,
+            neurons,
+            replaced,
+        }
+    }
+
+    /// Applies `intervention` to the post-activation `g` (`[S, q, intermediate]`);
+    /// returns the rows it replaced.
+    fn apply(
+        &self,
+        intervention: Intervention,
+        g: &mut [f32],
+        s: usize,
+        q: usize,
+    ) -> Option<Range<usize>> {
+        let f = self.config.intermediate;
+        let site = self.config.rows(intervention.site.tokens);
+        let rows = clip(site.clone(), q);
+        match intervention.action {
+            Action::Replace(values) => {
+                let per_seq = site.len() * f;
+                assert_eq!(
+                    values.len(),
+                    s * per_seq,
+                    "replacement must be [S, rows, width]"
+                );
+                for (seq, v) in g.chunks_exact_mut(q * f).zip(values.chunks_exact(per_seq)) {
+                    let skip = (rows.start - site.start) * f;
+                    seq[rows.start * f..rows.end * f]
+                        .copy_from_slice(&v[skip..skip + rows.len() * f]);
                 }
+                Some(rows)
+            }
+            Action::Scale(edits) => {
+                assert_eq!(edits.len(), s, "one edit list per sequence");
+                for (seq, edit) in g.chunks_exact_mut(q * f).zip(edits) {
+                    for row in seq[rows.start * f..rows.end * f].chunks_exact_mut(f) {
+                        for &(n, factor) in edit {
+                            row[n] *= factor;
+                        }
+                    }
+                }
+                None
             }
         }
     }
+
+    /// The logits of the last block's output `x`, and the readout's tape.
+    fn readout_forward(&self, x: &[f32], s: usize, tape: bool) -> (Vec<f32>, ReadoutTape) {
+        let c = &self.config;
+        let (t, d) = (c.tokens(), c.hidden);
+        let (mut pooled, applications) = match c.family.readout {
+            Readout::Cls => (select_rows(x, s, t, 0..1, d).into_owned(), 1),
+            Readout::MeanPatches => {
+                let patches = c.rows(super::site::Tokens::Patches);
+                let n = patches.len() as f32;
+                let mut pooled = vec![0f32; s * d];
+                for (seq, p) in x.chunks_exact(t * d).zip(pooled.chunks_exact_mut(d)) {
+                    for row in seq[patches.start * d..patches.end * d].chunks_exact(d) {
+                        kernels::add_assign(p, row);
+                    }
+                    p.iter_mut().for_each(|v| *v /= n);
+                }
+                // The paper's code applies fc_norm twice (QUIRKS.md).
+                let twice = self.compat == Compat::Reference;
+                (pooled, if twice { 2 } else { 1 })
+            }
+        };
+        let mut norms = Vec::new();
+        for _ in 0..applications {
+            let mut xhat = vec![0f32; if tape { s * d } else { 0 }];
+            let mut rstd = vec![0f32; if tape { s } else { 0 }];
+            let mut y = vec![0f32; s * d];
+            par_layer_norm(
+                &pooled,
+                &self.norm,
+                &mut y,
+                tape.then_some((&mut xhat, &mut rstd)),
+            );
+            norms.push((xhat, rstd));
+            pooled = y;
+        }
+        let mut logits = vec![0f32; s * c.classes];
+        kernels::linear(&mut logits, &pooled, s, &self.head.w, &self.head.b);
+        (logits, ReadoutTape { norms })
+    }
 }
 
-/// The first `q` rows of every `t`-row sequence, packed: `[S, q, d]` (`x` itself
-/// when that is all of it).
-pub(crate) fn first_rows(x: &[f32], s: usize, t: usize, q: usize, d: usize) -> Cow<'_, [f32]> {
-    if q == t {
+struct FfnOut {
+    xhat2: Vec<f32>,
+    rstd2: Vec<f32>,
+    act_grad: Vec<f32>,
+    neurons: Vec<f32>,
+    replaced: Option<Range<usize>>,
+}
+
+/// `rows` limited to the first `q` rows (those a block computes).
+pub(super) fn clip(rows: Range<usize>, q: usize) -> Range<usize> {
+    rows.start.min(q)..rows.end.min(q)
+}
+
+/// Rows `rows` of every `t`-row sequence, packed: `[S, rows, d]` (`x` itself when
+/// that is all of it).
+pub(super) fn select_rows(
+    x: &[f32],
+    s: usize,
+    t: usize,
+    rows: Range<usize>,
+    d: usize,
+) -> Cow<'_, [f32]> {
+    if rows == (0..t) {
         return Cow::Borrowed(x);
     }
-    let mut out = Vec::with_capacity(s * q * d);
+    let mut out = Vec::with_capacity(s * rows.len() * d);
     for seq in x.chunks_exact(t * d) {
-        out.extend_from_slice(&seq[..q * d]);
+        out.extend_from_slice(&seq[rows.start * d..rows.end * d]);
     }
     Cow::Owned(out)
 }
@@ -274,7 +394,7 @@ const LN_ROWS_PER_TASK: usize = 32;
 
 fn par_layer_norm(
     x: &[f32],
-    ln: &super::vit::LayerNorm,
+    ln: &LayerNorm,
     y: &mut [f32],
     stats: Option<(&mut Vec<f32>, &mut Vec<f32>)>,
 ) {

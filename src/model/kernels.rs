@@ -4,6 +4,7 @@
 //! AVX2/AVX-512 dispatch). The transcendental functions are branch-free so the
 //! compiler vectorises them; their accuracy (~1e-7) is that of PyTorch's own.
 
+use crate::numeric::exp;
 use gemm::Parallelism;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -243,20 +244,6 @@ pub fn layer_norm_backward(dx: &mut [f32], dy: &[f32], xhat: &[f32], rstd: &[f32
     }
 }
 
-/// e^x for f32, branch-free: x = n ln2 + r, |r| <= ln2/2, degree-6 Taylor for e^r.
-#[inline(always)]
-pub fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.3, 88.7);
-    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
-    // ln2 split in two so that n * ln2 is exact enough for the reduction.
-    let r = (x - n * 0.693_145_75) - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
-}
-
 /// erf(x), Abramowitz & Stegun 7.1.26 refined in f32: |error| < 1.5e-7.
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
@@ -302,22 +289,6 @@ pub fn gelu_keeping_derivative(u: &mut [f32], g: &mut [f32]) {
 pub fn mul_assign(dst: &mut [f32], src: &[f32]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d *= s;
-    }
-}
-
-/// In-place softmax of every `n`-long row.
-pub fn softmax_rows(x: &mut [f32], n: usize) {
-    for row in x.chunks_exact_mut(n) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0f32;
-        for v in row.iter_mut() {
-            *v = exp(*v - max);
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
-        for v in row.iter_mut() {
-            *v *= inv;
-        }
     }
 }
 

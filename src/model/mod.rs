@@ -1,15 +1,23 @@
-//! The Vision Transformer: weights, checkpoints, forward and input-only backward.
+//! The Vision Transformer: weights, checkpoints, the family description, sites,
+//! and the passes attribution asks for (forward with interventions, input-only
+//! backward, branching from a clean pass).
 
 pub mod attention;
 pub mod backward;
+pub mod branch;
 pub mod checkpoint;
+pub mod family;
 pub mod forward;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod kernels;
 pub mod npy;
+pub mod site;
 pub mod vit;
 
+pub use backward::Gradients;
+pub use branch::Progression;
 pub use checkpoint::{load, LoadOptions};
-pub use forward::{Keep, RowAction};
+pub use family::{Compat, Family, FfnActivation, Readout};
+pub use site::{Action, Intervention, Site, Tokens};
 pub use vit::{CleanTrace, Layout, Normalization, Vit, VitConfig};

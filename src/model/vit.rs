@@ -2,11 +2,14 @@
 //!
 //! Pre-norm ViT (Dosovitskiy et al. 2021) as Hugging Face, timm and the original
 //! Google release implement it: patch embedding, CLS token, learned position
-//! embedding, `L` blocks of `x += Attn(LN1(x)); x += FFN(LN2(x))`, a final
-//! LayerNorm and a linear head on the CLS token.
+//! embedding, `L` blocks of `x += Attn(LN1(x)); x += FFN(LN2(x))`, then the
+//! family's readout ([`Readout`]) and a linear head.
 
-use super::forward::{Keep, RowAction};
+use super::family::{Compat, Family, Readout};
+use super::forward::Keep;
 use super::kernels;
+use super::site::{Site, Tokens};
+use std::ops::Range;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct VitConfig {
@@ -20,15 +23,20 @@ pub struct VitConfig {
     pub intermediate: usize,
     pub classes: usize,
     pub layer_norm_eps: f32,
+    pub family: Family,
 }
 
 impl VitConfig {
     pub fn patches(&self) -> usize {
         (self.image_size / self.patch_size).pow(2)
     }
-    /// Sequence length: the patches plus the CLS token.
+    /// Sequence length: the prefix tokens (CLS, ...) and the patches.
     pub fn tokens(&self) -> usize {
-        self.patches() + 1
+        self.patches() + self.family.prefix_tokens
+    }
+    /// The rows `tokens` occupy in a sequence.
+    pub fn rows(&self, tokens: Tokens) -> Range<usize> {
+        tokens.rows(self.family.prefix_tokens, self.tokens())
     }
     pub fn head_dim(&self) -> usize {
         self.hidden / self.heads
@@ -72,6 +80,7 @@ pub struct Block {
 pub enum Layout {
     HuggingFace,
     Timm,
+    PyTorch,
     GoogleNpz,
 }
 
@@ -80,6 +89,7 @@ impl std::fmt::Display for Layout {
         f.write_str(match self {
             Layout::HuggingFace => "Hugging Face (config.json + model.safetensors)",
             Layout::Timm => "timm safetensors",
+            Layout::PyTorch => "PyTorch state dict (timm names)",
             Layout::GoogleNpz => "Google ViT .npz",
         })
     }
@@ -94,8 +104,12 @@ pub struct Vit {
     /// `[tokens, hidden]`
     pub pos_embed: Vec<f32>,
     pub blocks: Vec<Block>,
+    /// The norm the readout applies before the head: the final LayerNorm for a CLS
+    /// readout, `fc_norm` for a mean-pooled one.
     pub norm: LayerNorm,
     pub head: Linear,
+    /// Whose arithmetic the forward follows where they differ (MAE's `fc_norm`).
+    pub compat: Compat,
     pub layout: Layout,
     pub class_names: Option<Vec<String>>,
     /// The checkpoint's own input normalisation.
@@ -125,12 +139,13 @@ impl Normalization {
 /// The clean forward pass of one image, kept for branching interventions from it.
 pub struct CleanTrace {
     /// Residual stream entering each block, `[layers + 1][tokens * hidden]` (last =
-    /// output; after the last block only its CLS row is computed).
-    pub residual: Vec<Vec<f32>>,
+    /// output; after the last block only the rows the readout needs are computed).
+    pub(super) residual: Vec<Vec<f32>>,
     /// Residual stream after each block's attention, `[layers][tokens * hidden]`.
-    pub mid: Vec<Vec<f32>>,
-    /// Post-GELU FFN activation at the CLS token, `[layers][intermediate]`.
-    pub cls_ffn: Vec<Vec<f32>>,
+    pub(super) mid: Vec<Vec<f32>>,
+    /// The neurons: each block's FFN post-activation at the model's neuron tokens
+    /// ([`Vit::neuron_site`]), `[layers][rows * intermediate]`.
+    pub neurons: Vec<Vec<f32>>,
     pub logits: Vec<f32>,
 }
 
@@ -140,7 +155,26 @@ impl Vit {
         self.class_names.as_ref().and_then(|n| n.get(c).cloned())
     }
 
-    /// Tokens `[tokens, hidden]` of a normalised CHW image: patches, CLS, positions.
+    /// Where block `block`'s neurons live: the FFN post-activation at the family's
+    /// neuron tokens (CLS for the ViT; the patches for MAE, as the paper's code).
+    pub fn neuron_site(&self, block: usize) -> Site {
+        Site::mlp_post(block, self.config.family.neuron_tokens())
+    }
+
+    /// Token rows of the neuron site.
+    pub fn neuron_rows(&self) -> usize {
+        self.config.rows(self.config.family.neuron_tokens()).len()
+    }
+
+    /// Rows of the last block the readout reads (only those are computed).
+    pub(super) fn readout_rows(&self) -> usize {
+        match self.config.family.readout {
+            Readout::Cls => 1,
+            Readout::MeanPatches => self.config.tokens(),
+        }
+    }
+
+    /// Tokens `[tokens, hidden]` of a normalised CHW image: CLS, patches, positions.
     pub fn embed(&self, pixels: &[f32]) -> Vec<f32> {
         let c = &self.config;
         let (p, side, d) = (c.patch_size, c.image_size, c.hidden);
@@ -166,7 +200,7 @@ impl Vit {
         let mut tokens = vec![0f32; c.tokens() * d];
         tokens[..d].copy_from_slice(&self.cls_token);
         kernels::linear(
-            &mut tokens[d..],
+            &mut tokens[c.family.prefix_tokens * d..],
             &patches,
             c.patches(),
             &self.patch_embed.w,
@@ -183,77 +217,12 @@ impl Vit {
             residuals: true,
             branch_point: None,
         };
-        let out = self.forward(
-            self.embed(pixels),
-            0,
-            &vec![RowAction::Keep; self.config.layers],
-            keep,
-        );
+        let out = self.forward(self.embed(pixels), 0, &[], keep);
         CleanTrace {
             residual: out.residual,
             mid: out.mid,
-            cls_ffn: out.cls_ffn,
+            neurons: out.neurons,
             logits: out.logits,
         }
-    }
-
-    /// The stream entering block `layer + 1` for `S` variants of a clean image that
-    /// differ only in block `layer`'s CLS FFN row, given as `rows = [S, intermediate]`.
-    /// Everything below is shared, so the variants are run from there on only.
-    pub fn branch(&self, clean: &CleanTrace, layer: usize, rows: &[f32]) -> Vec<f32> {
-        let (t, d) = (self.config.tokens(), self.config.hidden);
-        let s = rows.len() / self.config.intermediate;
-        let mut x = Vec::with_capacity(s * t * d);
-        for _ in 0..s {
-            x.extend_from_slice(&clean.residual[layer + 1]);
-        }
-        self.set_cls_output(&mut x, layer, &clean.mid[layer][..d], rows);
-        x
-    }
-
-    /// Sets the CLS row of each sequence of `x` (`[S, tokens, hidden]`, the stream
-    /// leaving block `layer`) to the block's output when its CLS FFN row is `rows`
-    /// (`[S, intermediate]`) and its CLS row after attention is `mid_cls` (`[S, hidden]`,
-    /// or one `[hidden]` row shared by all). Only the CLS row depends on that FFN row.
-    pub fn set_cls_output(&self, x: &mut [f32], layer: usize, mid_cls: &[f32], rows: &[f32]) {
-        let (t, d, f) = (
-            self.config.tokens(),
-            self.config.hidden,
-            self.config.intermediate,
-        );
-        let s = rows.len() / f;
-        assert_eq!(x.len(), s * t * d, "one stream per row");
-        let fc2 = &self.blocks[layer].fc2;
-        let mut cls = vec![0f32; s * d];
-        kernels::linear(&mut cls, rows, s, &fc2.w, &fc2.b);
-        for (i, (seq, delta)) in x
-            .chunks_exact_mut(t * d)
-            .zip(cls.chunks_exact(d))
-            .enumerate()
-        {
-            let mid = if mid_cls.len() == d {
-                mid_cls
-            } else {
-                &mid_cls[i * d..(i + 1) * d]
-            };
-            for ((v, m), dl) in seq[..d].iter_mut().zip(mid).zip(delta) {
-                *v = m + dl;
-            }
-        }
-    }
-
-    /// Gradient w.r.t. block `layer`'s CLS FFN row from the gradient of the stream
-    /// entering block `layer + 1` (`[S, tokens, hidden]`, as [`Vit::branch`] made it).
-    pub fn branch_gradient(&self, layer: usize, stream_grad: &[f32]) -> Vec<f32> {
-        let (t, d, f) = (
-            self.config.tokens(),
-            self.config.hidden,
-            self.config.intermediate,
-        );
-        let s = stream_grad.len() / (t * d);
-        let cls = super::forward::first_rows(stream_grad, s, t, 1, d);
-        let mut g = vec![0f32; s * f];
-        kernels::linear_backward(&mut g, &cls, s, &self.blocks[layer].fc2.w, d);
-        g
     }
 }

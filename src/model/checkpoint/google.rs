@@ -149,6 +149,7 @@ pub fn load(path: &Path) -> Result<Vit> {
         blocks,
         norm: final_norm,
         head,
+        compat: crate::model::Compat::Principled,
         layout: Layout::GoogleNpz,
         class_names: None,
         normalization: Normalization::imagenet("ImageNet (as the paper's code)"),

@@ -1,6 +1,7 @@
 //! Hugging Face `ViTForImageClassification` directories.
 
 use super::{assemble, check_consumed, fuse_qkv, Tensors, IMAGENET_MEAN, IMAGENET_STD};
+use crate::model::family::{Compat, Family};
 use crate::model::vit::{Block, Layout, Normalization, Vit, VitConfig};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -25,6 +26,18 @@ pub fn load(dir: &Path) -> Result<Vit> {
             .map(|v| v as usize)
             .with_context(|| format!("{}: missing integer {key}", config_path.display()))
     };
+    if let Some(kind) = json.get("model_type").and_then(Value::as_str) {
+        if kind != "vit" {
+            let arch = json
+                .pointer("/architectures/0")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            bail!(
+                "{}: model_type {kind:?} ({arch}) is not supported yet (only \"vit\", ViTForImageClassification)",
+                config_path.display()
+            );
+        }
+    }
     if let Some(act) = json.get("hidden_act").and_then(Value::as_str) {
         if act != "gelu" {
             bail!(
@@ -51,6 +64,7 @@ pub fn load(dir: &Path) -> Result<Vit> {
             .get("layer_norm_eps")
             .and_then(Value::as_f64)
             .unwrap_or(1e-12) as f32,
+        family: Family::VIT,
     };
     let class_names = json.get("id2label").and_then(Value::as_object).map(|m| {
         (0..classes)
@@ -73,42 +87,21 @@ pub fn load(dir: &Path) -> Result<Vit> {
     )?;
     let mut blocks = Vec::with_capacity(config.layers);
     for i in 0..config.layers {
-        let n = |s: &str| format!("vit.encoder.layer.{i}.{s}");
-        let mut lin = |s: &str, out, inp| {
-            tensors.take_linear(
-                &n(&format!("{s}.weight")),
-                &n(&format!("{s}.bias")),
-                out,
-                inp,
-            )
-        };
-        let q = lin("attention.attention.query", d, d)?;
-        let k = lin("attention.attention.key", d, d)?;
-        let v = lin("attention.attention.value", d, d)?;
-        let proj = lin("attention.output.dense", d, d)?;
-        let fc1 = lin("intermediate.dense", f, d)?;
-        let fc2 = lin("output.dense", d, f)?;
+        let mut b = tensors.pp(&format!("vit.encoder.layer.{i}"));
+        let q = b.linear("attention.attention.query", d, d)?;
+        let k = b.linear("attention.attention.key", d, d)?;
+        let v = b.linear("attention.attention.value", d, d)?;
         blocks.push(Block {
-            ln1: tensors.take_norm(
-                &n("layernorm_before.weight"),
-                &n("layernorm_before.bias"),
-                d,
-                eps,
-            )?,
+            ln1: b.norm("layernorm_before", d, eps)?,
             qkv: fuse_qkv(q, k, v),
-            proj,
-            ln2: tensors.take_norm(
-                &n("layernorm_after.weight"),
-                &n("layernorm_after.bias"),
-                d,
-                eps,
-            )?,
-            fc1,
-            fc2,
+            proj: b.linear("attention.output.dense", d, d)?,
+            ln2: b.norm("layernorm_after", d, eps)?,
+            fc1: b.linear("intermediate.dense", f, d)?,
+            fc2: b.linear("output.dense", d, f)?,
         });
     }
-    let norm = tensors.take_norm("vit.layernorm.weight", "vit.layernorm.bias", d, eps)?;
-    let head = tensors.take_linear("classifier.weight", "classifier.bias", classes, d)?;
+    let norm = tensors.pp("vit").norm("layernorm", d, eps)?;
+    let head = tensors.pp("").linear("classifier", classes, d)?;
     check_consumed(&tensors)?;
     let normalization = read_preprocessor(&dir.join("preprocessor_config.json"))?;
     assemble(Vit {
@@ -119,6 +112,7 @@ pub fn load(dir: &Path) -> Result<Vit> {
         blocks,
         norm,
         head,
+        compat: Compat::Principled,
         layout: Layout::HuggingFace,
         class_names,
         normalization,

@@ -1,7 +1,11 @@
-//! Loading a [`Vit`] from the three checkpoint layouts, detected automatically.
+//! Loading a [`Vit`] from the checkpoint layouts, detected automatically. A loader
+//! maps a layout's tensor names to the model's parts (through [`Scope`], a view
+//! under a name prefix) and must use every tensor of the file: a tensor it does
+//! not know is an error naming it, and the family it suggests.
 
 mod google;
 mod huggingface;
+mod pytorch;
 mod timm;
 
 use super::vit::{LayerNorm, Linear, Vit, VitConfig};
@@ -20,7 +24,8 @@ pub struct LoadOptions {
     pub heads: Option<usize>,
 }
 
-/// Loads a Hugging Face directory, a timm `.safetensors` or a Google `.npz`.
+/// Loads a Hugging Face directory, a timm `.safetensors` or PyTorch `.pth`/`.pt`
+/// state dict, or a Google `.npz`.
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
     // Device copies are keyed by host address, which the new weights may reuse.
     #[cfg(feature = "cuda")]
@@ -33,8 +38,13 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
     }
     match path.extension().and_then(|e| e.to_str()) {
         Some("npz") => google::load(path),
-        Some("safetensors") => {
-            let tensors = Tensors::from_safetensors(path)?;
+        Some("safetensors" | "pth" | "pt") => {
+            let tensors = if path.extension().is_some_and(|e| e == "safetensors") {
+                Tensors::from_safetensors(path)?
+            } else {
+                Tensors::from_pytorch(path)?
+            };
+            refuse_other_families(&tensors)?;
             if tensors.contains("blocks.0.attn.qkv.weight") {
                 timm::load(tensors, options)
             } else if tensors.contains("vit.embeddings.cls_token") {
@@ -44,7 +54,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
             }
         }
         _ => bail!(
-            "{}: unknown checkpoint layout: expected a directory, .safetensors or .npz",
+            "{}: unknown checkpoint layout: expected a directory, .safetensors, .pth/.pt or .npz",
             path.display()
         ),
     }
@@ -99,6 +109,18 @@ impl Tensors {
                 .with_context(|| format!("{}: tensor {name}", path.display()))?;
             map.insert(name, (array.shape, values));
         }
+        Ok(Tensors {
+            file: path.to_path_buf(),
+            map,
+        })
+    }
+
+    /// The float tensors of a `torch.save` state dict (see `pytorch`).
+    pub(crate) fn from_pytorch(path: &Path) -> Result<Self> {
+        let map = pytorch::read(path)?
+            .into_iter()
+            .map(|(name, shape, values)| (name, (shape, values)))
+            .collect();
         Ok(Tensors {
             file: path.to_path_buf(),
             map,
@@ -177,13 +199,11 @@ impl Tensors {
     pub(crate) fn file(&self) -> &Path {
         &self.file
     }
+}
 
-    /// Tensor names not consumed by the loader: a sign of an architecture we do not model.
-    pub(crate) fn leftover(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.map.keys().map(String::as_str).collect();
-        names.sort();
-        names
-    }
+/// The float tensors of a PyTorch `torch.save` checkpoint, in file order.
+pub fn read_pytorch_tensors(path: &Path) -> Result<Vec<pytorch::NamedTensor>> {
+    pytorch::read(path)
 }
 
 /// Stacks separate Q, K and V projections into one `[3d, d]` linear layer.
@@ -219,6 +239,7 @@ pub(crate) fn config_from_shapes(
         intermediate,
         classes,
         layer_norm_eps: 1e-6,
+        family: crate::model::Family::VIT,
     })
 }
 
@@ -250,19 +271,109 @@ pub(crate) fn assemble(mut vit: Vit) -> Result<Vit> {
     Ok(vit)
 }
 
+/// Tensor-name fragments of families this tool does not model yet, and the
+/// family each suggests.
+const OTHER_FAMILIES: [(&str, &str); 9] = [
+    ("dist_token", "DeiT with a distillation token"),
+    ("head_dist", "DeiT with a distillation token"),
+    ("reg_token", "DINOv2 with registers"),
+    ("register_tokens", "DINOv2 with registers"),
+    ("ls1.gamma", "layer scale (DINOv2, CaiT)"),
+    ("layer_scale", "layer scale (DINOv2, CaiT)"),
+    ("norm_pre", "a norm before block 0 (CLIP)"),
+    ("pre_layrnorm", "a norm before block 0 (CLIP)"),
+    ("pre_logits", "a pre-logits head"),
+];
+
+/// Refuses, before anything is built, a file with tensors of a family not modelled.
+pub(crate) fn refuse_other_families(tensors: &Tensors) -> Result<()> {
+    for (fragment, family) in OTHER_FAMILIES {
+        let names: Vec<&str> = tensors
+            .names()
+            .into_iter()
+            .filter(|n| n.contains(fragment))
+            .collect();
+        if !names.is_empty() {
+            bail!(
+                "{}: tensors {} belong to {family}, which this tool does not model yet",
+                tensors.file().display(),
+                shortened(&names)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every tensor of the file must have been used: one left over means a part of
+/// the architecture the loader does not model, and running without it would be
+/// silently wrong.
 pub(crate) fn check_consumed(tensors: &Tensors) -> Result<()> {
-    let left = tensors.leftover();
-    // A pooler or pre-logits layer changes what the head reads: refuse rather than mis-model it.
-    if let Some(name) = left
-        .iter()
-        .find(|n| n.contains("pre_logits") || n.contains("fc_norm") || n.contains("pooler.dense"))
-    {
+    refuse_other_families(tensors)?;
+    let left = tensors.names();
+    if !left.is_empty() {
         bail!(
-            "{}: tensor {name} belongs to a head this tool does not model (pre-logits, pooler or mean-pooled fc_norm); only CLS-token heads are supported",
-            tensors.file().display()
+            "{}: tensors {} are not part of any model this tool knows; refusing to run without them",
+            tensors.file().display(),
+            shortened(&left)
         );
     }
     Ok(())
+}
+
+/// Up to 6 names, then how many more.
+fn shortened(names: &[&str]) -> String {
+    let shown = names.iter().take(6).copied().collect::<Vec<_>>().join(", ");
+    match names.len() {
+        n if n > 6 => format!("{shown} (and {} more)", n - 6),
+        _ => shown,
+    }
+}
+
+/// The tensors under a name prefix, as candle's `vb.pp("...")`: parts are taken
+/// by their names relative to it.
+pub(crate) struct Scope<'t> {
+    tensors: &'t mut Tensors,
+    prefix: String,
+}
+
+impl Tensors {
+    /// A view of the tensors under `prefix` (`""`: all of them).
+    pub(crate) fn pp(&mut self, prefix: &str) -> Scope<'_> {
+        Scope {
+            tensors: self,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// Names not yet taken, sorted.
+    fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.map.keys().map(String::as_str).collect();
+        names.sort();
+        names
+    }
+}
+
+impl Scope<'_> {
+    fn name(&self, s: &str) -> String {
+        match self.prefix.as_str() {
+            "" => s.to_string(),
+            p => format!("{p}.{s}"),
+        }
+    }
+
+    /// `{s}.weight` `[out, inp]` and `{s}.bias` `[out]`.
+    pub(crate) fn linear(&mut self, s: &str, out: usize, inp: usize) -> Result<Linear> {
+        let s = self.name(s);
+        self.tensors
+            .take_linear(&format!("{s}.weight"), &format!("{s}.bias"), out, inp)
+    }
+
+    /// `{s}.weight` and `{s}.bias`, both `[dim]`.
+    pub(crate) fn norm(&mut self, s: &str, dim: usize, eps: f32) -> Result<LayerNorm> {
+        let s = self.name(s);
+        self.tensors
+            .take_norm(&format!("{s}.weight"), &format!("{s}.bias"), dim, eps)
+    }
 }
 
 pub(crate) fn block_count(tensors: &Tensors, name_of: impl Fn(usize) -> String) -> usize {

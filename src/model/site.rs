@@ -1,0 +1,186 @@
+//! Intervention sites: where in the model a unit lives, and what is done to it.
+//!
+//! A [`Site`] names a block, an activation of that block and a set of token rows,
+//! printed in the spirit of TransformerLens hook names: `blocks.3.mlp.post@cls` is
+//! the post-activation FFN output of block 3 at the CLS token. An
+//! [`Intervention`] pairs a site with an [`Action`]; the forward pass applies it,
+//! and the backward pass reports gradients keyed by site.
+
+use anyhow::{bail, Context, Result};
+use std::fmt;
+use std::ops::Range;
+use std::str::FromStr;
+
+/// Which activation of a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Activation {
+    /// The FFN hidden activation after its non-linearity (`mlp.post`): one unit
+    /// per FFN channel, the paper's neuron.
+    MlpPost,
+}
+
+impl Activation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::MlpPost => "mlp.post",
+        }
+    }
+}
+
+/// Which token rows of the sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tokens {
+    /// The CLS token (the paper's neuron for the plain ViT).
+    Cls,
+    /// Every patch token, prefix tokens excluded (the paper's neuron for MAE: one
+    /// FFN channel across the patches).
+    Patches,
+    /// Every token of the sequence.
+    All,
+}
+
+impl Tokens {
+    pub const ALL: [Tokens; 3] = [Tokens::Cls, Tokens::Patches, Tokens::All];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tokens::Cls => "cls",
+            Tokens::Patches => "patches",
+            Tokens::All => "all",
+        }
+    }
+
+    /// The rows these tokens occupy in a sequence of `tokens` rows whose first
+    /// `prefix` rows are prefix tokens (CLS first).
+    pub fn rows(self, prefix: usize, tokens: usize) -> Range<usize> {
+        match self {
+            Tokens::Cls => 0..1,
+            Tokens::Patches => prefix..tokens,
+            Tokens::All => 0..tokens,
+        }
+    }
+}
+
+/// One place to read or intervene: a block, an activation, a set of tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Site {
+    pub block: usize,
+    pub activation: Activation,
+    pub tokens: Tokens,
+}
+
+impl Site {
+    /// The FFN post-activation of `block` at `tokens`.
+    pub fn mlp_post(block: usize, tokens: Tokens) -> Site {
+        Site {
+            block,
+            activation: Activation::MlpPost,
+            tokens,
+        }
+    }
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "blocks.{}.{}@{}",
+            self.block,
+            self.activation.name(),
+            self.tokens.name()
+        )
+    }
+}
+
+impl FromStr for Site {
+    type Err = anyhow::Error;
+
+    /// Parses `blocks.N.mlp.post@cls` (or `@patches`, `@all`).
+    fn from_str(s: &str) -> Result<Site> {
+        let bad = || format!("{s:?} is not a site name (e.g. blocks.3.mlp.post@cls)");
+        let (hook, tokens) = s.split_once('@').with_context(bad)?;
+        let rest = hook.strip_prefix("blocks.").with_context(bad)?;
+        let (block, activation) = rest.split_once('.').with_context(bad)?;
+        let block: usize = block.parse().with_context(bad)?;
+        if activation != Activation::MlpPost.name() {
+            bail!("{s:?}: unknown activation {activation:?} (known: mlp.post)");
+        }
+        let Some(tokens) = Tokens::ALL.into_iter().find(|t| t.name() == tokens) else {
+            bail!("{s:?}: unknown tokens {tokens:?} (known: cls, patches, all)");
+        };
+        Ok(Site::mlp_post(block, tokens))
+    }
+}
+
+impl serde::Serialize for Site {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Site {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Site, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What happens to the values at a site.
+#[derive(Clone, Copy, Debug)]
+pub enum Action<'a> {
+    /// Overwritten by given values, `[S, rows, width]`: upstream changes do not reach
+    /// them and no gradient flows through them (the reference's `tmp_score`).
+    Replace(&'a [f32]),
+    /// Unit `n` multiplied by `factor` at every row of the site, for each
+    /// `(n, factor)` of a sequence's list: `[S][..]`.
+    Scale(&'a [Vec<(usize, f32)>]),
+}
+
+/// An action at a site.
+#[derive(Clone, Copy, Debug)]
+pub struct Intervention<'a> {
+    pub site: Site,
+    pub action: Action<'a>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for tokens in Tokens::ALL {
+            let site = Site::mlp_post(11, tokens);
+            let name = site.to_string();
+            assert_eq!(name.parse::<Site>().unwrap(), site);
+            let json = serde_json::to_string(&site).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<Site>(&json).unwrap(), site);
+        }
+        assert_eq!(
+            Site::mlp_post(3, Tokens::Cls).to_string(),
+            "blocks.3.mlp.post@cls"
+        );
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        for bad in [
+            "",
+            "blocks.3.mlp.post",
+            "blocks.x.mlp.post@cls",
+            "blocks.3.attn.out@cls",
+            "blocks.3.mlp.post@dist",
+            "layer.3.mlp.post@cls",
+        ] {
+            assert!(bad.parse::<Site>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_rows() {
+        assert_eq!(Tokens::Cls.rows(1, 65), 0..1);
+        assert_eq!(Tokens::Patches.rows(1, 65), 1..65);
+        assert_eq!(Tokens::All.rows(1, 65), 0..65);
+    }
+}
