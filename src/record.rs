@@ -5,6 +5,7 @@
 //! present (by their [`Record::key`]) are skipped.
 
 use crate::data::Preset;
+use crate::model::{Compat, Site};
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,16 @@ pub struct PathRecord {
     pub model: String,
     /// Input normalisation preset ("checkpoint" or "reference").
     pub preprocess: String,
+    /// Where the path's neurons live, one site per layer: `blocks.N.mlp.post@cls`
+    /// (the CLS token), or `@patches` for MAE, where a neuron is an FFN channel
+    /// across the patch tokens; then `activation` is its mean over the tokens,
+    /// `gradient` the sum over them, and `contribution` and `score` sum per-token
+    /// terms divided by the token norm. Absent in older files: the CLS token.
+    #[serde(default)]
+    pub sites: Vec<Site>,
+    /// Whose arithmetic found and scored the path (`principled` or `reference`).
+    #[serde(default)]
+    pub compat: Compat,
 }
 
 impl PathRecord {
@@ -169,6 +180,23 @@ pub fn preprocess_of(records: &[PathRecord], file: &Path) -> Result<Preset> {
     }
     Preset::from_name(name)
         .with_context(|| format!("{}: unknown preprocessing {name:?}", file.display()))
+}
+
+/// The arithmetic the paths were found with (all records must agree).
+pub fn compat_of(records: &[PathRecord], file: &Path) -> Result<Compat> {
+    let Some(first) = records.first() else {
+        bail!("{}: no path records", file.display());
+    };
+    if let Some(r) = records.iter().find(|r| r.compat != first.compat) {
+        bail!(
+            "{}: paths found in different modes ({} and {}, e.g. {})",
+            file.display(),
+            first.compat.name(),
+            r.compat.name(),
+            r.image
+        );
+    }
+    Ok(first.compat)
 }
 
 /// Creates the folder `path` will be written in, when missing.

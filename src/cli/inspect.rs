@@ -14,6 +14,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let c = &vit.config;
     println!("checkpoint   {}", args.model.model.display());
     println!("layout       {}", vit.layout);
+    println!("family       {}", c.family);
     println!(
         "input        {0}x{0}x{1}, patch {2} -> {3} tokens (CLS + {4} patches)",
         c.image_size,
@@ -31,9 +32,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         c.intermediate
     );
     println!(
-        "neurons      {} per layer, {} in all (CLS-token FFN activations)",
+        "neurons      {} per layer, {} in all, at {} (N = 0..{})",
         c.intermediate,
-        c.intermediate * c.layers
+        c.intermediate * c.layers,
+        vit.neuron_site(0)
+            .to_string()
+            .replace("blocks.0.", "blocks.N."),
+        c.layers - 1
     );
     println!("classes      {}", c.classes);
     if let Some(names) = &vit.class_names {

@@ -38,7 +38,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let vit = args.input.run.model.load()?;
+    let mut vit = args.input.run.model.load()?;
     let mut records: Vec<PathRecord> = read_records(&args.input.paths)?;
     if !args.method.is_empty() {
         records.retain(|r| args.method.contains(&r.method));
@@ -54,6 +54,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         check_path(&vit, r).with_context(|| args.input.paths.display().to_string())?;
     }
     let preset = neuronpath::record::preprocess_of(&records, &args.input.paths)?;
+    vit.compat = neuronpath::record::compat_of(&records, &args.input.paths)?;
     let norm = data::normalization(&vit, preset);
     let ops: &[Op] = match args.op {
         OpChoice::Remove => &[Op::Remove],

@@ -56,10 +56,13 @@ enum Command {
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
     /// Checkpoint: a Hugging Face folder (config.json + model.safetensors), a timm
-    /// .safetensors or a Google ViT .npz; the layout is detected.
+    /// .safetensors, a PyTorch .pth/.pt state dict with timm names (a bare state dict
+    /// or {'model': ...} as the MAE release ships; read without running pickle), or a
+    /// Google ViT .npz; the layout and the family (ViT, or MAE with fc_norm) are detected.
     #[arg(long, default_value = DEFAULT_MODEL)]
     pub model: std::path::PathBuf,
-    /// Attention heads, for timm files (which do not record it; default: width / 64).
+    /// Attention heads, for timm and .pth files, which do not record it (default:
+    /// num_heads of a config.json beside the file, else width / 64).
     #[arg(long)]
     pub heads: Option<usize>,
 }
@@ -136,6 +139,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Report(args) => report::run(args),
         Command::Demo(args) => demo::run(args),
     }
+}
+
+/// Parses `--compat` into the library's [`neuronpath::model::Compat`], listing its values in `--help`.
+pub fn compat_parser() -> impl clap::builder::TypedValueParser<Value = neuronpath::model::Compat> {
+    use clap::builder::TypedValueParser;
+    let names = neuronpath::model::Compat::ALL.map(|c| c.name());
+    clap::builder::PossibleValuesParser::new(names).map(|s| s.parse().expect("a listed value"))
 }
 
 /// A progress bar over `len` items named `unit`, with rate and ETA.

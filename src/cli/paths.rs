@@ -3,6 +3,7 @@
 use anyhow::{bail, Result};
 use neuronpath::attribution::{Attributor, ImageContext, Integration, Method, ScoreForm, Target};
 use neuronpath::data::{self, ImageEntry, ImageSet, Preset};
+use neuronpath::model::Compat;
 use neuronpath::numeric::argmax;
 use neuronpath::record::{PathRecord, RecordFile};
 use std::path::PathBuf;
@@ -42,9 +43,18 @@ pub struct Args {
     /// Class to explain.
     #[arg(long, value_enum, default_value_t = Target::Label)]
     target: Target,
-    /// Input normalisation: the checkpoint's own, or ImageNet's as the reference code.
-    #[arg(long, value_enum, default_value_t = Preset::Checkpoint)]
-    preprocess: Preset,
+    /// Input normalisation: the checkpoint's own, or ImageNet's as the reference code
+    /// (default: checkpoint; reference with --compat reference).
+    #[arg(long, value_enum)]
+    preprocess: Option<Preset>,
+    /// Whose arithmetic to follow where the paper's code departs from the principled
+    /// form. `principled`: the model's own forward, and a score over a neuron that
+    /// spans tokens divided by their number. `reference`: the authors' code exactly,
+    /// quirks included (for MAE: fc_norm applied twice, scores divided by a fixed 196,
+    /// an influence search that skips the blocks of chosen layers); it implies
+    /// --preprocess reference. For the plain ViT both give the same paths and scores.
+    #[arg(long, default_value = "principled", value_parser = super::compat_parser())]
+    compat: Compat,
     /// Images processed together (default: as many as keep ~8k token rows per pass).
     /// A killed run loses at most the batch in flight.
     #[arg(long)]
@@ -55,7 +65,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let vit = args.run.model.load()?;
+    let mut vit = args.run.model.load()?;
+    vit.compat = args.compat;
+    let preprocess = args.preprocess.unwrap_or(match args.compat {
+        Compat::Principled => Preset::Checkpoint,
+        Compat::Reference => Preset::Reference,
+    });
+    let sites: Vec<_> = (0..vit.config.layers).map(|l| vit.neuron_site(l)).collect();
     let set = ImageSet::open(&args.run.images)?;
     let mut out = RecordFile::<PathRecord>::open(&args.out)?;
     let methods = &args.method;
@@ -81,15 +97,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
         rule,
         form: args.score_form,
     };
-    let norm = data::normalization(&vit, args.preprocess);
+    let norm = data::normalization(&vit, preprocess);
     let model_name = args.run.model.model.display().to_string();
     eprintln!(
-        "{} images ({} already in {}), {} layers x {} neurons, {} steps {rule}, batch {batch}",
+        "{} images ({} already in {}), {} layers x {} neurons at {}, {} steps {rule}, batch {batch}",
         set.entries.len(),
         set.entries.len() - todo.len(),
         args.out.display(),
         vit.config.layers,
         vit.config.intermediate,
+        vit.neuron_site(0).to_string().replace("blocks.0.", "blocks.N."),
         args.steps
     );
     let bar = super::progress(todo.len(), "images");
@@ -141,7 +158,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     steps: rule.steps(),
                     score_form: args.score_form.name().into(),
                     model: model_name.clone(),
-                    preprocess: args.preprocess.name().into(),
+                    preprocess: preprocess.name().into(),
+                    sites: sites.clone(),
+                    compat: args.compat,
                 })?;
             }
             written += ready.len();

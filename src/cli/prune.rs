@@ -41,7 +41,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.fraction) || !(0.0..1.0).contains(&args.holdout) {
         bail!("--fraction must be in [0, 1] and --holdout in [0, 1)");
     }
-    let vit = args.input.run.model.load()?;
+    let mut vit = args.input.run.model.load()?;
     let set = ImageSet::open(&args.input.run.images)?;
     let split = prune::split(&set, args.holdout);
     if split.evaluate.is_empty() {
@@ -73,6 +73,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let build_paths = stats.classes.iter().map(|c| c.images).sum();
     let preset = neuronpath::record::preprocess_of(&records, &args.input.paths)?;
+    vit.compat = neuronpath::record::compat_of(&records, &args.input.paths)?;
     let norm = data::normalization(&vit, preset);
     let settings = PruneSettings {
         top_k: args.top_k,

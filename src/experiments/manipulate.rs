@@ -94,6 +94,19 @@ pub fn check_path(vit: &Vit, record: &PathRecord) -> Result<()> {
             record.method
         );
     }
+    if let Some((l, site)) = record
+        .sites
+        .iter()
+        .enumerate()
+        .find(|(l, s)| **s != vit.neuron_site(*l))
+    {
+        bail!(
+            "{} ({}): the path's neuron at layer {l} is at {site}, but this model's neurons are at {}",
+            record.image,
+            record.method,
+            vit.neuron_site(l)
+        );
+    }
     if record.target >= vit.config.classes {
         bail!(
             "{} ({}): target class {} is outside the model's {} classes",
