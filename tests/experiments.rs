@@ -35,6 +35,8 @@ fn record(image: &str, class: usize, path: &[usize]) -> PathRecord {
         score_form: "reference".into(),
         model: "m".into(),
         preprocess: "checkpoint".into(),
+        sites: vec![],
+        compat: Default::default(),
     }
 }
 
