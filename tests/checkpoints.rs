@@ -67,8 +67,16 @@ fn tensors_of_other_families_are_refused_by_name() {
     let file = timm_with(&dir, "unknown.safetensors", &[("mystery.weight", vec![3])]);
     let (ok, err) = inspect(&file);
     assert!(!ok && err.contains("mystery.weight"), "{err}");
-    let (ok, err) = inspect(&common::shared("fixtures/families/deit-distilled"));
-    assert!(!ok && err.contains("deit"), "{err}");
+    let swin = dir.join("swin");
+    std::fs::create_dir_all(&swin).unwrap();
+    std::fs::write(
+        swin.join("config.json"),
+        r#"{"model_type": "swin", "architectures": ["SwinForImageClassification"]}"#,
+    )
+    .unwrap();
+    std::fs::write(swin.join("model.safetensors"), b"").unwrap();
+    let (ok, err) = inspect(&swin);
+    assert!(!ok && err.contains("swin") && err.contains("config.json"), "{err}");
 }
 
 #[test]

@@ -6,7 +6,10 @@ mod common;
 use neuronpath::model::{self, Action, Intervention, LoadOptions, Site, Vit};
 
 fn layouts() -> Vec<(&'static str, Vit)> {
-    let heads = LoadOptions { heads: Some(4) };
+    let heads = LoadOptions {
+        heads: Some(4),
+        ..LoadOptions::default()
+    };
     vec![
         (
             "hf",

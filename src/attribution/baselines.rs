@@ -96,8 +96,7 @@ impl Attributor<'_> {
     /// of the layers already chosen while it searches the next (`--compat reference`
     /// with a neuron across the patch tokens).
     fn skips_chosen_blocks(&self) -> bool {
-        self.vit.compat == Compat::Reference
-            && self.vit.config.family.neuron_tokens() != Tokens::Cls
+        self.vit.compat == Compat::Reference && self.vit.neuron_tokens != Tokens::Cls
     }
 
     /// The reference MAE program's influence gradients: for layer `l`, the blocks

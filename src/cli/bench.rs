@@ -213,7 +213,13 @@ fn random_vit(d: usize, heads: usize, f: usize) -> Result<Vit> {
         std::process::id()
     ));
     safetensors::serialize_to_file(views, None, &path)?;
-    let vit = model::load(&path, &LoadOptions { heads: Some(heads) });
+    let vit = model::load(
+        &path,
+        &LoadOptions {
+            heads: Some(heads),
+            ..LoadOptions::default()
+        },
+    );
     std::fs::remove_file(&path).ok();
     vit.context("loading the generated benchmark model")
 }

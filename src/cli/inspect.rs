@@ -15,12 +15,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("checkpoint   {}", args.model.model.display());
     println!("layout       {}", vit.layout);
     println!("family       {}", c.family);
+    for (what, value) in c.family.options() {
+        println!("  {what:<19} {value}");
+    }
     println!(
-        "input        {0}x{0}x{1}, patch {2} -> {3} tokens (CLS + {4} patches)",
+        "input        {0}x{0}x{1}, patch {2} -> {3} tokens ({4} prefix + {5} patches)",
         c.image_size,
         c.channels,
         c.patch_size,
         c.tokens(),
+        c.family.prefix_tokens(),
         c.patches()
     );
     println!(
@@ -52,8 +56,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("LayerNorm    eps {:e}", c.layer_norm_eps);
     println!(
         "parameters   {} ({:.2} M)",
-        c.parameter_count(),
-        c.parameter_count() as f64 / 1e6
+        vit.parameter_count(),
+        vit.parameter_count() as f64 / 1e6
     );
     let n = &vit.normalization;
     println!(

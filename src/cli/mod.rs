@@ -65,6 +65,21 @@ pub struct ModelArgs {
     /// num_heads of a config.json beside the file, else width / 64).
     #[arg(long)]
     pub heads: Option<usize>,
+    /// Zero-shot classifier of a CLIP vision tower: a .npy of class text embeddings,
+    /// [classes, embedding], one row per class (used as given; CLIP's are unit rows).
+    /// Logits are the scale times the cosine of the image embedding and each row,
+    /// softmaxed over these classes. Note: a neuron's direct effect on a CLIP logit
+    /// understates its role; most of its effect runs through the later layers, which
+    /// the path search and JAS do follow.
+    #[arg(long)]
+    pub classifier: Option<std::path::PathBuf>,
+    /// The zero-shot logit scale, the multiplier itself (CLIP's logit_scale.exp());
+    /// default: a logit_scale.npy beside --classifier, else 100.
+    #[arg(long)]
+    pub logit_scale: Option<f32>,
+    /// Class names of the zero-shot classifier, one per line, in its row order.
+    #[arg(long)]
+    pub class_names: Option<std::path::PathBuf>,
 }
 
 /// The model, the images and the threads of a command that runs the model on images.
@@ -96,7 +111,12 @@ impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<neuronpath::model::Vit> {
         neuronpath::model::load(
             &self.model,
-            &neuronpath::model::LoadOptions { heads: self.heads },
+            &neuronpath::model::LoadOptions {
+                heads: self.heads,
+                classifier: self.classifier.clone(),
+                logit_scale: self.logit_scale,
+                class_names: self.class_names.clone(),
+            },
         )
     }
 }

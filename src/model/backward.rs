@@ -5,10 +5,9 @@
 //! so the backward costs about as much as the forward.
 
 use super::attention;
-use super::family::Readout;
 use super::forward::{clip, select_rows, BlockTape, Tape};
 use super::kernels;
-use super::site::{Site, Tokens};
+use super::site::Site;
 use super::vit::Vit;
 use crate::numeric::softmax;
 use rayon::prelude::*;
@@ -89,34 +88,6 @@ impl Vit {
         (grads, input_grad.then_some(dx))
     }
 
-    /// The gradient of the last block's output stream from that of the logits.
-    fn readout_backward(&self, tape: &Tape, dlogits: &[f32], s: usize) -> Vec<f32> {
-        let c = &self.config;
-        let (t, d) = (c.tokens(), c.hidden);
-        let mut dy = vec![0f32; s * d];
-        kernels::linear_backward(&mut dy, dlogits, s, &self.head.w, c.classes);
-        let mut dx = vec![0f32; s * t * d];
-        let norms = &tape.readout.norms;
-        if c.family.readout == Readout::Cls {
-            let (xhat, rstd) = &norms[0];
-            add_rows_par(&mut dx, s, t, 0..1, &dy, xhat, rstd, &self.norm.gamma);
-            return dx;
-        }
-        for (xhat, rstd) in norms.iter().rev() {
-            let mut dpooled = vec![0f32; s * d];
-            kernels::layer_norm_backward(&mut dpooled, &dy, xhat, rstd, &self.norm.gamma);
-            dy = dpooled;
-        }
-        let patches = c.rows(Tokens::Patches);
-        let n = patches.len() as f32;
-        for (seq, g) in dx.chunks_exact_mut(t * d).zip(dy.chunks_exact(d)) {
-            for row in seq[patches.start * d..patches.end * d].chunks_exact_mut(d) {
-                row.iter_mut().zip(g).for_each(|(r, g)| *r = g / n);
-            }
-        }
-        dx
-    }
-
     /// One block backwards: the gradients at its sites, then (unless `stop`) the
     /// stream gradient `dx` carried below the block.
     #[allow(clippy::too_many_arguments)]
@@ -149,13 +120,11 @@ impl Vit {
             dg.chunks_exact_mut(q * f)
                 .for_each(|seq| seq[rows.start * f..rows.end * f].fill(0.0));
         }
-        // d(fc1 output) = dg * act', in place.
-        dg.par_chunks_mut(f * 16)
-            .zip(bt.act_grad.par_chunks(f * 16))
-            .for_each(|(dg, act_grad)| kernels::mul_assign(dg, act_grad));
+        let activation = c.family.activation;
+        let du = activation.backward(dg, &bt.act_grad, f);
         let mut dh2 = vec![0f32; s * q * d];
-        kernels::linear_backward(&mut dh2, &dg, s * q, &block.fc1.w, f);
-        drop(dg);
+        kernels::linear_backward(&mut dh2, &du, s * q, &block.fc1.w, activation.fc1_width(f));
+        drop(du);
         add_rows_par(dx, s, t, 0..q, &dh2, &bt.xhat2, &bt.rstd2, &block.ln2.gamma);
         // Attention: d attn = dx W_o on the first q rows, then through the heads.
         let dxq = select_rows(dx, s, t, 0..q, d);
@@ -201,7 +170,7 @@ impl Vit {
 
 /// `dx[rows of each sequence] += LayerNorm backward of dh` (packed `[S, rows, d]`).
 #[allow(clippy::too_many_arguments)]
-fn add_rows_par(
+pub(super) fn add_rows_par(
     dx: &mut [f32],
     s: usize,
     t: usize,

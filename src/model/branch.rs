@@ -89,7 +89,7 @@ impl Vit {
     fn branch(&self, cleans: &[&CleanTrace], layer: usize, rows: &[f32]) -> Vec<f32> {
         let per_image = rows.len() / cleans.len();
         let (t, d) = (self.config.tokens(), self.config.hidden);
-        let site = self.config.rows(self.config.family.neuron_tokens());
+        let site = self.config.rows(self.neuron_tokens);
         let mut x = Vec::with_capacity(rows.len() / self.config.intermediate / site.len() * t * d);
         for (clean, rows) in cleans.iter().zip(rows.chunks_exact(per_image)) {
             let start = x.len();
@@ -110,7 +110,7 @@ impl Vit {
     fn set_site_output(&self, x: &mut [f32], layer: usize, mid: &[f32], rows: &[f32]) {
         let c = &self.config;
         let (t, d, f) = (c.tokens(), c.hidden, c.intermediate);
-        let site = c.rows(c.family.neuron_tokens());
+        let site = c.rows(self.neuron_tokens);
         let r = site.len();
         let s = rows.len() / (r * f);
         assert_eq!(x.len(), s * t * d, "one stream per row set");
@@ -142,7 +142,7 @@ impl Vit {
     fn branch_gradient(&self, layer: usize, stream_grad: &[f32]) -> Vec<f32> {
         let c = &self.config;
         let (t, d, f) = (c.tokens(), c.hidden, c.intermediate);
-        let site = c.rows(c.family.neuron_tokens());
+        let site = c.rows(self.neuron_tokens);
         let s = stream_grad.len() / (t * d);
         let rows = select_rows(stream_grad, s, t, site.clone(), d);
         let mut g = vec![0f32; s * site.len() * f];

@@ -1,70 +1,214 @@
 //! What distinguishes one ViT family from another, as options of one engine:
 //! the tokens before the patches, how the classifier reads the sequence, the FFN
-//! non-linearity. Loaders read it off the checkpoint; the forward and backward
-//! passes honour it; nothing else branches on the family.
+//! non-linearity, layer scale, a norm before block 0. Loaders read it off the
+//! checkpoint; the forward and backward passes honour it; nothing else branches
+//! on the family.
 
+use super::kernels;
 use super::site::Tokens;
+use rayon::prelude::*;
 use std::fmt;
 
 /// How the head reads the last block's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Readout {
-    /// The final LayerNorm at the CLS token, then the head (ViT, DeiT without
-    /// distillation).
+    /// The final norm at the CLS token, then the head (ViT; CLIP, whose norm is
+    /// `post_layernorm`).
     Cls,
+    /// The final norm at the CLS and the distillation token, a head on each, the
+    /// two logits averaged (DeiT distilled; the head holds both, side by side).
+    ClsAndDistillation,
     /// The mean of the patch tokens (prefix tokens excluded), then `fc_norm`, then
     /// the head (MAE fine-tuning with `global_pool`).
     MeanPatches,
+    /// The final norm at every token, then the CLS token and the mean of the patch
+    /// tokens (registers excluded) side by side, then the head (DINOv2's classifier).
+    ClsAndMeanPatches,
 }
 
-/// The FFN non-linearity.
+impl Readout {
+    /// Rows of the last block the readout reads (the block computes only those).
+    pub fn rows(self, tokens: usize) -> usize {
+        match self {
+            Readout::Cls => 1,
+            Readout::ClsAndDistillation => 2,
+            Readout::MeanPatches | Readout::ClsAndMeanPatches => tokens,
+        }
+    }
+
+    /// Width of the head's input for a model of width `hidden`.
+    pub fn width(self, hidden: usize) -> usize {
+        match self {
+            Readout::Cls | Readout::MeanPatches => hidden,
+            Readout::ClsAndDistillation | Readout::ClsAndMeanPatches => 2 * hidden,
+        }
+    }
+}
+
+/// The FFN non-linearity; a neuron is one unit of its output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FfnActivation {
     /// `x * Phi(x)`, the exact (erf) GELU.
     GeluErf,
+    /// `x * sigmoid(1.702 x)` (CLIP's `quick_gelu`).
+    QuickGelu,
+    /// The tanh approximation of GELU (`gelu_pytorch_tanh`, `gelu_new`).
+    GeluTanh,
+    /// `silu(gate) * up` from a fused `[gate | up]` projection (DINOv2 giant).
+    SwiGlu,
+}
+
+impl FfnActivation {
+    /// Width of fc1's output for `neurons` neurons.
+    pub fn fc1_width(self, neurons: usize) -> usize {
+        match self {
+            FfnActivation::SwiGlu => 2 * neurons,
+            _ => neurons,
+        }
+    }
+
+    /// `g = act(u)` for rows of `u` (`[rows, fc1 width]`) into `g` (`[rows, f]`); with
+    /// `keep`, `u` is replaced by what the backward multiplies by.
+    pub fn forward(self, u: &mut [f32], g: &mut [f32], f: usize, keep: bool) {
+        const ROWS: usize = 16;
+        let w = self.fc1_width(f);
+        let chunks = g.par_chunks_mut(f * ROWS).zip(u.par_chunks_mut(w * ROWS));
+        match (self, keep) {
+            (FfnActivation::GeluErf, true) => {
+                chunks.for_each(|(g, u)| kernels::gelu_keeping_derivative(u, g))
+            }
+            (FfnActivation::GeluErf, false) => chunks.for_each(|(g, u)| kernels::gelu(u, g)),
+            (FfnActivation::QuickGelu, keep) => {
+                chunks.for_each(|(g, u)| kernels::quick_gelu(u, g, keep))
+            }
+            (FfnActivation::GeluTanh, keep) => {
+                chunks.for_each(|(g, u)| kernels::tanh_gelu(u, g, keep))
+            }
+            (FfnActivation::SwiGlu, keep) => {
+                chunks.for_each(|(g, u)| kernels::swiglu(u, g, f, keep))
+            }
+        }
+    }
+
+    /// The gradient at fc1's output from `dg` at the neurons (`[rows, f]`) and the
+    /// derivative [`FfnActivation::forward`] kept.
+    pub fn backward(self, mut dg: Vec<f32>, kept: &[f32], f: usize) -> Vec<f32> {
+        const ROWS: usize = 16;
+        if self != FfnActivation::SwiGlu {
+            dg.par_chunks_mut(f * ROWS)
+                .zip(kept.par_chunks(f * ROWS))
+                .for_each(|(dg, kept)| kernels::mul_assign(dg, kept));
+            return dg;
+        }
+        let mut du = vec![0f32; 2 * dg.len()];
+        du.par_chunks_mut(2 * f)
+            .zip(dg.par_chunks(f))
+            .zip(kept.par_chunks(2 * f))
+            .for_each(|((du, dg), kept)| {
+                for (i, (du, k)) in du.iter_mut().zip(kept).enumerate() {
+                    *du = dg[i % f] * k;
+                }
+            });
+        du
+    }
 }
 
 /// A family's description.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Family {
-    /// Tokens before the patches, CLS first.
-    pub prefix_tokens: usize,
+    /// What the family is called, for people.
+    pub name: &'static str,
+    /// A distillation token after CLS (DeiT distilled).
+    pub distillation: bool,
+    /// Register tokens after CLS (DINOv2 with registers; they have no position
+    /// embedding and are not patches).
+    pub registers: usize,
     pub readout: Readout,
     pub activation: FfnActivation,
+    /// Per-channel scales of each residual branch (DINOv2), folded into the
+    /// attention output and fc2 weights at load.
+    pub layer_scale: bool,
+    /// A LayerNorm on the embeddings before block 0 (CLIP's `pre_layrnorm`).
+    pub norm_pre: bool,
+    /// Logits are a scaled cosine between the projected image embedding and
+    /// per-class text embeddings (CLIP zero-shot), not a linear head.
+    pub zero_shot: bool,
 }
 
 impl Family {
     /// The plain ViT: CLS, erf GELU, CLS readout.
     pub const VIT: Family = Family {
-        prefix_tokens: 1,
+        name: "ViT",
+        distillation: false,
+        registers: 0,
         readout: Readout::Cls,
         activation: FfnActivation::GeluErf,
+        layer_scale: false,
+        norm_pre: false,
+        zero_shot: false,
     };
 
     /// MAE fine-tuned with global pooling: as the ViT, read out by the patch mean.
     pub const MAE: Family = Family {
+        name: "MAE",
         readout: Readout::MeanPatches,
         ..Family::VIT
     };
 
+    /// Tokens before the patches: CLS, then the distillation token or registers.
+    pub fn prefix_tokens(&self) -> usize {
+        1 + usize::from(self.distillation) + self.registers
+    }
+
     /// The tokens a neuron lives at by default: where the paper's code puts it for
-    /// the family (the token the head reads; the patches for a mean readout).
+    /// the family (the CLS token; the patches for a mean readout, as its MAE code).
     pub fn neuron_tokens(&self) -> Tokens {
         match self.readout {
-            Readout::Cls => Tokens::Cls,
             Readout::MeanPatches => Tokens::Patches,
+            _ => Tokens::Cls,
         }
+    }
+
+    /// The options, one line each, for `inspect`.
+    pub fn options(&self) -> Vec<(&'static str, String)> {
+        let mut tokens = vec!["CLS".to_string()];
+        if self.distillation {
+            tokens.push("distillation".into());
+        }
+        if self.registers > 0 {
+            tokens.push(format!("{} registers", self.registers));
+        }
+        tokens.push("patches".into());
+        let readout = match self.readout {
+            Readout::Cls => "CLS token -> norm -> head",
+            Readout::ClsAndDistillation => "mean of a CLS head and a distillation head",
+            Readout::MeanPatches => "mean of the patch tokens -> fc_norm -> head",
+            Readout::ClsAndMeanPatches => "norm -> [CLS, mean of the patch tokens] -> head",
+        };
+        let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+        vec![
+            ("tokens", tokens.join(", ")),
+            (
+                "readout",
+                match self.zero_shot {
+                    true => {
+                        format!("{readout} (projection), cosine with class text embeddings x scale")
+                    }
+                    false => readout.into(),
+                },
+            ),
+            ("activation", format!("{:?}", self.activation)),
+            ("layer scale", yes_no(self.layer_scale)),
+            ("norm before block 0", yes_no(self.norm_pre)),
+        ]
     }
 }
 
 impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(match self.readout {
-            Readout::Cls => "ViT (CLS token -> LayerNorm -> head)",
-            Readout::MeanPatches => "MAE (mean of patch tokens -> fc_norm -> head)",
-        })
+        f.write_str(self.name)
     }
 }
 

@@ -7,8 +7,8 @@
 //! model's own: the backward pass and branching read it, nothing else does.
 
 use super::attention;
-use super::family::{Compat, Readout};
 use super::kernels::{self, LayerNormOut};
+use super::readout::ReadoutTape;
 use super::site::{Action, Activation, Intervention};
 use super::vit::{Block, LayerNorm, Vit};
 use rayon::prelude::*;
@@ -59,11 +59,6 @@ pub(super) struct BlockTape {
     pub act_grad: Vec<f32>,
     /// FFN rows overwritten by a [`Action::Replace`] (the gradient stops there).
     pub replaced: Option<Range<usize>>,
-}
-
-/// What the readout's backward needs: `xhat` and `1/std` of each norm applied.
-pub(super) struct ReadoutTape {
-    pub norms: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 pub(super) struct Tape {
@@ -137,7 +132,7 @@ impl Vit {
             if keep.residuals {
                 out.mid.push(x.clone());
             }
-            let site_rows = self.config.rows(self.config.family.neuron_tokens());
+            let site_rows = self.config.rows(self.neuron_tokens);
             let mid_rows = (keep.branch_point == Some(l))
                 .then(|| select_rows(&x, s, t, site_rows.clone(), d).into_owned());
             let ffn =
@@ -243,21 +238,14 @@ impl Vit {
             keep.tape.then_some((&mut xhat2, &mut rstd2)),
         );
         drop(xq);
-        let mut u = vec![0f32; s * q * f];
+        let activation = c.family.activation;
+        let mut u = vec![0f32; s * q * activation.fc1_width(f)];
         kernels::linear(&mut u, &h2, s * q, &block.fc1.w, &block.fc1.b);
         let mut g = vec![0f32; s * q * f];
-        if keep.tape {
-            g.par_chunks_mut(f * 16)
-                .zip(u.par_chunks_mut(f * 16))
-                .for_each(|(g, u)| kernels::gelu_keeping_derivative(u, g));
-        } else {
-            g.par_chunks_mut(f * 16)
-                .zip(u.par_chunks(f * 16))
-                .for_each(|(g, u)| kernels::gelu(u, g));
-        }
+        activation.forward(&mut u, &mut g, f, keep.tape);
         let replaced = intervention.and_then(|i| self.apply(i, &mut g, s, q));
         let neurons = if keep.residuals {
-            let rows = clip(c.rows(c.family.neuron_tokens()), q);
+            let rows = clip(c.rows(self.neuron_tokens), q);
             select_rows(&g, s, q, rows, f).into_owned()
         } else {
             Vec::new()
@@ -316,46 +304,6 @@ impl Vit {
             }
         }
     }
-
-    /// The logits of the last block's output `x`, and the readout's tape.
-    fn readout_forward(&self, x: &[f32], s: usize, tape: bool) -> (Vec<f32>, ReadoutTape) {
-        let c = &self.config;
-        let (t, d) = (c.tokens(), c.hidden);
-        let (mut pooled, applications) = match c.family.readout {
-            Readout::Cls => (select_rows(x, s, t, 0..1, d).into_owned(), 1),
-            Readout::MeanPatches => {
-                let patches = c.rows(super::site::Tokens::Patches);
-                let n = patches.len() as f32;
-                let mut pooled = vec![0f32; s * d];
-                for (seq, p) in x.chunks_exact(t * d).zip(pooled.chunks_exact_mut(d)) {
-                    for row in seq[patches.start * d..patches.end * d].chunks_exact(d) {
-                        kernels::add_assign(p, row);
-                    }
-                    p.iter_mut().for_each(|v| *v /= n);
-                }
-                // The paper's code applies fc_norm twice (QUIRKS.md).
-                let twice = self.compat == Compat::Reference;
-                (pooled, if twice { 2 } else { 1 })
-            }
-        };
-        let mut norms = Vec::new();
-        for _ in 0..applications {
-            let mut xhat = vec![0f32; if tape { s * d } else { 0 }];
-            let mut rstd = vec![0f32; if tape { s } else { 0 }];
-            let mut y = vec![0f32; s * d];
-            par_layer_norm(
-                &pooled,
-                &self.norm,
-                &mut y,
-                tape.then_some((&mut xhat, &mut rstd)),
-            );
-            norms.push((xhat, rstd));
-            pooled = y;
-        }
-        let mut logits = vec![0f32; s * c.classes];
-        kernels::linear(&mut logits, &pooled, s, &self.head.w, &self.head.b);
-        (logits, ReadoutTape { norms })
-    }
 }
 
 struct FfnOut {
@@ -392,7 +340,7 @@ pub(super) fn select_rows(
 
 const LN_ROWS_PER_TASK: usize = 32;
 
-fn par_layer_norm(
+pub(super) fn par_layer_norm(
     x: &[f32],
     ln: &LayerNorm,
     y: &mut [f32],

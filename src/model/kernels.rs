@@ -286,6 +286,58 @@ pub fn gelu_keeping_derivative(u: &mut [f32], g: &mut [f32]) {
     }
 }
 
+/// The logistic function.
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// Quick GELU `u * sigmoid(1.702 u)` (CLIP); with `keep`, `u` is replaced by its
+/// derivative `s + 1.702 u s (1 - s)`.
+pub fn quick_gelu(u: &mut [f32], g: &mut [f32], keep: bool) {
+    for (g, u) in g.iter_mut().zip(u) {
+        let s = sigmoid(1.702 * *u);
+        *g = *u * s;
+        if keep {
+            *u = s + 1.702 * *u * s * (1.0 - s);
+        }
+    }
+}
+
+/// The tanh approximation of GELU, `0.5 u (1 + tanh(k (u + 0.044715 u^3)))` with
+/// `k = sqrt(2 / pi)` (PyTorch's `gelu(approximate="tanh")`); with `keep`, `u` is
+/// replaced by its derivative.
+pub fn tanh_gelu(u: &mut [f32], g: &mut [f32], keep: bool) {
+    const K: f32 = 0.797_884_6;
+    for (g, u) in g.iter_mut().zip(u) {
+        let x = *u;
+        let z = K * (x + 0.044_715 * x * x * x);
+        let th = 1.0 - 2.0 / (exp(2.0 * z) + 1.0);
+        *g = 0.5 * x * (1.0 + th);
+        if keep {
+            *u = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * K * (1.0 + 3.0 * 0.044_715 * x * x);
+        }
+    }
+}
+
+/// SwiGLU on rows `u = [gate (f) | up (f)]`: `g = silu(gate) * up` (`[rows, f]`);
+/// with `keep`, each row of `u` becomes `[up * silu'(gate) | silu(gate)]`, the
+/// derivatives with respect to the gate and the up projection.
+pub fn swiglu(u: &mut [f32], g: &mut [f32], f: usize, keep: bool) {
+    for (u, g) in u.chunks_exact_mut(2 * f).zip(g.chunks_exact_mut(f)) {
+        let (gate, up) = u.split_at_mut(f);
+        for ((g, gate), up) in g.iter_mut().zip(gate).zip(up) {
+            let s = sigmoid(*gate);
+            let silu = *gate * s;
+            *g = silu * *up;
+            if keep {
+                *gate = *up * s * (1.0 + *gate * (1.0 - s));
+                *up = silu;
+            }
+        }
+    }
+}
+
 pub fn mul_assign(dst: &mut [f32], src: &[f32]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d *= s;
@@ -295,6 +347,64 @@ pub fn mul_assign(dst: &mut [f32], src: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each activation's kept derivative against central differences in f64.
+    #[test]
+    fn activation_derivatives_match_finite_differences() {
+        let xs: Vec<f32> = (-60..=60).map(|i| i as f32 * 0.1).collect();
+        let num = |f: &dyn Fn(f64) -> f64, x: f32| {
+            let (x, h) = (x as f64, 1e-5);
+            (f(x + h) - f(x - h)) / (2.0 * h)
+        };
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let quick = |x: f64| x * sig(1.702 * x);
+        let k = (2.0 / std::f64::consts::PI).sqrt();
+        let tanh_gelu_f = |x: f64| 0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh());
+        let silu = |x: f64| x * sig(x);
+        for (name, kernel, exact) in [
+            (
+                "quick",
+                quick_gelu as fn(&mut [f32], &mut [f32], bool),
+                &quick as &dyn Fn(f64) -> f64,
+            ),
+            ("tanh", tanh_gelu, &tanh_gelu_f),
+        ] {
+            let mut u = xs.clone();
+            let mut g = vec![0f32; xs.len()];
+            kernel(&mut u, &mut g, true);
+            for ((&x, &g), &d) in xs.iter().zip(&g).zip(&u) {
+                assert!(
+                    (g as f64 - exact(x as f64)).abs() < 1e-5,
+                    "{name}({x}) = {g}"
+                );
+                assert!(
+                    (d as f64 - num(exact, x)).abs() < 1e-4,
+                    "{name}'({x}) = {d}"
+                );
+            }
+        }
+        // SwiGLU: gate = x, up = 0.7 - x.
+        let f = xs.len();
+        let mut u: Vec<f32> = xs
+            .iter()
+            .copied()
+            .chain(xs.iter().map(|x| 0.7 - x))
+            .collect();
+        let mut g = vec![0f32; f];
+        swiglu(&mut u, &mut g, f, true);
+        for (i, &x) in xs.iter().enumerate() {
+            let up = 0.7 - x as f64;
+            assert!((g[i] as f64 - silu(x as f64) * up).abs() < 1e-5);
+            assert!(
+                (u[i] as f64 - up * num(&silu, x)).abs() < 1e-4,
+                "d gate at {x}"
+            );
+            assert!(
+                (u[f + i] as f64 - silu(x as f64)).abs() < 1e-5,
+                "d up at {x}"
+            );
+        }
+    }
 
     #[test]
     fn exp_and_erf_match_libm_closely() {

@@ -12,6 +12,7 @@ pub mod forward;
 pub mod gpu;
 pub mod kernels;
 pub mod npy;
+pub mod readout;
 pub mod site;
 pub mod vit;
 
@@ -20,4 +21,4 @@ pub use branch::Progression;
 pub use checkpoint::{load, LoadOptions};
 pub use family::{Compat, Family, FfnActivation, Readout};
 pub use site::{Action, Intervention, Site, Tokens};
-pub use vit::{CleanTrace, Layout, Normalization, Vit, VitConfig};
+pub use vit::{CleanTrace, Layout, Normalization, Vit, VitConfig, ZeroShot};

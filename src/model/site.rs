@@ -6,6 +6,7 @@
 //! [`Intervention`] pairs a site with an [`Action`]; the forward pass applies it,
 //! and the backward pass reports gradients keyed by site.
 
+use super::family::Family;
 use anyhow::{bail, Context, Result};
 use std::fmt;
 use std::ops::Range;
@@ -32,6 +33,8 @@ impl Activation {
 pub enum Tokens {
     /// The CLS token (the paper's neuron for the plain ViT).
     Cls,
+    /// The distillation token (DeiT distilled; the second token).
+    Distillation,
     /// Every patch token, prefix tokens excluded (the paper's neuron for MAE: one
     /// FFN channel across the patches).
     Patches,
@@ -40,22 +43,30 @@ pub enum Tokens {
 }
 
 impl Tokens {
-    pub const ALL: [Tokens; 3] = [Tokens::Cls, Tokens::Patches, Tokens::All];
+    pub const ALL: [Tokens; 4] = [
+        Tokens::Cls,
+        Tokens::Distillation,
+        Tokens::Patches,
+        Tokens::All,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Tokens::Cls => "cls",
+            Tokens::Distillation => "dist",
             Tokens::Patches => "patches",
             Tokens::All => "all",
         }
     }
 
-    /// The rows these tokens occupy in a sequence of `tokens` rows whose first
-    /// `prefix` rows are prefix tokens (CLS first).
-    pub fn rows(self, prefix: usize, tokens: usize) -> Range<usize> {
+    /// The rows these tokens occupy in a sequence of `tokens` rows of a model of
+    /// `family` (empty when the family has no such token).
+    pub fn rows(self, family: &Family, tokens: usize) -> Range<usize> {
         match self {
             Tokens::Cls => 0..1,
-            Tokens::Patches => prefix..tokens,
+            Tokens::Distillation if family.distillation => 1..2,
+            Tokens::Distillation => 1..1,
+            Tokens::Patches => family.prefix_tokens()..tokens,
             Tokens::All => 0..tokens,
         }
     }
@@ -106,7 +117,7 @@ impl FromStr for Site {
             bail!("{s:?}: unknown activation {activation:?} (known: mlp.post)");
         }
         let Some(tokens) = Tokens::ALL.into_iter().find(|t| t.name() == tokens) else {
-            bail!("{s:?}: unknown tokens {tokens:?} (known: cls, patches, all)");
+            bail!("{s:?}: unknown tokens {tokens:?} (known: cls, dist, patches, all)");
         };
         Ok(Site::mlp_post(block, tokens))
     }
@@ -170,7 +181,7 @@ mod tests {
             "blocks.3.mlp.post",
             "blocks.x.mlp.post@cls",
             "blocks.3.attn.out@cls",
-            "blocks.3.mlp.post@dist",
+            "blocks.3.mlp.post@distillation",
             "layer.3.mlp.post@cls",
         ] {
             assert!(bad.parse::<Site>().is_err(), "{bad}");
@@ -179,8 +190,21 @@ mod tests {
 
     #[test]
     fn token_rows() {
-        assert_eq!(Tokens::Cls.rows(1, 65), 0..1);
-        assert_eq!(Tokens::Patches.rows(1, 65), 1..65);
-        assert_eq!(Tokens::All.rows(1, 65), 0..65);
+        let vit = Family::VIT;
+        assert_eq!(Tokens::Cls.rows(&vit, 65), 0..1);
+        assert_eq!(Tokens::Patches.rows(&vit, 65), 1..65);
+        assert_eq!(Tokens::All.rows(&vit, 65), 0..65);
+        assert!(Tokens::Distillation.rows(&vit, 65).is_empty());
+        let deit = Family {
+            distillation: true,
+            ..Family::VIT
+        };
+        assert_eq!(Tokens::Distillation.rows(&deit, 66), 1..2);
+        assert_eq!(Tokens::Patches.rows(&deit, 66), 2..66);
+        let dinov2 = Family {
+            registers: 4,
+            ..Family::VIT
+        };
+        assert_eq!(Tokens::Patches.rows(&dinov2, 21), 5..21);
     }
 }

@@ -5,7 +5,7 @@
 //! embedding, `L` blocks of `x += Attn(LN1(x)); x += FFN(LN2(x))`, then the
 //! family's readout ([`Readout`]) and a linear head.
 
-use super::family::{Compat, Family, Readout};
+use super::family::{Compat, Family};
 use super::forward::Keep;
 use super::kernels;
 use super::site::{Site, Tokens};
@@ -32,20 +32,14 @@ impl VitConfig {
     }
     /// Sequence length: the prefix tokens (CLS, ...) and the patches.
     pub fn tokens(&self) -> usize {
-        self.patches() + self.family.prefix_tokens
+        self.patches() + self.family.prefix_tokens()
     }
     /// The rows `tokens` occupy in a sequence.
     pub fn rows(&self, tokens: Tokens) -> Range<usize> {
-        tokens.rows(self.family.prefix_tokens, self.tokens())
+        tokens.rows(&self.family, self.tokens())
     }
     pub fn head_dim(&self) -> usize {
         self.hidden / self.heads
-    }
-    pub fn parameter_count(&self) -> usize {
-        let (d, f, l) = (self.hidden, self.intermediate, self.layers);
-        let patch = self.channels * self.patch_size * self.patch_size * d + d;
-        let block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * f + f) + (f * d + d);
-        patch + d + self.tokens() * d + l * block + 2 * d + d * self.classes + self.classes
     }
 }
 
@@ -74,6 +68,16 @@ pub struct Block {
     pub fc2: Linear,
 }
 
+/// A zero-shot classifier (CLIP): `logits[c] = scale * <e / |e|, text[c]>` for the
+/// projected image embedding `e`.
+#[derive(Clone, Debug)]
+pub struct ZeroShot {
+    /// `[classes, embedding]`, one class text embedding per row (used as given).
+    pub text: Vec<f32>,
+    /// The multiplier (CLIP's `logit_scale.exp()`, 100 for the released models).
+    pub scale: f32,
+}
+
 /// Where the weights came from, for `inspect` and the output records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -100,16 +104,27 @@ pub struct Vit {
     pub config: VitConfig,
     /// Conv weight flattened to `[hidden, channels * patch * patch]` in (c, y, x) order.
     pub patch_embed: Linear,
-    pub cls_token: Vec<f32>,
-    /// `[tokens, hidden]`
+    /// The prefix tokens, `[prefix, hidden]`: CLS, then the distillation token or
+    /// the registers.
+    pub prefix: Vec<f32>,
+    /// `[tokens, hidden]`, added to every token (zero rows where a family adds
+    /// none, as DINOv2's registers).
     pub pos_embed: Vec<f32>,
+    /// A LayerNorm on the embeddings before block 0 (CLIP).
+    pub norm_pre: Option<LayerNorm>,
     pub blocks: Vec<Block>,
-    /// The norm the readout applies before the head: the final LayerNorm for a CLS
-    /// readout, `fc_norm` for a mean-pooled one.
+    /// The norm the readout applies before the head: the final LayerNorm (CLIP's
+    /// `post_layernorm`), or `fc_norm` after a patch mean.
     pub norm: LayerNorm,
+    /// The head on the readout (`[classes, readout width]`), or, for a zero-shot
+    /// model, the projection to the embedding space (`[embedding, hidden]`).
     pub head: Linear,
+    pub zero_shot: Option<ZeroShot>,
     /// Whose arithmetic the forward follows where they differ (MAE's `fc_norm`).
     pub compat: Compat,
+    /// Where the neurons live: the family's default ([`Family::neuron_tokens`]) or
+    /// another token set (the distillation token, the patches, every token).
+    pub neuron_tokens: Tokens,
     pub layout: Layout,
     pub class_names: Option<Vec<String>>,
     /// The checkpoint's own input normalisation.
@@ -158,20 +173,48 @@ impl Vit {
     /// Where block `block`'s neurons live: the FFN post-activation at the family's
     /// neuron tokens (CLS for the ViT; the patches for MAE, as the paper's code).
     pub fn neuron_site(&self, block: usize) -> Site {
-        Site::mlp_post(block, self.config.family.neuron_tokens())
+        Site::mlp_post(block, self.neuron_tokens)
     }
 
     /// Token rows of the neuron site.
     pub fn neuron_rows(&self) -> usize {
-        self.config.rows(self.config.family.neuron_tokens()).len()
+        self.config.rows(self.neuron_tokens).len()
     }
 
-    /// Rows of the last block the readout reads (only those are computed).
+    /// Rows of the last block that are computed: those the readout reads, and the
+    /// neuron rows.
     pub(super) fn readout_rows(&self) -> usize {
-        match self.config.family.readout {
-            Readout::Cls => 1,
-            Readout::MeanPatches => self.config.tokens(),
-        }
+        let c = &self.config;
+        c.family
+            .readout
+            .rows(c.tokens())
+            .max(c.rows(self.neuron_tokens).end)
+    }
+
+    /// The number of weights (layer scales counted in the layers they are folded into).
+    pub fn parameter_count(&self) -> usize {
+        let linear = |l: &Linear| l.w.len() + l.b.len();
+        let norm = |n: &LayerNorm| n.gamma.len() + n.beta.len();
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                norm(&b.ln1)
+                    + linear(&b.qkv)
+                    + linear(&b.proj)
+                    + norm(&b.ln2)
+                    + linear(&b.fc1)
+                    + linear(&b.fc2)
+            })
+            .sum();
+        linear(&self.patch_embed)
+            + self.prefix.len()
+            + self.pos_embed.len()
+            + self.norm_pre.as_ref().map_or(0, norm)
+            + blocks
+            + norm(&self.norm)
+            + linear(&self.head)
+            + self.zero_shot.as_ref().map_or(0, |z| z.text.len())
     }
 
     /// Tokens `[tokens, hidden]` of a normalised CHW image: CLS, patches, positions.
@@ -198,15 +241,26 @@ impl Vit {
             }
         }
         let mut tokens = vec![0f32; c.tokens() * d];
-        tokens[..d].copy_from_slice(&self.cls_token);
+        let prefix = self.prefix.len();
+        tokens[..prefix].copy_from_slice(&self.prefix);
         kernels::linear(
-            &mut tokens[c.family.prefix_tokens * d..],
+            &mut tokens[prefix..],
             &patches,
             c.patches(),
             &self.patch_embed.w,
             &self.patch_embed.b,
         );
         kernels::add_assign(&mut tokens, &self.pos_embed);
+        if let Some(ln) = &self.norm_pre {
+            let mut normed = vec![0f32; tokens.len()];
+            let out = kernels::LayerNormOut {
+                y: &mut normed,
+                xhat: None,
+                rstd: None,
+            };
+            kernels::layer_norm(&tokens, &ln.gamma, &ln.beta, ln.eps, out);
+            return normed;
+        }
         tokens
     }
 

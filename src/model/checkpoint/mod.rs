@@ -7,6 +7,7 @@ mod google;
 mod huggingface;
 mod pytorch;
 mod timm;
+mod zero_shot;
 
 use super::vit::{LayerNorm, Linear, Vit, VitConfig};
 use anyhow::{bail, Context, Result};
@@ -22,6 +23,14 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 pub struct LoadOptions {
     /// Attention heads, for timm files (which store no head count).
     pub heads: Option<usize>,
+    /// A zero-shot classifier for a CLIP tower: a `.npy` of class text embeddings,
+    /// `[classes, embedding]`, one row per class.
+    pub classifier: Option<PathBuf>,
+    /// Its logit scale (the multiplier; default: a `logit_scale.npy` beside the
+    /// classifier, else CLIP's 100).
+    pub logit_scale: Option<f32>,
+    /// Its class names, one per line.
+    pub class_names: Option<PathBuf>,
 }
 
 /// Loads a Hugging Face directory, a timm `.safetensors` or PyTorch `.pth`/`.pt`
@@ -31,7 +40,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
     #[cfg(feature = "cuda")]
     super::gpu::forget_weights();
     if path.is_dir() {
-        return huggingface::load(path);
+        return huggingface::load(path, options);
     }
     if !path.exists() {
         bail!("{}: no such checkpoint file or directory", path.display());
@@ -359,6 +368,11 @@ impl Scope<'_> {
             "" => s.to_string(),
             p => format!("{p}.{s}"),
         }
+    }
+
+    pub(crate) fn take(&mut self, s: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let name = self.name(s);
+        self.tensors.take(&name, shape)
     }
 
     /// `{s}.weight` `[out, inp]` and `{s}.bias` `[out]`.
