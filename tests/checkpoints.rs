@@ -76,7 +76,10 @@ fn tensors_of_other_families_are_refused_by_name() {
     .unwrap();
     std::fs::write(swin.join("model.safetensors"), b"").unwrap();
     let (ok, err) = inspect(&swin);
-    assert!(!ok && err.contains("swin") && err.contains("config.json"), "{err}");
+    assert!(
+        !ok && err.contains("swin") && err.contains("config.json"),
+        "{err}"
+    );
 }
 
 #[test]

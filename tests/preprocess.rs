@@ -30,6 +30,7 @@ fn bilinear_resize_and_normalisation_match_pil_and_torchvision() {
     let imagenet = Normalization {
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
+        geometry: Default::default(),
         source: String::new(),
     };
     for name in ["smooth-400x300", "cat-32x32"] {
@@ -77,4 +78,56 @@ fn corrupt_inputs_are_errors_that_name_the_problem() {
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bicubic_resize_is_bit_identical_to_pil() {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    for (name, width, height) in [("smooth-400x300", 137, 101), ("cat-32x32", 80, 80)] {
+        let source =
+            decode::open(&common::shared(&format!("reference/preprocess/{name}.png"))).unwrap();
+        let want =
+            decode::open(&here.join(format!("{name}-bicubic-{width}x{height}.png"))).unwrap();
+        let got = resize::resize(&source, width, height, neuronpath::model::Filter::Bicubic);
+        assert_eq!((got.width, got.height), (want.width, want.height));
+        let differ = got
+            .pixels
+            .iter()
+            .zip(&want.pixels)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(
+            differ, 0,
+            "{name}: {differ} bytes differ from PIL's bicubic resize"
+        );
+    }
+}
+
+#[test]
+fn shortest_edge_resize_and_centre_crop_match_pil() {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let source = decode::open(&common::shared("reference/preprocess/smooth-400x300.png")).unwrap();
+    let want = decode::open(&here.join("smooth-400x300-edge40-crop32.png")).unwrap();
+    let identity = Normalization {
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        geometry: neuronpath::model::Geometry {
+            size: None,
+            shortest_edge: Some(40),
+            crop: true,
+            filter: neuronpath::model::Filter::Bicubic,
+        },
+        source: String::new(),
+    };
+    let got = to_tensor(&source, 32, &identity);
+    let plane = 32 * 32;
+    for (i, px) in want.pixels.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            assert_eq!(
+                got[c * plane + i],
+                px[c] as f32 / 255.0,
+                "pixel {i} channel {c}"
+            );
+        }
+    }
 }

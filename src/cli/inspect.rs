@@ -64,5 +64,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "normalise    mean {:?} std {:?} ({})",
         n.mean, n.std, n.source
     );
+    let g = &n.geometry;
+    let resize = match (g.shortest_edge, g.size) {
+        (Some(edge), _) => format!("shortest edge to {edge}"),
+        (None, Some((h, w))) => format!("to {w}x{h}"),
+        (None, None) => format!("to {0}x{0}", c.image_size),
+    };
+    let crop = if g.crop {
+        format!(", centre crop {0}x{0}", c.image_size)
+    } else {
+        String::new()
+    };
+    println!("resize       {resize} ({:?}){crop}", g.filter);
     Ok(ExitCode::SUCCESS)
 }

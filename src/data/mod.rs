@@ -4,7 +4,7 @@ pub mod decode;
 pub mod folder;
 pub mod resize;
 
-use crate::model::{Normalization, Vit};
+use crate::model::{Geometry, Normalization, Vit};
 use anyhow::Result;
 use std::path::Path;
 
@@ -44,9 +44,10 @@ pub fn normalization(vit: &Vit, preset: Preset) -> Normalization {
     }
 }
 
-/// Bilinear resize to `size x size` (no crop), `/255`, `(x - mean) / std`, CHW.
+/// Resized (and cropped) to `size x size` as `norm.geometry` says, `/255`,
+/// `(x - mean) / std`, CHW.
 pub fn to_tensor(img: &RgbImage, size: usize, norm: &Normalization) -> Vec<f32> {
-    let img = resize::resize_bilinear(img, size, size);
+    let img = fit(img, size, &norm.geometry);
     let plane = size * size;
     let mut out = vec![0f32; 3 * plane];
     for (i, px) in img.pixels.chunks_exact(3).enumerate() {
@@ -55,6 +56,34 @@ pub fn to_tensor(img: &RgbImage, size: usize, norm: &Normalization) -> Vec<f32> 
         }
     }
     out
+}
+
+/// The image brought to `size x size`: with a crop, resized as the geometry says
+/// (Hugging Face's rounding: the long side truncated) and centre-cropped; without
+/// one, or when the resized image would be smaller than the crop, resized straight
+/// to the size.
+fn fit(img: &RgbImage, size: usize, g: &Geometry) -> RgbImage {
+    let (w, h) = (img.width, img.height);
+    let (rh, rw) = match (g.shortest_edge, g.size) {
+        (Some(edge), _) if w <= h => ((edge * h) / w.max(1), edge),
+        (Some(edge), _) => (edge, (edge * w) / h.max(1)),
+        (None, Some(hw)) => hw,
+        (None, None) => (size, size),
+    };
+    if !g.crop || rh < size || rw < size {
+        return resize::resize(img, size, size, g.filter);
+    }
+    let resized = resize::resize(img, rw, rh, g.filter);
+    let (top, left) = ((rh - size) / 2, (rw - size) / 2);
+    let mut pixels = Vec::with_capacity(size * size * 3);
+    for y in top..top + size {
+        pixels.extend_from_slice(&resized.pixels[(y * rw + left) * 3..(y * rw + left + size) * 3]);
+    }
+    RgbImage {
+        width: size,
+        height: size,
+        pixels,
+    }
 }
 
 /// Reads an image file and prepares it for `vit`.

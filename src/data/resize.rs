@@ -1,8 +1,10 @@
-//! PIL's `Image.resize(size, BILINEAR)`: a separable, antialiased triangle filter
-//! in 22-bit fixed point, horizontal pass then vertical, each rounded to 8 bits.
-//! torchvision's `Resize` on a PIL image calls exactly this.
+//! PIL's `Image.resize(size, BILINEAR | BICUBIC)`: a separable, antialiased filter
+//! (triangle, or Keys' cubic with a = -0.5) in 22-bit fixed point, horizontal pass
+//! then vertical, each rounded to 8 bits. torchvision's `Resize` and Hugging Face's
+//! image processors on a PIL image call exactly this.
 
 use super::decode::RgbImage;
+use crate::model::Filter;
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -12,10 +14,28 @@ struct Taps {
     weights: Vec<Vec<i32>>,
 }
 
-fn taps(in_size: usize, out_size: usize) -> Taps {
+/// The filter's support (in input pixels at scale 1) and its kernel.
+fn kernel(filter: Filter) -> (f64, fn(f64) -> f64) {
+    match filter {
+        Filter::Bilinear => (1.0, |t| if t < 1.0 { 1.0 - t } else { 0.0 }),
+        Filter::Bicubic => (2.0, |t| {
+            const A: f64 = -0.5;
+            if t < 1.0 {
+                ((A + 2.0) * t - (A + 3.0)) * t * t + 1.0
+            } else if t < 2.0 {
+                (((t - 5.0) * t + 8.0) * t - 4.0) * A
+            } else {
+                0.0
+            }
+        }),
+    }
+}
+
+fn taps(in_size: usize, out_size: usize, filter: Filter) -> Taps {
     let scale = in_size as f64 / out_size as f64;
     let filter_scale = scale.max(1.0);
-    let support = filter_scale; // bilinear support 1.0, stretched when shrinking
+    let (base, k) = kernel(filter);
+    let support = base * filter_scale; // stretched when shrinking
     let mut start = Vec::with_capacity(out_size);
     let mut weights = Vec::with_capacity(out_size);
     for xx in 0..out_size {
@@ -23,14 +43,7 @@ fn taps(in_size: usize, out_size: usize) -> Taps {
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
         let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
         let w: Vec<f64> = (xmin..xmax)
-            .map(|x| {
-                let t = ((x as f64 - center + 0.5) / filter_scale).abs();
-                if t < 1.0 {
-                    1.0 - t
-                } else {
-                    0.0
-                }
-            })
+            .map(|x| k(((x as f64 - center + 0.5) / filter_scale).abs()))
             .collect();
         let total: f64 = w.iter().sum();
         let fixed = w
@@ -51,11 +64,16 @@ fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Resizes to `width x height`; the same size returns the image unchanged, as PIL.
+/// Bilinear resize to `width x height`; the same size returns the image unchanged, as PIL.
 pub fn resize_bilinear(img: &RgbImage, width: usize, height: usize) -> RgbImage {
+    resize(img, width, height, Filter::Bilinear)
+}
+
+/// Resizes to `width x height` with `filter`; the same size returns the image unchanged.
+pub fn resize(img: &RgbImage, width: usize, height: usize, filter: Filter) -> RgbImage {
     let mut current = img.clone();
     if width != current.width {
-        let t = taps(current.width, width);
+        let t = taps(current.width, width, filter);
         let mut out = vec![0u8; width * current.height * 3];
         for y in 0..current.height {
             let row = &current.pixels[y * current.width * 3..];
@@ -76,7 +94,7 @@ pub fn resize_bilinear(img: &RgbImage, width: usize, height: usize) -> RgbImage 
         };
     }
     if height != current.height {
-        let t = taps(current.height, height);
+        let t = taps(current.height, height, filter);
         let w3 = current.width * 3;
         let mut out = vec![0u8; w3 * height];
         for y in 0..height {

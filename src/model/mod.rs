@@ -21,4 +21,4 @@ pub use branch::Progression;
 pub use checkpoint::{load, LoadOptions};
 pub use family::{Compat, Family, FfnActivation, Readout};
 pub use site::{Action, Intervention, Site, Tokens};
-pub use vit::{CleanTrace, Layout, Normalization, Vit, VitConfig, ZeroShot};
+pub use vit::{CleanTrace, Filter, Geometry, Layout, Normalization, Vit, VitConfig, ZeroShot};

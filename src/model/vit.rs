@@ -131,24 +131,50 @@ pub struct Vit {
     pub normalization: Normalization,
 }
 
-/// Per-channel `(x - mean) / std` applied to pixels in `[0, 1]`.
+/// How an image becomes the model's input: [`Geometry`], then per-channel
+/// `(x - mean) / std` on pixels in `[0, 1]`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Normalization {
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    pub geometry: Geometry,
     /// Where these numbers came from, for the user.
     pub source: String,
 }
 
 impl Normalization {
-    /// ImageNet's mean and std (the paper's code uses them for every model).
+    /// ImageNet's mean and std, the image resized straight to the model's size
+    /// (bilinear, no crop): what the paper's code does for every model.
     pub fn imagenet(source: &str) -> Normalization {
         Normalization {
             mean: super::checkpoint::IMAGENET_MEAN,
             std: super::checkpoint::IMAGENET_STD,
+            geometry: Geometry::default(),
             source: source.into(),
         }
     }
+}
+
+/// PIL's resampling filters that preprocessors use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Filter {
+    #[default]
+    Bilinear,
+    Bicubic,
+}
+
+/// The resize (and centre crop) that brings an image to the model's size, as a
+/// checkpoint's `preprocessor_config.json` says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Geometry {
+    /// `(height, width)` to resize to; `None`: the model's size.
+    pub size: Option<(usize, usize)>,
+    /// Resize the shortest edge to this (aspect kept) instead.
+    pub shortest_edge: Option<usize>,
+    /// Centre-crop to the model's size after resizing.
+    pub crop: bool,
+    pub filter: Filter,
 }
 
 /// The clean forward pass of one image, kept for branching interventions from it.

@@ -6,7 +6,9 @@
 
 use super::{assemble, check_consumed, fuse_qkv, Scope, Tensors, IMAGENET_MEAN, IMAGENET_STD};
 use crate::model::family::{Compat, Family, FfnActivation, Readout};
-use crate::model::vit::{Block, Layout, Linear, Normalization, Vit, VitConfig, ZeroShot};
+use crate::model::vit::{
+    Block, Filter, Geometry, Layout, Linear, Normalization, Vit, VitConfig, ZeroShot,
+};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::Path;
@@ -430,6 +432,41 @@ fn read_preprocessor(path: &Path) -> Result<Normalization> {
     Ok(Normalization {
         mean,
         std,
+        geometry: geometry(&json, path)?,
         source: format!("{}", path.display()),
+    })
+}
+
+/// The resize and crop of a `preprocessor_config.json` (`size` as height/width or
+/// shortest_edge, `do_center_crop` + `crop_size`, `resample`).
+fn geometry(json: &Value, path: &Path) -> Result<Geometry> {
+    let size = json.get("size");
+    let dim = |v: Option<&Value>, key: &str| {
+        v.and_then(|v| v.get(key))
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+    };
+    let filter = match json.get("resample").and_then(Value::as_u64) {
+        None | Some(2) => Filter::Bilinear,
+        Some(3) => Filter::Bicubic,
+        Some(other) => bail!(
+            "{}: resample {other} is not supported (2 bilinear, 3 bicubic)",
+            path.display()
+        ),
+    };
+    let resize = json
+        .get("do_resize")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    Ok(Geometry {
+        size: resize
+            .then(|| dim(size, "height").zip(dim(size, "width")))
+            .flatten(),
+        shortest_edge: resize.then(|| dim(size, "shortest_edge")).flatten(),
+        crop: json
+            .get("do_center_crop")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        filter,
     })
 }

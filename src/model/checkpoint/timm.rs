@@ -137,6 +137,7 @@ impl Beside {
                 Normalization {
                     mean,
                     std,
+                    geometry: Default::default(),
                     source: path.display().to_string(),
                 }
             }
