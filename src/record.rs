@@ -5,7 +5,7 @@
 //! present (by their [`Record::key`]) are skipped.
 
 use crate::data::Preset;
-use crate::model::{Compat, Site};
+use crate::model::{Compat, Site, Tokens};
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -197,6 +197,24 @@ pub fn compat_of(records: &[PathRecord], file: &Path) -> Result<Compat> {
         );
     }
     Ok(first.compat)
+}
+
+/// The tokens the paths' neurons live at (all records must agree; none for older
+/// files, which predate sites).
+pub fn tokens_of(records: &[PathRecord], file: &Path) -> Result<Option<Tokens>> {
+    let tokens = |r: &PathRecord| r.sites.first().map(|s| s.tokens);
+    let Some(first) = records.first() else {
+        bail!("{}: no path records", file.display());
+    };
+    if let Some(r) = records.iter().find(|r| tokens(r) != tokens(first)) {
+        bail!(
+            "{}: paths of neurons at different tokens (e.g. {} and {})",
+            file.display(),
+            first.image,
+            r.image
+        );
+    }
+    Ok(tokens(first))
 }
 
 /// Creates the folder `path` will be written in, when missing.

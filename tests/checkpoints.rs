@@ -180,19 +180,21 @@ fn mae_runs_through_paths_manipulate_stats_and_report() {
         "--out".as_ref(),
         dir.join("r.html").as_os_str(),
     ]);
-    // The plain ViT refuses paths found at another model's sites.
+    // The plain ViT refuses paths of neurons at a token it has not.
+    let dist = dir.join("dist.jsonl");
+    std::fs::write(&dist, text.replace("@patches", "@dist")).unwrap();
     let out = neuronpath()
         .args(["manipulate", "--images"])
         .arg(&images)
         .arg("--paths")
-        .arg(&paths)
+        .arg(&dist)
         .arg("--out")
         .arg(dir.join("wrong.jsonl"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("@patches") && err.contains("@cls"),
+        !out.status.success() && err.contains("dist.jsonl") && err.contains("dist token"),
         "{err}"
     );
 }

@@ -50,12 +50,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             );
         }
     }
+    let norm = super::as_found(&mut vit, &records, &args.input.paths)?;
     for r in &records {
         check_path(&vit, r).with_context(|| args.input.paths.display().to_string())?;
     }
-    let preset = neuronpath::record::preprocess_of(&records, &args.input.paths)?;
-    vit.compat = neuronpath::record::compat_of(&records, &args.input.paths)?;
-    let norm = data::normalization(&vit, preset);
     let ops: &[Op] = match args.op {
         OpChoice::Remove => &[Op::Remove],
         OpChoice::Enhance => &[Op::Enhance],

@@ -168,6 +168,36 @@ pub fn compat_parser() -> impl clap::builder::TypedValueParser<Value = neuronpat
     clap::builder::PossibleValuesParser::new(names).map(|s| s.parse().expect("a listed value"))
 }
 
+/// Parses `--tokens` into the library's [`neuronpath::model::Tokens`], listing its values in `--help`.
+pub fn tokens_parser() -> impl clap::builder::TypedValueParser<Value = neuronpath::model::Tokens> {
+    use clap::builder::TypedValueParser;
+    let names = neuronpath::model::Tokens::ALL.map(|t| t.name());
+    clap::builder::PossibleValuesParser::new(names).map(|s| s.parse().expect("a listed value"))
+}
+
+/// Sets `vit` up as the paths of `records` (read from `file`) were found: the same
+/// arithmetic and neuron tokens; returns the preprocessing they were found with.
+pub fn as_found(
+    vit: &mut neuronpath::model::Vit,
+    records: &[neuronpath::record::PathRecord],
+    file: &std::path::Path,
+) -> anyhow::Result<neuronpath::model::Normalization> {
+    use neuronpath::record;
+    vit.compat = record::compat_of(records, file)?;
+    if let Some(tokens) = record::tokens_of(records, file)? {
+        if vit.config.rows(tokens).is_empty() {
+            anyhow::bail!(
+                "{}: paths of neurons at the {} token, which this model has not",
+                file.display(),
+                tokens.name()
+            );
+        }
+        vit.neuron_tokens = tokens;
+    }
+    let preset = record::preprocess_of(records, file)?;
+    Ok(neuronpath::data::normalization(vit, preset))
+}
+
 /// A progress bar over `len` items named `unit`, with rate and ETA.
 pub fn progress(len: usize, unit: &str) -> indicatif::ProgressBar {
     indicatif::ProgressBar::new(len as u64).with_style(

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use neuronpath::attribution::{Attributor, ImageContext, Integration, Method, ScoreForm, Target};
 use neuronpath::data::{self, ImageEntry, ImageSet, Preset};
-use neuronpath::model::Compat;
+use neuronpath::model::{Compat, Tokens};
 use neuronpath::numeric::argmax;
 use neuronpath::record::{PathRecord, RecordFile};
 use std::path::PathBuf;
@@ -55,6 +55,11 @@ pub struct Args {
     /// --preprocess reference. For the plain ViT both give the same paths and scores.
     #[arg(long, default_value = "principled", value_parser = super::compat_parser())]
     compat: Compat,
+    /// Where a neuron lives (its site's tokens): `cls`; `dist`, DeiT's distillation
+    /// token; `patches`, one FFN channel across the patch tokens; `all`, across every
+    /// token. Default: the family's (cls; patches for MAE, as the paper's code).
+    #[arg(long, value_parser = super::tokens_parser())]
+    tokens: Option<Tokens>,
     /// Images processed together (default: as many as keep ~8k token rows per pass).
     /// A killed run loses at most the batch in flight.
     #[arg(long)]
@@ -67,6 +72,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let mut vit = args.run.model.load()?;
     vit.compat = args.compat;
+    if let Some(tokens) = args.tokens {
+        if vit.config.rows(tokens).is_empty() {
+            bail!("--tokens {}: this model has no such token", tokens.name());
+        }
+        vit.neuron_tokens = tokens;
+    }
     let preprocess = args.preprocess.unwrap_or(match args.compat {
         Compat::Principled => Preset::Checkpoint,
         Compat::Reference => Preset::Reference,

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use neuronpath::attribution::{ImageContext, Target};
-use neuronpath::data::{self, ImageSet};
+use neuronpath::data::ImageSet;
 use neuronpath::experiments::prune::{self, PruneReport, PruneResult, PruneSettings, PruneTally};
 use neuronpath::experiments::stats::path_stats;
 use neuronpath::record::{read_records, PathRecord};
@@ -72,9 +72,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
     }
     let build_paths = stats.classes.iter().map(|c| c.images).sum();
-    let preset = neuronpath::record::preprocess_of(&records, &args.input.paths)?;
-    vit.compat = neuronpath::record::compat_of(&records, &args.input.paths)?;
-    let norm = data::normalization(&vit, preset);
+    let norm = super::as_found(&mut vit, &records, &args.input.paths)?;
     let settings = PruneSettings {
         top_k: args.top_k,
         fraction: args.fraction,

@@ -72,6 +72,17 @@ impl Tokens {
     }
 }
 
+impl FromStr for Tokens {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Tokens> {
+        match Tokens::ALL.into_iter().find(|t| t.name() == s) {
+            Some(t) => Ok(t),
+            None => bail!("unknown tokens {s:?} (known: cls, dist, patches, all)"),
+        }
+    }
+}
+
 /// One place to read or intervene: a block, an activation, a set of tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Site {
@@ -116,9 +127,7 @@ impl FromStr for Site {
         if activation != Activation::MlpPost.name() {
             bail!("{s:?}: unknown activation {activation:?} (known: mlp.post)");
         }
-        let Some(tokens) = Tokens::ALL.into_iter().find(|t| t.name() == tokens) else {
-            bail!("{s:?}: unknown tokens {tokens:?} (known: cls, dist, patches, all)");
-        };
+        let tokens: Tokens = tokens.parse().with_context(|| format!("{s:?}"))?;
         Ok(Site::mlp_post(block, tokens))
     }
 }
