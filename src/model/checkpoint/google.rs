@@ -50,8 +50,15 @@ pub fn load(path: &Path) -> Result<Vit> {
             path.display()
         );
     }
-    let config = config_from_shapes([d, channels, p, p], tokens, layers, heads, f, classes)
-        .with_context(|| path.display().to_string())?;
+    let config = config_from_shapes(
+        [d, channels, p, p],
+        tokens.saturating_sub(1),
+        layers,
+        heads,
+        f,
+        classes,
+    )
+    .with_context(|| path.display().to_string())?;
     let eps = config.layer_norm_eps;
     // HWIO [p, p, c, d] -> [d, c, p, p]
     let hwio = tensors.take("embedding/kernel", &[p, p, channels, d])?;

@@ -4,7 +4,10 @@
 //! `model_type` maps names to parts: ViT, DeiT (distilled or not), the CLIP vision
 //! tower with its projection, DINOv2 (with or without registers, GELU or SwiGLU).
 
-use super::{assemble, check_consumed, fuse_qkv, Scope, Tensors, IMAGENET_MEAN, IMAGENET_STD};
+use super::{
+    assemble, average_heads, check_consumed, fold_scale, fuse_qkv, Scope, Tensors, IMAGENET_MEAN,
+    IMAGENET_STD,
+};
 use crate::model::family::{Compat, Family, FfnActivation, Readout};
 use crate::model::vit::{
     Block, Filter, Geometry, Layout, Linear, Normalization, Vit, VitConfig, ZeroShot,
@@ -299,23 +302,6 @@ fn head(
     Ok((head, None, names))
 }
 
-/// `(cls(h0) + dist(h1)) / 2` as one head on `[h0, h1]`.
-fn average_heads(cls: &Linear, dist: &Linear, d: usize) -> Linear {
-    let w = cls
-        .w
-        .chunks_exact(d)
-        .zip(dist.w.chunks_exact(d))
-        .flat_map(|(a, b)| a.iter().chain(b).map(|w| w / 2.0))
-        .collect();
-    let b = cls
-        .b
-        .iter()
-        .zip(&dist.b)
-        .map(|(a, b)| (a + b) / 2.0)
-        .collect();
-    Linear { w, b }
-}
-
 /// One block, layer scales folded into the attention output and fc2.
 fn block(b: &mut Scope, names: &Names, c: &VitConfig) -> Result<Block> {
     let (d, f, eps) = (c.hidden, c.intermediate, c.layer_norm_eps);
@@ -336,15 +322,6 @@ fn block(b: &mut Scope, names: &Names, c: &VitConfig) -> Result<Block> {
         fc1: b.linear(names.fc1, c.family.activation.fc1_width(f), d)?,
         fc2,
     })
-}
-
-/// `diag(scale) * layer`: a per-channel scale of the layer's output, folded in.
-fn fold_scale(layer: &mut Linear, scale: &[f32]) {
-    let inp = layer.w.len() / scale.len();
-    for ((row, b), s) in layer.w.chunks_exact_mut(inp).zip(&mut layer.b).zip(scale) {
-        row.iter_mut().for_each(|w| *w *= s);
-        *b *= s;
-    }
 }
 
 /// The patch embedding, the prefix tokens `[prefix, d]` and the position

@@ -215,6 +215,33 @@ pub fn read_pytorch_tensors(path: &Path) -> Result<Vec<pytorch::NamedTensor>> {
     pytorch::read(path)
 }
 
+/// `diag(scale) * layer`: a per-channel scale of the layer's output (layer scale),
+/// folded into its weights.
+pub(crate) fn fold_scale(layer: &mut Linear, scale: &[f32]) {
+    let inp = layer.w.len() / scale.len().max(1);
+    for ((row, b), s) in layer.w.chunks_exact_mut(inp).zip(&mut layer.b).zip(scale) {
+        row.iter_mut().for_each(|w| *w *= s);
+        *b *= s;
+    }
+}
+
+/// `(cls(h0) + dist(h1)) / 2` (DeiT distilled) as one head on `[h0, h1]`.
+pub(crate) fn average_heads(cls: &Linear, dist: &Linear, d: usize) -> Linear {
+    let w = cls
+        .w
+        .chunks_exact(d)
+        .zip(dist.w.chunks_exact(d))
+        .flat_map(|(a, b)| a.iter().chain(b).map(|w| w / 2.0))
+        .collect();
+    let b = cls
+        .b
+        .iter()
+        .zip(&dist.b)
+        .map(|(a, b)| (a + b) / 2.0)
+        .collect();
+    Linear { w, b }
+}
+
 /// Stacks separate Q, K and V projections into one `[3d, d]` linear layer.
 pub(crate) fn fuse_qkv(q: Linear, k: Linear, v: Linear) -> Linear {
     Linear {
@@ -228,15 +255,15 @@ pub(crate) fn fuse_qkv(q: Linear, k: Linear, v: Linear) -> Linear {
 /// position embeddings, a square grid of patches plus CLS. ViT's LayerNorm epsilon.
 pub(crate) fn config_from_shapes(
     [hidden, channels, patch, _]: [usize; 4],
-    tokens: usize,
+    patches: usize,
     layers: usize,
     heads: usize,
     intermediate: usize,
     classes: usize,
 ) -> Result<VitConfig> {
-    let grid = ((tokens.max(1) - 1) as f64).sqrt() as usize;
-    if grid * grid + 1 != tokens {
-        bail!("the position embedding has {tokens} tokens: not a square grid plus CLS");
+    let grid = (patches as f64).sqrt().round() as usize;
+    if grid * grid != patches || patches == 0 {
+        bail!("the position embedding has {patches} patch rows: not a square grid");
     }
     Ok(VitConfig {
         image_size: grid * patch,
@@ -282,16 +309,13 @@ pub(crate) fn assemble(mut vit: Vit) -> Result<Vit> {
 
 /// Tensor-name fragments of families this tool does not model yet, and the
 /// family each suggests.
-const OTHER_FAMILIES: [(&str, &str); 9] = [
-    ("dist_token", "DeiT with a distillation token"),
-    ("head_dist", "DeiT with a distillation token"),
-    ("reg_token", "DINOv2 with registers"),
-    ("register_tokens", "DINOv2 with registers"),
-    ("ls1.gamma", "layer scale (DINOv2, CaiT)"),
-    ("layer_scale", "layer scale (DINOv2, CaiT)"),
-    ("norm_pre", "a norm before block 0 (CLIP)"),
-    ("pre_layrnorm", "a norm before block 0 (CLIP)"),
+const OTHER_FAMILIES: [(&str, &str); 3] = [
+    (
+        "norm_pre",
+        "CLIP in timm's layout (its activation is not in the file: use the Hugging Face layout)",
+    ),
     ("pre_logits", "a pre-logits head"),
+    ("attn_pool", "an attention-pooling head (SigLIP)"),
 ];
 
 /// Refuses, before anything is built, a file with tensors of a family not modelled.
@@ -373,6 +397,10 @@ impl Scope<'_> {
     pub(crate) fn take(&mut self, s: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let name = self.name(s);
         self.tensors.take(&name, shape)
+    }
+
+    pub(crate) fn contains(&self, s: &str) -> bool {
+        self.tensors.contains(&self.name(s))
     }
 
     /// `{s}.weight` `[out, inp]` and `{s}.bias` `[out]`.

@@ -1,12 +1,16 @@
 //! timm `VisionTransformer` state dicts (fused `qkv`), from `.safetensors` or a
-//! PyTorch `.pth`: the plain ViT (`norm` before a CLS head) and MAE's fine-tuned
-//! form (`fc_norm` after the mean of the patch tokens, no `norm`). Dimensions come
-//! from shapes; the head count from `--heads`, a `config.json` beside the file
-//! (`num_heads`), or the ViT convention of 64-wide heads.
+//! PyTorch `.pth`: the plain ViT (`norm` before a CLS head), MAE's fine-tuned form
+//! (`fc_norm` after the mean of the patch tokens, no `norm`), DeiT distilled
+//! (`dist_token`, `head_dist`), register tokens, layer scale and SwiGLU (DINOv2).
+//! Dimensions come from shapes; the head count from `--heads`, a `config.json`
+//! beside the file (`num_heads`), or the ViT convention of 64-wide heads.
 
-use super::{assemble, block_count, check_consumed, config_from_shapes, Tensors};
-use crate::model::family::{Compat, Family};
-use crate::model::vit::{Block, Layout, Normalization, Vit};
+use super::{
+    assemble, average_heads, block_count, check_consumed, config_from_shapes, fold_scale, Scope,
+    Tensors,
+};
+use crate::model::family::{Compat, Family, FfnActivation, Readout};
+use crate::model::vit::{Block, Layout, Linear, Normalization, Vit, VitConfig};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::Path;
@@ -18,23 +22,22 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
     let [d, channels, p, _] = patch_shape[..] else {
         bail!("{}: patch_embed.proj.weight must be 4-D", file.display())
     };
-    let f = tensors.shape("blocks.0.mlp.fc1.weight")?[0];
+    let family = family_of(&tensors)?;
+    let f = tensors
+        .shape("blocks.0.mlp.fc2.weight")?
+        .get(1)
+        .copied()
+        .unwrap_or(0);
     let classes = tensors.shape("head.weight")?[0];
-    let tokens = tensors.shape("pos_embed")?[1];
-    let family = match (
-        tensors.contains("norm.weight"),
-        tensors.contains("fc_norm.weight"),
-    ) {
-        (true, false) => Family::VIT,
-        (false, true) => Family::MAE,
-        (true, true) => bail!(
-            "{}: both norm and fc_norm: a head this tool does not model",
-            file.display()
-        ),
-        (false, false) => bail!(
-            "{}: missing tensor norm.weight (or fc_norm.weight)",
-            file.display()
-        ),
+    let positions = tensors.shape("pos_embed")?.get(1).copied().unwrap_or(0);
+    // timm embeds positions for every prefix token, for CLS only, or for none
+    // (`no_embed_class`): the rest is a square grid of patches.
+    let prefix = family.prefix_tokens();
+    let Some(with_position) = [prefix, 1, 0]
+        .into_iter()
+        .find(|&k| is_square(positions.saturating_sub(k)) && positions > k)
+    else {
+        bail!("{}: pos_embed has {positions} rows: not a square grid of patches after the prefix tokens", file.display());
     };
     let beside = Beside::read(&file)?;
     let heads = match options.heads.or(beside.heads) {
@@ -42,33 +45,42 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
         None if d % 64 == 0 => d / 64,
         None => bail!("{}: timm files store no head count and width {d} is not a multiple of 64: pass --heads", file.display()),
     };
-    let mut config = config_from_shapes([d, channels, p, p], tokens, layers, heads, f, classes)
-        .with_context(|| file.display().to_string())?;
+    let mut config = config_from_shapes(
+        [d, channels, p, p],
+        positions - with_position,
+        layers,
+        heads,
+        f,
+        classes,
+    )
+    .with_context(|| file.display().to_string())?;
     config.family = family;
-    let eps = config.layer_norm_eps;
     let patch_embed = tensors.take_linear_reshaped("patch_embed.proj", &[d, channels, p, p])?;
-    let cls_token = tensors.take("cls_token", &[1, 1, d])?;
-    let pos_embed = tensors.take("pos_embed", &[1, tokens, d])?;
-    let mut blocks = Vec::with_capacity(layers);
-    for i in 0..layers {
-        let mut b = tensors.pp(&format!("blocks.{i}"));
-        blocks.push(Block {
-            ln1: b.norm("norm1", d, eps)?,
-            qkv: b.linear("attn.qkv", 3 * d, d)?,
-            proj: b.linear("attn.proj", d, d)?,
-            ln2: b.norm("norm2", d, eps)?,
-            fc1: b.linear("mlp.fc1", f, d)?,
-            fc2: b.linear("mlp.fc2", d, f)?,
-        });
+    let mut prefix_tokens = tensors.take("cls_token", &[1, 1, d])?;
+    if family.distillation {
+        prefix_tokens.extend(tensors.take("dist_token", &[1, 1, d])?);
     }
-    let norm_name = if family == Family::MAE {
+    if family.registers > 0 {
+        prefix_tokens.extend(tensors.take("reg_token", &[1, family.registers, d])?);
+    }
+    let pos = tensors.take("pos_embed", &[1, positions, d])?;
+    let mut pos_embed = pos[..with_position * d].to_vec();
+    pos_embed.extend(std::iter::repeat_n(0.0, (prefix - with_position) * d));
+    pos_embed.extend_from_slice(&pos[with_position * d..]);
+    let blocks = (0..layers)
+        .map(|i| block(&mut tensors.pp(&format!("blocks.{i}")), &config))
+        .collect::<Result<Vec<Block>>>()?;
+    let mut root = tensors.pp("");
+    let norm_name = if family.readout == Readout::MeanPatches {
         "fc_norm"
     } else {
         "norm"
     };
-    let mut root = tensors.pp("");
-    let norm = root.norm(norm_name, d, eps)?;
-    let head = root.linear("head", classes, d)?;
+    let norm = root.norm(norm_name, d, config.layer_norm_eps)?;
+    let mut head = root.linear("head", classes, d)?;
+    if family.distillation {
+        head = average_heads(&head, &root.linear("head_dist", classes, d)?, d);
+    }
     check_consumed(&tensors)?;
     let layout = match file.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => Layout::Timm,
@@ -77,7 +89,7 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
     assemble(Vit {
         config,
         patch_embed,
-        prefix: cls_token,
+        prefix: prefix_tokens,
         pos_embed,
         norm_pre: None,
         blocks,
@@ -89,6 +101,84 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
         layout,
         class_names: beside.classes,
         normalization: beside.normalization,
+    })
+}
+
+fn is_square(n: usize) -> bool {
+    let r = (n as f64).sqrt().round() as usize;
+    r * r == n
+}
+
+/// The family a timm state dict's names tell: the readout (`norm` before a CLS
+/// head, or MAE's `fc_norm` after the patch mean), a distillation token with its
+/// `head_dist` (DeiT), register tokens (`reg_token`), layer scale (`ls1.gamma`),
+/// SwiGLU (`fc1_g`/`fc1_x`, or a packed `fc1` twice as wide as fc2's input, gate
+/// first as timm's `SwiGLUPacked`).
+fn family_of(t: &Tensors) -> Result<Family> {
+    let file = t.file();
+    let mut family = match (t.contains("norm.weight"), t.contains("fc_norm.weight")) {
+        (true, false) => Family::VIT,
+        (false, true) => Family::MAE,
+        (true, true) => bail!(
+            "{}: both norm and fc_norm: a head this tool does not model",
+            file.display()
+        ),
+        (false, false) => bail!(
+            "{}: missing tensor norm.weight (or fc_norm.weight)",
+            file.display()
+        ),
+    };
+    if t.contains("dist_token") {
+        family.distillation = true;
+        family.readout = Readout::ClsAndDistillation;
+        family.name = "DeiT (distilled)";
+    }
+    if t.contains("reg_token") {
+        family.registers = t.shape("reg_token")?.get(1).copied().unwrap_or(0);
+        family.name = "ViT with registers (DINOv2)";
+    }
+    family.layer_scale = t.contains("blocks.0.ls1.gamma");
+    let fc1 = t
+        .shape("blocks.0.mlp.fc1.weight")
+        .map(|s| s[0])
+        .unwrap_or(0);
+    let fc2_in = t
+        .shape("blocks.0.mlp.fc2.weight")?
+        .get(1)
+        .copied()
+        .unwrap_or(0);
+    if t.contains("blocks.0.mlp.fc1_g.weight") || fc1 == 2 * fc2_in {
+        family.activation = FfnActivation::SwiGlu;
+    }
+    Ok(family)
+}
+
+/// One block: a split SwiGLU's gate and up projections fused, layer scales folded.
+fn block(b: &mut Scope, c: &VitConfig) -> Result<Block> {
+    let (d, f, eps) = (c.hidden, c.intermediate, c.layer_norm_eps);
+    let mut proj = b.linear("attn.proj", d, d)?;
+    let mut fc2 = b.linear("mlp.fc2", d, f)?;
+    if c.family.layer_scale {
+        fold_scale(&mut proj, &b.take("ls1.gamma", &[d])?);
+        fold_scale(&mut fc2, &b.take("ls2.gamma", &[d])?);
+    }
+    let fc1 = match c.family.activation {
+        FfnActivation::SwiGlu if b.contains("mlp.fc1_g.weight") => {
+            let (gate, up) = (b.linear("mlp.fc1_g", f, d)?, b.linear("mlp.fc1_x", f, d)?);
+            Linear {
+                w: [gate.w, up.w].concat(),
+                b: [gate.b, up.b].concat(),
+            }
+        }
+        activation => b.linear("mlp.fc1", activation.fc1_width(f), d)?,
+    };
+    Ok(Block {
+        ln1: b.norm("norm1", d, eps)?,
+        qkv: b.linear("attn.qkv", 3 * d, d)?,
+        proj,
+        ln2: b.norm("norm2", d, eps)?,
+        fc1,
+        fc2,
     })
 }
 
