@@ -5,7 +5,7 @@
 //! present (by their [`Record::key`]) are skipped.
 
 use crate::data::Preset;
-use crate::model::{Compat, Site, Tokens};
+use crate::model::{Activation, Compat, Site, Tokens};
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -199,16 +199,16 @@ pub fn compat_of(records: &[PathRecord], file: &Path) -> Result<Compat> {
     Ok(first.compat)
 }
 
-/// The tokens the paths' neurons live at (all records must agree; none for older
-/// files, which predate sites).
-pub fn tokens_of(records: &[PathRecord], file: &Path) -> Result<Option<Tokens>> {
-    let tokens = |r: &PathRecord| r.sites.first().map(|s| s.tokens);
+/// The unit of the paths and the tokens it lives at (all records must agree; none
+/// for older files, which predate sites).
+pub fn unit_of(records: &[PathRecord], file: &Path) -> Result<Option<(Activation, Tokens)>> {
+    let tokens = |r: &PathRecord| r.sites.first().map(|s| (s.activation, s.tokens));
     let Some(first) = records.first() else {
         bail!("{}: no path records", file.display());
     };
     if let Some(r) = records.iter().find(|r| tokens(r) != tokens(first)) {
         bail!(
-            "{}: paths of neurons at different tokens (e.g. {} and {})",
+            "{}: paths of units at different sites (e.g. {} and {})",
             file.display(),
             first.image,
             r.image

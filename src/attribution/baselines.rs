@@ -198,6 +198,6 @@ impl Attributor<'_> {
 pub fn random_path(vit: &Vit, image: &ImageContext, seed: u64) -> Vec<usize> {
     let mut rng = SplitMix64::new(seed ^ fnv1a(image.key.as_bytes()));
     (0..vit.config.layers)
-        .map(|_| rng.below(vit.config.intermediate))
+        .map(|_| rng.below(vit.units()))
         .collect()
 }

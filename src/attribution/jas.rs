@@ -14,7 +14,7 @@
 
 use super::context::ImageContext;
 use super::integration::Integration;
-use crate::model::{Action, CleanTrace, Compat, Gradients, Intervention, Vit};
+use crate::model::{Action, Activation, CleanTrace, Compat, Gradients, Intervention, Vit};
 
 /// How per-neuron integrated gradients combine into one path score.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -276,6 +276,9 @@ impl Attributor<'_> {
     /// changes). The pass after the last layer, with only path neurons scaled, is
     /// the path's score.
     pub fn locate_and_score(&self, images: &[&ImageContext]) -> Vec<(Vec<usize>, PathScore)> {
+        if self.vit.unit == Activation::AttnZ {
+            return self.locate_heads(images);
+        }
         let vit = self.vit;
         let (alphas, weights) = self.rule.nodes();
         let layers = vit.config.layers;
@@ -313,9 +316,14 @@ impl Attributor<'_> {
         paths.into_iter().zip(scores).collect()
     }
 
-    /// JAS of whole paths, one per `(image, path)`, only the path neurons scaled.
+    /// JAS of whole paths, one per `(image, path)`, only the path units scaled.
     pub fn score(&self, items: &[(&ImageContext, &[usize])]) -> Vec<PathScore> {
         let vit = self.vit;
+        if vit.unit == Activation::AttnZ {
+            let images: Vec<&ImageContext> = items.iter().map(|(img, _)| *img).collect();
+            let paths: Vec<Vec<usize>> = items.iter().map(|(_, p)| p.to_vec()).collect();
+            return self.score_heads(&images, &paths);
+        }
         let (alphas, weights) = self.rule.nodes();
         let layers = vit.config.layers;
         let images: Vec<&ImageContext> = items.iter().map(|(img, _)| *img).collect();

@@ -3,7 +3,9 @@
 
 use super::baselines::{activation_path, random_path};
 use super::context::ImageContext;
+use super::heads::largest_heads;
 use super::jas::{Attributor, PathScore};
+use crate::model::Activation;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Method {
@@ -50,10 +52,21 @@ pub struct FoundPath {
 }
 
 impl Attributor<'_> {
+    /// Whether `method` finds paths of the model's unit (heads: jas, activation, random).
+    pub fn supports(&self, method: Method) -> bool {
+        self.vit.unit == Activation::MlpPost
+            || matches!(method, Method::Jas | Method::Activation | Method::Random)
+    }
+
     /// Paths of `method` for every image.
     pub fn paths(&self, method: Method, images: &[&ImageContext], seed: u64) -> Vec<Vec<usize>> {
+        let heads = self.vit.unit == Activation::AttnZ;
         match method {
             Method::Jas => self.locate(images),
+            Method::Activation if heads => images
+                .iter()
+                .map(|img| largest_heads(self.vit, img))
+                .collect(),
             Method::Activation => images
                 .iter()
                 .map(|img| activation_path(self.vit, img))

@@ -3,6 +3,7 @@
 
 pub mod baselines;
 pub mod context;
+pub mod heads;
 pub mod integration;
 pub mod jas;
 pub mod method;

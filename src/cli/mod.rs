@@ -168,6 +168,24 @@ pub fn compat_parser() -> impl clap::builder::TypedValueParser<Value = neuronpat
     clap::builder::PossibleValuesParser::new(names).map(|s| s.parse().expect("a listed value"))
 }
 
+/// What a path's unit is, as `paths --unit` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Unit {
+    /// One FFN neuron (post-activation channel), the paper's unit.
+    Neuron,
+    /// One attention head's output before the output projection (`attn.z`).
+    Head,
+}
+
+impl Unit {
+    pub fn activation(self) -> neuronpath::model::Activation {
+        match self {
+            Unit::Neuron => neuronpath::model::Activation::MlpPost,
+            Unit::Head => neuronpath::model::Activation::AttnZ,
+        }
+    }
+}
+
 /// Parses `--tokens` into the library's [`neuronpath::model::Tokens`], listing its values in `--help`.
 pub fn tokens_parser() -> impl clap::builder::TypedValueParser<Value = neuronpath::model::Tokens> {
     use clap::builder::TypedValueParser;
@@ -184,7 +202,7 @@ pub fn as_found(
 ) -> anyhow::Result<neuronpath::model::Normalization> {
     use neuronpath::record;
     vit.compat = record::compat_of(records, file)?;
-    if let Some(tokens) = record::tokens_of(records, file)? {
+    if let Some((unit, tokens)) = record::unit_of(records, file)? {
         if vit.config.rows(tokens).is_empty() {
             anyhow::bail!(
                 "{}: paths of neurons at the {} token, which this model has not",
@@ -193,6 +211,7 @@ pub fn as_found(
             );
         }
         vit.neuron_tokens = tokens;
+        vit.unit = unit;
     }
     let preset = record::preprocess_of(records, file)?;
     Ok(neuronpath::data::normalization(vit, preset))

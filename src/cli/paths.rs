@@ -60,6 +60,12 @@ pub struct Args {
     /// token. Default: the family's (cls; patches for MAE, as the paper's code).
     #[arg(long, value_parser = super::tokens_parser())]
     tokens: Option<Tokens>,
+    /// The unit of a path: `neuron` (an FFN neuron, the paper's) or `head` (one
+    /// attention head's output at the tokens, before the output projection: the
+    /// same layer-progressive search, the head scaled from 0 to its value; methods
+    /// jas, activation (the head of largest output norm) and random).
+    #[arg(long, value_enum, default_value_t = super::Unit::Neuron)]
+    unit: super::Unit,
     /// Images processed together (default: as many as keep ~8k token rows per pass).
     /// A killed run loses at most the batch in flight.
     #[arg(long)]
@@ -78,6 +84,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         vit.neuron_tokens = tokens;
     }
+    vit.unit = args.unit.activation();
     let preprocess = args.preprocess.unwrap_or(match args.compat {
         Compat::Principled => Preset::Checkpoint,
         Compat::Reference => Preset::Reference,
@@ -85,7 +92,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let sites: Vec<_> = (0..vit.config.layers).map(|l| vit.neuron_site(l)).collect();
     let set = ImageSet::open(&args.run.images)?;
     let mut out = RecordFile::<PathRecord>::open(&args.out)?;
-    let methods = &args.method;
+    let probe = Attributor {
+        vit: &vit,
+        rule: Integration::LeftRiemann(1),
+        form: args.score_form,
+    };
+    let (methods, skipped): (Vec<Method>, Vec<Method>) =
+        args.method.iter().partition(|&&m| probe.supports(m));
+    if !skipped.is_empty() {
+        let names: Vec<&str> = skipped.iter().map(|m| m.name()).collect();
+        eprintln!("{}: not defined for this unit, skipped", names.join(", "));
+    }
+    if methods.is_empty() {
+        bail!("no method left to run for this unit");
+    }
+    // A head's value is its scale: its paths are scored by the paper's form.
+    let form = match args.unit {
+        super::Unit::Head => ScoreForm::Paper,
+        super::Unit::Neuron => args.score_form,
+    };
+    let methods = &methods;
     let todo: Vec<&ImageEntry> = set
         .entries
         .iter()
@@ -106,18 +132,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let attributor = Attributor {
         vit: &vit,
         rule,
-        form: args.score_form,
+        form,
     };
     let norm = data::normalization(&vit, preprocess);
     let model_name = args.run.model.model.display().to_string();
     eprintln!(
-        "{} images ({} already in {}), {} layers x {} neurons at {}, {} steps {rule}, batch {batch}",
+        "{} images ({} already in {}), {} layers x {} units at {}, {} steps {rule}, batch {batch}",
         set.entries.len(),
         set.entries.len() - todo.len(),
         args.out.display(),
         vit.config.layers,
-        vit.config.intermediate,
-        vit.neuron_site(0).to_string().replace("blocks.0.", "blocks.N."),
+        vit.units(),
+        vit.neuron_site(0)
+            .to_string()
+            .replace("blocks.0.", "blocks.N."),
         args.steps
     );
     let bar = super::progress(todo.len(), "images");
@@ -152,7 +180,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     label_name: entry.label.and_then(|l| set.classes.get(l).cloned()),
                     method: found.method.name().into(),
                     path: found.path,
-                    neurons: vit.config.intermediate,
+                    neurons: vit.units(),
                     score: found.score.score,
                     target: ctx.target,
                     target_source: args.target.name().into(),
@@ -167,7 +195,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     gradient: found.score.gradient,
                     integration: rule.name().into(),
                     steps: rule.steps(),
-                    score_form: args.score_form.name().into(),
+                    score_form: form.name().into(),
                     model: model_name.clone(),
                     preprocess: preprocess.name().into(),
                     sites: sites.clone(),

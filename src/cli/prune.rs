@@ -61,14 +61,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.input.run.images.display()
         )
     })?;
-    if stats.neurons != vit.config.intermediate || stats.layers != vit.config.layers {
+    if stats.neurons != vit.units() || stats.layers != vit.config.layers {
         bail!(
             "{}: paths of {} layers x {} neurons, but the model has {} x {}",
             args.input.paths.display(),
             stats.layers,
             stats.neurons,
             vit.config.layers,
-            vit.config.intermediate
+            vit.units()
         );
     }
     let build_paths = stats.classes.iter().map(|c| c.images).sum();

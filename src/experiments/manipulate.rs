@@ -78,7 +78,7 @@ impl Record for ManipulationRecord {
 
 /// Checks that `record`'s path fits `vit`: one neuron per layer, each in range.
 pub fn check_path(vit: &Vit, record: &PathRecord) -> Result<()> {
-    let (layers, f) = (vit.config.layers, vit.config.intermediate);
+    let (layers, f) = (vit.config.layers, vit.units());
     if record.path.len() != layers {
         bail!(
             "{} ({}): the path has {} neurons but the model has {layers} layers",

@@ -7,7 +7,7 @@
 use super::attention;
 use super::forward::{clip, select_rows, BlockTape, Tape};
 use super::kernels;
-use super::site::Site;
+use super::site::{Activation, Site};
 use super::vit::Vit;
 use crate::numeric::softmax;
 use rayon::prelude::*;
@@ -110,10 +110,14 @@ impl Vit {
         let mut dg = vec![0f32; s * q * f];
         kernels::linear_backward(&mut dg, &dxq, s * q, &block.fc2.w, d);
         drop(dxq);
-        for site in sites.iter().filter(|site| site.block == l) {
-            grads.insert(*site, self.site_rows(&dg, s, q, *site));
+        for site in sites
+            .iter()
+            .filter(|site| site.block == l && site.activation == Activation::MlpPost)
+        {
+            grads.insert(*site, self.site_rows(&dg, s, q, *site, f));
         }
-        if stop {
+        let z_here = |site: &&Site| site.block == l && site.activation == Activation::AttnZ;
+        if stop && !sites.iter().any(|s| z_here(&s)) {
             return;
         }
         if let Some(rows) = &bt.replaced {
@@ -131,6 +135,17 @@ impl Vit {
         let mut dattn = vec![0f32; s * q * d];
         kernels::linear_backward(&mut dattn, &dxq, s * q, &block.proj.w, d);
         drop(dxq);
+        for site in sites.iter().filter(z_here) {
+            grads.insert(*site, self.site_rows(&dattn, s, q, *site, d));
+        }
+        if stop {
+            return;
+        }
+        if let Some(rows) = &bt.z_replaced {
+            dattn
+                .chunks_exact_mut(q * d)
+                .for_each(|seq| seq[rows.start * d..rows.end * d].fill(0.0));
+        }
         let mut dqkv = vec![0f32; s * t * 3 * d];
         dqkv.par_chunks_mut(t * 3 * d)
             .zip(bt.qkv.par_chunks(t * 3 * d))
@@ -150,8 +165,7 @@ impl Vit {
 
     /// The rows of `site` from a block's `[S, q, width]` post-activation gradient,
     /// `[S, rows, width]`; rows the block did not compute have none (zero).
-    fn site_rows(&self, dg: &[f32], s: usize, q: usize, site: Site) -> Vec<f32> {
-        let f = self.config.intermediate;
+    fn site_rows(&self, dg: &[f32], s: usize, q: usize, site: Site, f: usize) -> Vec<f32> {
         let rows = self.config.rows(site.tokens);
         let computed = clip(rows.clone(), q);
         if computed == rows {

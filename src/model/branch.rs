@@ -36,6 +36,25 @@ impl Vit {
         self.backward(&tape, &out.logits, targets, sites, false).0
     }
 
+    /// [`Vit::gradients`] for every image's clean pass rerun from block `from` (the
+    /// stream entering it shared) as `targets.len() / cleans.len()` variants each.
+    pub fn gradients_from_clean(
+        &self,
+        cleans: &[&CleanTrace],
+        from: usize,
+        interventions: &[Intervention],
+        targets: &[usize],
+        sites: &[Site],
+    ) -> Gradients {
+        let variants = targets.len() / cleans.len().max(1);
+        let x: Vec<f32> = cleans
+            .iter()
+            .flat_map(|c| std::iter::repeat_n(c.residual[from].as_slice(), variants).flatten())
+            .copied()
+            .collect();
+        self.gradients(x, from, interventions, targets, sites)
+    }
+
     /// Every image's clean pass run `targets.len() / cleans.len()` times (its
     /// variants, in order), the neuron rows of each replaced block set to the given
     /// values (`[S, rows, intermediate]`, [`Action::Replace`] only). Returns the

@@ -59,6 +59,8 @@ pub(super) struct BlockTape {
     pub act_grad: Vec<f32>,
     /// FFN rows overwritten by a [`Action::Replace`] (the gradient stops there).
     pub replaced: Option<Range<usize>>,
+    /// Attention-output (`attn.z`) rows overwritten likewise.
+    pub z_replaced: Option<Range<usize>>,
 }
 
 pub(super) struct Tape {
@@ -81,14 +83,17 @@ pub(super) struct ForwardOut {
     pub tape: Option<Tape>,
 }
 
-/// The intervention at block `l`'s FFN post-activation, if any (at most one).
-fn intervention_at<'a>(interventions: &[Intervention<'a>], l: usize) -> Option<Intervention<'a>> {
-    let mut at = interventions.iter().filter(|i| i.site.block == l);
+/// The intervention at block `l`'s `activation`, if any (at most one).
+fn intervention_at<'a>(
+    interventions: &[Intervention<'a>],
+    l: usize,
+    activation: Activation,
+) -> Option<Intervention<'a>> {
+    let mut at = interventions
+        .iter()
+        .filter(|i| i.site.block == l && i.site.activation == activation);
     let found = at.next().copied();
-    assert!(at.next().is_none(), "one intervention per block");
-    if let Some(i) = &found {
-        assert_eq!(i.site.activation, Activation::MlpPost);
-    }
+    assert!(at.next().is_none(), "one intervention per site");
     found
 }
 
@@ -128,17 +133,21 @@ impl Vit {
                 out.residual.push(x.clone());
             }
             let block = &self.blocks[l];
-            let attn = self.attention_forward(block, &mut x, s, q, keep.tape);
+            let z_at = intervention_at(interventions, l, Activation::AttnZ);
+            let attn = self.attention_forward(block, &mut x, s, q, z_at, keep);
             if keep.residuals {
                 out.mid.push(x.clone());
             }
             let site_rows = self.config.rows(self.neuron_tokens);
             let mid_rows = (keep.branch_point == Some(l))
                 .then(|| select_rows(&x, s, t, site_rows.clone(), d).into_owned());
-            let ffn =
-                self.ffn_forward(block, &mut x, s, q, intervention_at(interventions, l), keep);
+            let post_at = intervention_at(interventions, l, Activation::MlpPost);
+            let ffn = self.ffn_forward(block, &mut x, s, q, post_at, keep);
             if keep.residuals {
-                out.neurons.push(ffn.neurons);
+                out.neurons.push(match self.unit {
+                    Activation::MlpPost => ffn.neurons,
+                    Activation::AttnZ => attn.z,
+                });
             }
             if let Some(mid_rows) = mid_rows {
                 out.branch_point = Some(BranchPoint {
@@ -147,13 +156,13 @@ impl Vit {
                 });
             }
             if keep.tape {
-                let (xhat1, rstd1, qkv, probs) = attn;
                 blocks.push(BlockTape {
                     q_rows: q,
-                    xhat1,
-                    rstd1,
-                    qkv,
-                    probs,
+                    xhat1: attn.xhat1,
+                    rstd1: attn.rstd1,
+                    qkv: attn.qkv,
+                    probs: attn.probs,
+                    z_replaced: attn.replaced,
                     xhat2: ffn.xhat2,
                     rstd2: ffn.rstd2,
                     act_grad: ffn.act_grad,
@@ -176,17 +185,18 @@ impl Vit {
         out
     }
 
-    /// `x += proj(attn(LN1(x)))` on the first `q` rows of each sequence; returns the
-    /// tape's `(xhat1, rstd1, qkv, probs)` (empty LayerNorm buffers without `tape`).
-    #[allow(clippy::type_complexity)]
+    /// `x += proj(attn(LN1(x)))` on the first `q` rows of each sequence, with the
+    /// intervention at the heads' output (`attn.z`) applied.
     fn attention_forward(
         &self,
         block: &Block,
         x: &mut [f32],
         s: usize,
         q: usize,
-        tape: bool,
-    ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+        intervention: Option<Intervention>,
+        keep: Keep,
+    ) -> AttnOut {
+        let tape = keep.tape;
         let c = &self.config;
         let (t, d) = (c.tokens(), c.hidden);
         let mut xhat1 = vec![0f32; if tape { s * t * d } else { 0 }];
@@ -206,12 +216,25 @@ impl Vit {
             .zip(probs.par_chunks_mut(c.heads * q * t))
             .zip(attn.par_chunks_mut(q * d))
             .for_each(|((qkv, probs), attn)| attention::forward(c, qkv, t, q, probs, attn));
+        let replaced = intervention.and_then(|i| self.apply(i, &mut attn, s, q, (d, c.head_dim())));
+        let z = if keep.residuals && self.unit == Activation::AttnZ {
+            select_rows(&attn, s, q, clip(c.rows(self.neuron_tokens), q), d).into_owned()
+        } else {
+            Vec::new()
+        };
         let mut proj = vec![0f32; s * q * d];
         kernels::linear(&mut proj, &attn, s * q, &block.proj.w, &block.proj.b);
         for (xs, ps) in x.chunks_exact_mut(t * d).zip(proj.chunks_exact(q * d)) {
             kernels::add_assign(&mut xs[..q * d], ps);
         }
-        (xhat1, rstd1, qkv, probs)
+        AttnOut {
+            xhat1,
+            rstd1,
+            qkv,
+            probs,
+            z,
+            replaced,
+        }
     }
 
     /// `x += fc2(act(fc1(LN2(x))))` on the first `q` rows of each sequence, with the
@@ -243,8 +266,8 @@ impl Vit {
         kernels::linear(&mut u, &h2, s * q, &block.fc1.w, &block.fc1.b);
         let mut g = vec![0f32; s * q * f];
         activation.forward(&mut u, &mut g, f, keep.tape);
-        let replaced = intervention.and_then(|i| self.apply(i, &mut g, s, q));
-        let neurons = if keep.residuals {
+        let replaced = intervention.and_then(|i| self.apply(i, &mut g, s, q, (f, 1)));
+        let neurons = if keep.residuals && self.unit == Activation::MlpPost {
             let rows = clip(c.rows(self.neuron_tokens), q);
             select_rows(&g, s, q, rows, f).into_owned()
         } else {
@@ -264,16 +287,16 @@ impl Vit {
         }
     }
 
-    /// Applies `intervention` to the post-activation `g` (`[S, q, intermediate]`);
-    /// returns the rows it replaced.
+    /// Applies `intervention` to a site's values `g` (`[S, q, width]`, a unit being
+    /// `unit` consecutive values: `(width, unit)`); returns the rows it replaced.
     fn apply(
         &self,
         intervention: Intervention,
         g: &mut [f32],
         s: usize,
         q: usize,
+        (f, unit): (usize, usize),
     ) -> Option<Range<usize>> {
-        let f = self.config.intermediate;
         let site = self.config.rows(intervention.site.tokens);
         let rows = clip(site.clone(), q);
         match intervention.action {
@@ -296,7 +319,9 @@ impl Vit {
                 for (seq, edit) in g.chunks_exact_mut(q * f).zip(edits) {
                     for row in seq[rows.start * f..rows.end * f].chunks_exact_mut(f) {
                         for &(n, factor) in edit {
-                            row[n] *= factor;
+                            row[n * unit..(n + 1) * unit]
+                                .iter_mut()
+                                .for_each(|v| *v *= factor);
                         }
                     }
                 }
@@ -304,6 +329,16 @@ impl Vit {
             }
         }
     }
+}
+
+struct AttnOut {
+    xhat1: Vec<f32>,
+    rstd1: Vec<f32>,
+    qkv: Vec<f32>,
+    probs: Vec<f32>,
+    /// With [`Keep::residuals`] and heads as the unit: the values at the unit's rows.
+    z: Vec<f32>,
+    replaced: Option<Range<usize>>,
 }
 
 struct FfnOut {

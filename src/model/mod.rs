@@ -20,5 +20,5 @@ pub use backward::Gradients;
 pub use branch::Progression;
 pub use checkpoint::{load, LoadOptions};
 pub use family::{Compat, Family, FfnActivation, Readout};
-pub use site::{Action, Intervention, Site, Tokens};
+pub use site::{Action, Activation, Intervention, Site, Tokens};
 pub use vit::{CleanTrace, Filter, Geometry, Layout, Normalization, Vit, VitConfig, ZeroShot};

@@ -18,12 +18,18 @@ pub enum Activation {
     /// The FFN hidden activation after its non-linearity (`mlp.post`): one unit
     /// per FFN channel, the paper's neuron.
     MlpPost,
+    /// The attention output before the output projection (`attn.z`, TransformerLens'
+    /// `hook_z`): one unit per head, its `head_dim` values.
+    AttnZ,
 }
 
 impl Activation {
+    pub const ALL: [Activation; 2] = [Activation::MlpPost, Activation::AttnZ];
+
     pub fn name(self) -> &'static str {
         match self {
             Activation::MlpPost => "mlp.post",
+            Activation::AttnZ => "attn.z",
         }
     }
 }
@@ -124,11 +130,15 @@ impl FromStr for Site {
         let rest = hook.strip_prefix("blocks.").with_context(bad)?;
         let (block, activation) = rest.split_once('.').with_context(bad)?;
         let block: usize = block.parse().with_context(bad)?;
-        if activation != Activation::MlpPost.name() {
-            bail!("{s:?}: unknown activation {activation:?} (known: mlp.post)");
-        }
+        let Some(activation) = Activation::ALL.into_iter().find(|a| a.name() == activation) else {
+            bail!("{s:?}: unknown activation {activation:?} (known: mlp.post, attn.z)");
+        };
         let tokens: Tokens = tokens.parse().with_context(|| format!("{s:?}"))?;
-        Ok(Site::mlp_post(block, tokens))
+        Ok(Site {
+            block,
+            activation,
+            tokens,
+        })
     }
 }
 
@@ -148,11 +158,12 @@ impl<'de> serde::Deserialize<'de> for Site {
 /// What happens to the values at a site.
 #[derive(Clone, Copy, Debug)]
 pub enum Action<'a> {
-    /// Overwritten by given values, `[S, rows, width]`: upstream changes do not reach
+    /// Overwritten by given values, `[S, rows, width]` (width: the FFN's for
+    /// `mlp.post`, the model's for `attn.z`): upstream changes do not reach
     /// them and no gradient flows through them (the reference's `tmp_score`).
     Replace(&'a [f32]),
-    /// Unit `n` multiplied by `factor` at every row of the site, for each
-    /// `(n, factor)` of a sequence's list: `[S][..]`.
+    /// Unit `n` (a neuron; a head's values) multiplied by `factor` at every row of
+    /// the site, for each `(n, factor)` of a sequence's list: `[S][..]`.
     Scale(&'a [Vec<(usize, f32)>]),
 }
 
@@ -169,8 +180,15 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for tokens in Tokens::ALL {
-            let site = Site::mlp_post(11, tokens);
+        for (tokens, activation) in Tokens::ALL
+            .into_iter()
+            .zip(Activation::ALL.into_iter().cycle())
+        {
+            let site = Site {
+                block: 11,
+                activation,
+                tokens,
+            };
             let name = site.to_string();
             assert_eq!(name.parse::<Site>().unwrap(), site);
             let json = serde_json::to_string(&site).unwrap();
@@ -190,6 +208,7 @@ mod tests {
             "blocks.3.mlp.post",
             "blocks.x.mlp.post@cls",
             "blocks.3.attn.out@cls",
+            "blocks.3.attn.z",
             "blocks.3.mlp.post@distillation",
             "layer.3.mlp.post@cls",
         ] {

@@ -8,7 +8,7 @@
 use super::family::{Compat, Family};
 use super::forward::Keep;
 use super::kernels;
-use super::site::{Site, Tokens};
+use super::site::{Activation, Site, Tokens};
 use std::ops::Range;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -125,6 +125,9 @@ pub struct Vit {
     /// Where the neurons live: the family's default ([`Family::neuron_tokens`]) or
     /// another token set (the distillation token, the patches, every token).
     pub neuron_tokens: Tokens,
+    /// What a path's unit is: an FFN neuron (`mlp.post`, the paper's) or an
+    /// attention head (`attn.z`).
+    pub unit: Activation,
     pub layout: Layout,
     pub class_names: Option<Vec<String>>,
     /// The checkpoint's own input normalisation.
@@ -199,7 +202,27 @@ impl Vit {
     /// Where block `block`'s neurons live: the FFN post-activation at the family's
     /// neuron tokens (CLS for the ViT; the patches for MAE, as the paper's code).
     pub fn neuron_site(&self, block: usize) -> Site {
-        Site::mlp_post(block, self.neuron_tokens)
+        Site {
+            block,
+            activation: self.unit,
+            tokens: self.neuron_tokens,
+        }
+    }
+
+    /// Units per layer: FFN neurons, or heads.
+    pub fn units(&self) -> usize {
+        match self.unit {
+            Activation::MlpPost => self.config.intermediate,
+            Activation::AttnZ => self.config.heads,
+        }
+    }
+
+    /// Values per token row of the unit's site: the FFN width, or the model's.
+    pub fn unit_width(&self) -> usize {
+        match self.unit {
+            Activation::MlpPost => self.config.intermediate,
+            Activation::AttnZ => self.config.hidden,
+        }
     }
 
     /// Token rows of the neuron site.

@@ -160,6 +160,7 @@ pub fn load(path: &Path) -> Result<Vit> {
         zero_shot: None,
         compat: crate::model::Compat::Principled,
         neuron_tokens: crate::model::Family::VIT.neuron_tokens(),
+        unit: crate::model::site::Activation::MlpPost,
         layout: Layout::GoogleNpz,
         class_names: None,
         normalization: Normalization::imagenet("ImageNet (as the paper's code)"),

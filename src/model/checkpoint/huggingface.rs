@@ -252,6 +252,7 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
         zero_shot,
         compat: Compat::Principled,
         neuron_tokens: family.neuron_tokens(),
+        unit: crate::model::site::Activation::MlpPost,
         layout: Layout::HuggingFace,
         class_names: names_of_classes,
         normalization,

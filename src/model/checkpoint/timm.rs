@@ -98,6 +98,7 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
         zero_shot: None,
         compat: Compat::Principled,
         neuron_tokens: family.neuron_tokens(),
+        unit: crate::model::site::Activation::MlpPost,
         layout,
         class_names: beside.classes,
         normalization: beside.normalization,
