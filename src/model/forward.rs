@@ -10,7 +10,7 @@ use super::attention;
 use super::kernels::{self, LayerNormOut};
 use super::readout::ReadoutTape;
 use super::site::{Action, Activation, Intervention};
-use super::vit::{Block, LayerNorm, Vit};
+use super::vit::{Block, LayerNorm, Linear, Vit};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::ops::Range;
@@ -216,17 +216,9 @@ impl Vit {
             .zip(probs.par_chunks_mut(c.heads * q * t))
             .zip(attn.par_chunks_mut(q * d))
             .for_each(|((qkv, probs), attn)| attention::forward(c, qkv, t, q, probs, attn));
-        let replaced = intervention.and_then(|i| self.apply(i, &mut attn, s, q, (d, c.head_dim())));
-        let z = if keep.residuals && self.unit == Activation::AttnZ {
-            select_rows(&attn, s, q, clip(c.rows(self.neuron_tokens), q), d).into_owned()
-        } else {
-            Vec::new()
-        };
-        let mut proj = vec![0f32; s * q * d];
-        kernels::linear(&mut proj, &attn, s * q, &block.proj.w, &block.proj.b);
-        for (xs, ps) in x.chunks_exact_mut(t * d).zip(proj.chunks_exact(q * d)) {
-            kernels::add_assign(&mut xs[..q * d], ps);
-        }
+        let site = (Activation::AttnZ, c.head_dim());
+        let (replaced, z) =
+            self.site_to_residual(&mut attn, x, (s, q), site, intervention, keep, &block.proj);
         AttnOut {
             xhat1,
             rstd1,
@@ -266,18 +258,9 @@ impl Vit {
         kernels::linear(&mut u, &h2, s * q, &block.fc1.w, &block.fc1.b);
         let mut g = vec![0f32; s * q * f];
         activation.forward(&mut u, &mut g, f, keep.tape);
-        let replaced = intervention.and_then(|i| self.apply(i, &mut g, s, q, (f, 1)));
-        let neurons = if keep.residuals && self.unit == Activation::MlpPost {
-            let rows = clip(c.rows(self.neuron_tokens), q);
-            select_rows(&g, s, q, rows, f).into_owned()
-        } else {
-            Vec::new()
-        };
-        let mut y = vec![0f32; s * q * d];
-        kernels::linear(&mut y, &g, s * q, &block.fc2.w, &block.fc2.b);
-        for (xs, ys) in x.chunks_exact_mut(t * d).zip(y.chunks_exact(q * d)) {
-            kernels::add_assign(&mut xs[..q * d], ys);
-        }
+        let site = (Activation::MlpPost, 1);
+        let (replaced, neurons) =
+            self.site_to_residual(&mut g, x, (s, q), site, intervention, keep, &block.fc2);
         FfnOut {
             xhat2,
             rstd2,
@@ -285,6 +268,38 @@ impl Vit {
             neurons,
             replaced,
         }
+    }
+
+    /// A site's values `v` (`[S, q, width]`, units of `unit` values each) on their
+    /// way to the residual stream: the intervention applied, the model's unit rows
+    /// kept for a clean trace, then `x += out(v)` on the first `q` rows of each
+    /// sequence. Returns the replaced rows and the kept values.
+    #[allow(clippy::too_many_arguments)]
+    fn site_to_residual(
+        &self,
+        v: &mut [f32],
+        x: &mut [f32],
+        (s, q): (usize, usize),
+        (activation, unit): (Activation, usize),
+        intervention: Option<Intervention>,
+        keep: Keep,
+        out: &Linear,
+    ) -> (Option<Range<usize>>, Vec<f32>) {
+        let c = &self.config;
+        let (t, d) = (c.tokens(), c.hidden);
+        let width = v.len() / (s * q);
+        let replaced = intervention.and_then(|i| self.apply(i, v, s, q, (width, unit)));
+        let kept = if keep.residuals && self.unit == activation {
+            select_rows(v, s, q, clip(c.rows(self.neuron_tokens), q), width).into_owned()
+        } else {
+            Vec::new()
+        };
+        let mut y = vec![0f32; s * q * d];
+        kernels::linear(&mut y, v, s * q, &out.w, &out.b);
+        for (xs, ys) in x.chunks_exact_mut(t * d).zip(y.chunks_exact(q * d)) {
+            kernels::add_assign(&mut xs[..q * d], ys);
+        }
+        (replaced, kept)
     }
 
     /// Applies `intervention` to a site's values `g` (`[S, q, width]`, a unit being
