@@ -5,9 +5,10 @@
 //! so the backward costs about as much as the forward.
 
 use super::attention;
-use super::forward::{clip, select_rows, BlockTape, Tape};
 use super::kernels;
+use super::rows::{add_rows_par, clip, select_rows};
 use super::site::{Activation, Site};
+use super::tape::{BlockTape, Tape};
 use super::vit::Vit;
 use crate::numeric::softmax;
 use rayon::prelude::*;
@@ -180,31 +181,4 @@ impl Vit {
         }
         out
     }
-}
-
-/// `dx[rows of each sequence] += LayerNorm backward of dh` (packed `[S, rows, d]`).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn add_rows_par(
-    dx: &mut [f32],
-    s: usize,
-    t: usize,
-    rows: std::ops::Range<usize>,
-    dh: &[f32],
-    xhat: &[f32],
-    rstd: &[f32],
-    gamma: &[f32],
-) {
-    let d = gamma.len();
-    let q = rows.len();
-    debug_assert_eq!(dh.len(), s * q * d);
-    dx.par_chunks_mut(t * d).enumerate().for_each(|(i, dxs)| {
-        let packed = i * q..(i + 1) * q;
-        kernels::layer_norm_backward(
-            &mut dxs[rows.start * d..rows.end * d],
-            &dh[packed.start * d..packed.end * d],
-            &xhat[packed.start * d..packed.end * d],
-            &rstd[packed],
-            gamma,
-        );
-    });
 }

@@ -8,12 +8,30 @@
 //! output recomputed from the replaced values); everything below is shared.
 
 use super::backward::Gradients;
-use super::forward::{select_rows, BlockTape, BranchPoint, Keep, Tape};
+use super::forward::{BranchPoint, Keep};
 use super::kernels;
+use super::rows::select_rows;
 use super::site::{Action, Intervention, Site};
+use super::tape::{BlockTape, Tape};
 use super::vit::{CleanTrace, Vit};
 
 impl Vit {
+    /// The unmodified forward pass of one image, keeping what interventions branch from.
+    pub fn clean_forward(&self, pixels: &[f32]) -> CleanTrace {
+        let keep = Keep {
+            tape: false,
+            residuals: true,
+            branch_point: None,
+        };
+        let out = self.forward(self.embed(pixels), 0, &[], keep);
+        CleanTrace {
+            residual: out.residual,
+            mid: out.mid,
+            neurons: out.neurons,
+            logits: out.logits,
+        }
+    }
+
     /// Logits `[S, classes]` of `x = [S, tokens, hidden]` (embedded images) with
     /// `interventions`.
     pub fn logits(&self, x: Vec<f32>, interventions: &[Intervention]) -> Vec<f32> {

@@ -8,6 +8,7 @@ use super::kernels;
 use super::site::Tokens;
 use rayon::prelude::*;
 use std::fmt;
+use std::ops::Range;
 
 /// How the head reads the last block's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -171,6 +172,18 @@ impl Family {
         }
     }
 
+    /// The rows `tokens` occupy in a sequence of `total` rows (empty when the
+    /// family has no such token).
+    pub fn rows(&self, tokens: Tokens, total: usize) -> Range<usize> {
+        match tokens {
+            Tokens::Cls => 0..1,
+            Tokens::Distillation if self.distillation => 1..2,
+            Tokens::Distillation => 1..1,
+            Tokens::Patches => self.prefix_tokens()..total,
+            Tokens::All => 0..total,
+        }
+    }
+
     /// The options, one line each, for `inspect`.
     pub fn options(&self) -> Vec<(&'static str, String)> {
         let mut tokens = vec!["CLS".to_string()];
@@ -246,5 +259,30 @@ impl std::str::FromStr for Compat {
             .into_iter()
             .find(|c| c.name() == s)
             .ok_or_else(|| format!("{s:?}: expected principled or reference"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_rows() {
+        let vit = Family::VIT;
+        assert_eq!(vit.rows(Tokens::Cls, 65), 0..1);
+        assert_eq!(vit.rows(Tokens::Patches, 65), 1..65);
+        assert_eq!(vit.rows(Tokens::All, 65), 0..65);
+        assert!(vit.rows(Tokens::Distillation, 65).is_empty());
+        let deit = Family {
+            distillation: true,
+            ..Family::VIT
+        };
+        assert_eq!(deit.rows(Tokens::Distillation, 66), 1..2);
+        assert_eq!(deit.rows(Tokens::Patches, 66), 2..66);
+        let dinov2 = Family {
+            registers: 4,
+            ..Family::VIT
+        };
+        assert_eq!(dinov2.rows(Tokens::Patches, 21), 5..21);
     }
 }

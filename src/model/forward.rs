@@ -7,12 +7,12 @@
 //! model's own: the backward pass and branching read it, nothing else does.
 
 use super::attention;
-use super::kernels::{self, LayerNormOut};
-use super::readout::ReadoutTape;
+use super::kernels;
+use super::rows::{clip, par_layer_norm, select_rows};
 use super::site::{Action, Activation, Intervention};
-use super::vit::{Block, LayerNorm, Linear, Vit};
+use super::tape::{BlockTape, Tape};
+use super::vit::{Block, Linear, Vit};
 use rayon::prelude::*;
-use std::borrow::Cow;
 use std::ops::Range;
 
 /// What a forward pass keeps.
@@ -43,30 +43,6 @@ pub(super) struct BranchPoint {
     pub stream: Vec<f32>,
     /// The neuron rows after block `layer`'s attention, `[S, rows, hidden]`.
     pub mid_rows: Vec<f32>,
-}
-
-/// Activations of one block kept for the backward pass.
-pub(super) struct BlockTape {
-    pub q_rows: usize,
-    pub xhat1: Vec<f32>,
-    pub rstd1: Vec<f32>,
-    pub qkv: Vec<f32>,
-    pub probs: Vec<f32>,
-    pub xhat2: Vec<f32>,
-    pub rstd2: Vec<f32>,
-    /// The FFN non-linearity's derivative at the fc1 output: what its backward
-    /// multiplies by.
-    pub act_grad: Vec<f32>,
-    /// FFN rows overwritten by a [`Action::Replace`] (the gradient stops there).
-    pub replaced: Option<Range<usize>>,
-    /// Attention-output (`attn.z`) rows overwritten likewise.
-    pub z_replaced: Option<Range<usize>>,
-}
-
-pub(super) struct Tape {
-    pub from: usize,
-    pub blocks: Vec<BlockTape>,
-    pub readout: ReadoutTape,
 }
 
 pub(super) struct ForwardOut {
@@ -362,76 +338,4 @@ struct FfnOut {
     act_grad: Vec<f32>,
     neurons: Vec<f32>,
     replaced: Option<Range<usize>>,
-}
-
-/// `rows` limited to the first `q` rows (those a block computes).
-pub(super) fn clip(rows: Range<usize>, q: usize) -> Range<usize> {
-    rows.start.min(q)..rows.end.min(q)
-}
-
-/// Rows `rows` of every `t`-row sequence, packed: `[S, rows, d]` (`x` itself when
-/// that is all of it).
-pub(super) fn select_rows(
-    x: &[f32],
-    s: usize,
-    t: usize,
-    rows: Range<usize>,
-    d: usize,
-) -> Cow<'_, [f32]> {
-    if rows == (0..t) {
-        return Cow::Borrowed(x);
-    }
-    let mut out = Vec::with_capacity(s * rows.len() * d);
-    for seq in x.chunks_exact(t * d) {
-        out.extend_from_slice(&seq[rows.start * d..rows.end * d]);
-    }
-    Cow::Owned(out)
-}
-
-const LN_ROWS_PER_TASK: usize = 32;
-
-pub(super) fn par_layer_norm(
-    x: &[f32],
-    ln: &LayerNorm,
-    y: &mut [f32],
-    stats: Option<(&mut Vec<f32>, &mut Vec<f32>)>,
-) {
-    let d = ln.gamma.len();
-    let chunk = LN_ROWS_PER_TASK * d;
-    match stats {
-        None => y
-            .par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk))
-            .for_each(|(y, x)| {
-                kernels::layer_norm(
-                    x,
-                    &ln.gamma,
-                    &ln.beta,
-                    ln.eps,
-                    LayerNormOut {
-                        y,
-                        xhat: None,
-                        rstd: None,
-                    },
-                )
-            }),
-        Some((xhat, rstd)) => y
-            .par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk))
-            .zip(xhat.par_chunks_mut(chunk))
-            .zip(rstd.par_chunks_mut(LN_ROWS_PER_TASK))
-            .for_each(|(((y, x), xhat), rstd)| {
-                kernels::layer_norm(
-                    x,
-                    &ln.gamma,
-                    &ln.beta,
-                    ln.eps,
-                    LayerNormOut {
-                        y,
-                        xhat: Some(xhat),
-                        rstd: Some(rstd),
-                    },
-                )
-            }),
-    }
 }

@@ -13,7 +13,9 @@ pub mod gpu;
 pub mod kernels;
 pub mod npy;
 pub mod readout;
+mod rows;
 pub mod site;
+mod tape;
 pub mod vit;
 
 pub use backward::Gradients;

@@ -2,19 +2,12 @@
 //! backward, as the family says ([`Readout`]), then the head (linear, or CLIP's
 //! zero-shot cosine with class text embeddings).
 
-use super::backward::add_rows_par;
 use super::family::{Compat, Readout};
-use super::forward::{par_layer_norm, select_rows, Tape};
 use super::kernels;
+use super::rows::{add_rows_par, par_layer_norm, select_rows};
 use super::site::Tokens;
+use super::tape::{ReadoutTape, Tape};
 use super::vit::Vit;
-
-/// What the readout's backward needs: `xhat` and `1/std` of each norm applied,
-/// and the projected embedding of a zero-shot head.
-pub(super) struct ReadoutTape {
-    norms: Vec<(Vec<f32>, Vec<f32>)>,
-    embedding: Vec<f32>,
-}
 
 impl Vit {
     /// The logits of the last block's output `x` (`[S, tokens, hidden]`, its first

@@ -6,10 +6,8 @@
 //! [`Intervention`] pairs a site with an [`Action`]; the forward pass applies it,
 //! and the backward pass reports gradients keyed by site.
 
-use super::family::Family;
 use anyhow::{bail, Context, Result};
 use std::fmt;
-use std::ops::Range;
 use std::str::FromStr;
 
 /// Which activation of a block.
@@ -62,18 +60,6 @@ impl Tokens {
             Tokens::Distillation => "dist",
             Tokens::Patches => "patches",
             Tokens::All => "all",
-        }
-    }
-
-    /// The rows these tokens occupy in a sequence of `tokens` rows of a model of
-    /// `family` (empty when the family has no such token).
-    pub fn rows(self, family: &Family, tokens: usize) -> Range<usize> {
-        match self {
-            Tokens::Cls => 0..1,
-            Tokens::Distillation if family.distillation => 1..2,
-            Tokens::Distillation => 1..1,
-            Tokens::Patches => family.prefix_tokens()..tokens,
-            Tokens::All => 0..tokens,
         }
     }
 }
@@ -214,25 +200,5 @@ mod tests {
         ] {
             assert!(bad.parse::<Site>().is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn token_rows() {
-        let vit = Family::VIT;
-        assert_eq!(Tokens::Cls.rows(&vit, 65), 0..1);
-        assert_eq!(Tokens::Patches.rows(&vit, 65), 1..65);
-        assert_eq!(Tokens::All.rows(&vit, 65), 0..65);
-        assert!(Tokens::Distillation.rows(&vit, 65).is_empty());
-        let deit = Family {
-            distillation: true,
-            ..Family::VIT
-        };
-        assert_eq!(Tokens::Distillation.rows(&deit, 66), 1..2);
-        assert_eq!(Tokens::Patches.rows(&deit, 66), 2..66);
-        let dinov2 = Family {
-            registers: 4,
-            ..Family::VIT
-        };
-        assert_eq!(Tokens::Patches.rows(&dinov2, 21), 5..21);
     }
 }

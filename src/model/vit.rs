@@ -6,7 +6,6 @@
 //! family's readout ([`Readout`]) and a linear head.
 
 use super::family::{Compat, Family};
-use super::forward::Keep;
 use super::kernels;
 use super::site::{Activation, Site, Tokens};
 use std::ops::Range;
@@ -36,7 +35,7 @@ impl VitConfig {
     }
     /// The rows `tokens` occupy in a sequence.
     pub fn rows(&self, tokens: Tokens) -> Range<usize> {
-        tokens.rows(&self.family, self.tokens())
+        self.family.rows(tokens, self.tokens())
     }
     pub fn head_dim(&self) -> usize {
         self.hidden / self.heads
@@ -134,6 +133,10 @@ pub struct Vit {
     pub normalization: Normalization,
 }
 
+/// ImageNet's mean and standard deviation, which most checkpoints were trained with.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
 /// How an image becomes the model's input: [`Geometry`], then per-channel
 /// `(x - mean) / std` on pixels in `[0, 1]`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -150,8 +153,8 @@ impl Normalization {
     /// (bilinear, no crop): what the paper's code does for every model.
     pub fn imagenet(source: &str) -> Normalization {
         Normalization {
-            mean: super::checkpoint::IMAGENET_MEAN,
-            std: super::checkpoint::IMAGENET_STD,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
             geometry: Geometry::default(),
             source: source.into(),
         }
@@ -311,21 +314,5 @@ impl Vit {
             return normed;
         }
         tokens
-    }
-
-    /// The unmodified forward pass of one image, keeping what interventions branch from.
-    pub fn clean_forward(&self, pixels: &[f32]) -> CleanTrace {
-        let keep = Keep {
-            tape: false,
-            residuals: true,
-            branch_point: None,
-        };
-        let out = self.forward(self.embed(pixels), 0, &[], keep);
-        CleanTrace {
-            residual: out.residual,
-            mid: out.mid,
-            neurons: out.neurons,
-            logits: out.logits,
-        }
     }
 }

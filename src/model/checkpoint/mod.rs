@@ -14,9 +14,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Mean and standard deviation the checkpoint was trained with.
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+pub use super::vit::{IMAGENET_MEAN, IMAGENET_STD};
 
 /// What a checkpoint may not say about itself.
 #[derive(Clone, Debug, Default)]
