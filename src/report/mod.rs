@@ -122,9 +122,16 @@ pub fn render(inputs: &Inputs) -> Result<Report> {
     let models = distinct(&|r| r.model.clone());
     let scoring = distinct(&|r| {
         format!(
-            "{} form, {} integration with m = {}",
-            r.score_form, r.integration, r.steps
+            "{} form, {} integration with m = {}, {} arithmetic",
+            r.score_form,
+            r.integration,
+            r.steps,
+            r.compat.name()
         )
+    });
+    let units = distinct(&|r| match r.sites.first() {
+        Some(site) => site.to_string().replacen("blocks.0.", "blocks.N.", 1),
+        None => "blocks.N.mlp.post@cls".into(),
     });
     let page = html! {
         (DOCTYPE)
@@ -140,7 +147,7 @@ pub fn render(inputs: &Inputs) -> Result<Report> {
                     h1 { "Influential neuron paths" }
                     p {
                         (views.len()) " images, " (records.len()) " paths; model "
-                        code { (models) } "; JAS " (scoring) "."
+                        code { (models) } "; units at " code { (units) } "; JAS " (scoring) "."
                     }
                     p.sources { "From " @for (i, s) in inputs.sources.iter().enumerate() {
                         @if i > 0 { ", " } code { (s) }
