@@ -3,9 +3,11 @@
 
 use anyhow::{bail, Context, Result};
 use neuronpath::attribution::{ImageContext, Target};
-use neuronpath::data::{self, ImageSet};
+use neuronpath::data;
+use neuronpath::experiments::check_inputs;
 use neuronpath::experiments::prune::{self, PruneReport, PruneResult, PruneSettings, PruneTally};
 use neuronpath::experiments::stats::path_stats;
+use neuronpath::model::fingerprint;
 use neuronpath::record::{read_records, PathRecord};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +37,10 @@ pub struct Args {
     /// and with the control.
     #[arg(long, default_value = "out/prune.json")]
     out: PathBuf,
+    /// Class of each class folder, when the folder names are not the model's class
+    /// names (the file `paths` was given, if any).
+    #[arg(long)]
+    label_map: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -42,7 +48,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         bail!("--fraction must be in [0, 1] and --holdout in [0, 1)");
     }
     let mut vit = args.input.run.model.load()?;
-    let set = ImageSet::open(&args.input.run.images)?;
+    let set = super::image_set(&args.input.run.images, &vit, args.label_map.as_deref())?;
     let split = prune::split(&set, args.holdout);
     if split.evaluate.is_empty() {
         bail!(
@@ -71,6 +77,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             vit.config.intermediate
         );
     }
+    let model = fingerprint(&args.input.run.model.model, &vit)?;
+    check_inputs(&records, &model, &args.input.run.images, &args.input.paths)?;
     let build_paths = stats.classes.iter().map(|c| c.images).sum();
     let preset = neuronpath::record::preprocess_of(&records, &args.input.paths)?;
     vit.compat = neuronpath::record::compat_of(&records, &args.input.paths)?;

@@ -421,7 +421,9 @@ mod tests {
     fn linear_rows_do_not_depend_on_the_batch() {
         let mut rng = crate::numeric::SplitMix64::new(7);
         let mut random = |n: usize| -> Vec<f32> {
-            (0..n).map(|_| rng.below(1000) as f32 / 1000.0 - 0.5).collect()
+            (0..n)
+                .map(|_| rng.below(1000) as f32 / 1000.0 - 0.5)
+                .collect()
         };
         for (inp, out) in [(600, 10), (192, 768), (768, 192), (64, 10), (3, 40)] {
             let (w, b, x) = (random(out * inp), random(out), random(130 * inp));
@@ -435,7 +437,10 @@ mod tests {
             };
             let want = first(1);
             for rows in 2..=130 {
-                assert!(first(rows) == want, "{inp}x{out}: row 0 changed with {rows} rows");
+                assert!(
+                    first(rows) == want,
+                    "{inp}x{out}: row 0 changed with {rows} rows"
+                );
             }
         }
     }

@@ -7,6 +7,7 @@ pub mod backward;
 pub mod branch;
 pub mod checkpoint;
 pub mod family;
+pub mod fingerprint;
 pub mod forward;
 #[cfg(feature = "cuda")]
 pub mod gpu;
@@ -19,5 +20,6 @@ pub use backward::Gradients;
 pub use branch::Progression;
 pub use checkpoint::{load, LoadOptions};
 pub use family::{Compat, Family, FfnActivation, Readout};
+pub use fingerprint::fingerprint;
 pub use site::{Action, Intervention, Site, Tokens};
 pub use vit::{CleanTrace, Layout, Normalization, Vit, VitConfig};
