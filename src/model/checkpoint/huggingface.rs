@@ -47,7 +47,7 @@ pub fn load(dir: &Path) -> Result<Vit> {
         }
     }
     let mut tensors = Tensors::from_safetensors(&weights_path)?;
-    let classes = tensors.shape("classifier.weight")?[0];
+    let classes = tensors.dim("classifier.weight", 0)?;
     let config = VitConfig {
         image_size: int("image_size")?,
         patch_size: int("patch_size")?,
@@ -66,6 +66,7 @@ pub fn load(dir: &Path) -> Result<Vit> {
             .unwrap_or(1e-12) as f32,
         family: Family::VIT,
     };
+    super::check_config(&config).with_context(|| config_path.display().to_string())?;
     let class_names = json.get("id2label").and_then(Value::as_object).map(|m| {
         (0..classes)
             .map(|i| {

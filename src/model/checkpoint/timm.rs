@@ -18,9 +18,9 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
     let [d, channels, p, _] = patch_shape[..] else {
         bail!("{}: patch_embed.proj.weight must be 4-D", file.display())
     };
-    let f = tensors.shape("blocks.0.mlp.fc1.weight")?[0];
-    let classes = tensors.shape("head.weight")?[0];
-    let tokens = tensors.shape("pos_embed")?[1];
+    let f = tensors.dim("blocks.0.mlp.fc1.weight", 0)?;
+    let classes = tensors.dim("head.weight", 0)?;
+    let tokens = tensors.dim("pos_embed", 1)?;
     let family = match (
         tensors.contains("norm.weight"),
         tensors.contains("fc_norm.weight"),
