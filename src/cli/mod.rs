@@ -76,9 +76,9 @@ pub struct ModelArgs {
 pub struct ImageRun {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// An image file, or an ImageFolder tree (one sub-folder per class, class index =
-    /// sorted folder order); JPEG and PNG. Path records name images relative to it, so
-    /// the experiments take the folder their paths were found on.
+    /// An image file, or an ImageFolder tree (one sub-folder per class, matched to the
+    /// model's class names; see --label-map); JPEG and PNG. Path records name images
+    /// relative to it, so the experiments take the folder their paths were found on.
     #[arg(long, default_value = DEFAULT_IMAGES)]
     pub images: std::path::PathBuf,
     /// Worker threads, 1 to 1024 (default: all cores).

@@ -280,9 +280,9 @@ pub(crate) fn check_config(c: &VitConfig) -> Result<()> {
             c.heads
         );
     }
-    if !c.image_size.is_multiple_of(c.patch_size) {
+    if !c.image_size.is_multiple_of(c.patch_size) || c.image_size / c.patch_size > 1024 {
         bail!(
-            "image size {} is not a multiple of patch size {}",
+            "image size {} is not a multiple of patch size {}, or more than 1024 of them",
             c.image_size,
             c.patch_size
         );
