@@ -138,6 +138,9 @@ impl<T: Record> RecordFile<T> {
     /// record of this kind, a record made with other settings. A torn last line
     /// after this kind's records (a killed run) is cut off.
     pub fn open(path: &Path, settings: &[Setting]) -> Result<RecordFile<T>> {
+        if path.exists() && !path.is_file() {
+            bail!("{}: not a regular file", path.display());
+        }
         create_parent(path)?;
         let mut file = OpenOptions::new()
             .create(true)
@@ -331,8 +334,34 @@ fn create_parent(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes a whole output file (stats, pruning results, the report), creating its folder.
-pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Checks that `path` may be (over)written with an output whose text holds `marker`
+/// near its start: it does not exist, is empty, or is such an output already. Any
+/// other file (the paths, a text file) is refused untouched.
+pub fn check_output(path: &Path, marker: &str) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if !path.is_file() {
+        bail!("{}: not a regular file", path.display());
+    }
+    let mut start = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(4096).read_to_end(&mut start))
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let ours = start.windows(marker.len()).any(|w| w == marker.as_bytes());
+    if !(start.is_empty() || ours) {
+        bail!(
+            "{}: exists and is not an output of this command; nothing was changed: write to another file",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes a whole output file (stats, pruning results, the report) whose text holds
+/// `marker` near its start, creating its folder; see [`check_output`].
+pub fn write_output(path: &Path, bytes: &[u8], marker: &str) -> Result<()> {
+    check_output(path, marker)?;
     create_parent(path)?;
     std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
 }

@@ -92,6 +92,33 @@ fn files_that_are_not_the_commands_own_are_left_untouched() {
         "manipulate --out paths.jsonl"
     );
 
+    // Whole-file outputs replace only their own kind.
+    let p_arg = p.to_str().unwrap();
+    let notes_arg = notes.to_str().unwrap();
+    for argv in [
+        &["stats", "--paths", p_arg, "--out", p_arg][..],
+        &["report", "--paths", p_arg, "--out", notes_arg],
+        &[
+            "prune", "--top-k", "1", "--paths", p_arg, "--out", notes_arg,
+        ],
+    ] {
+        let run = neuronpath().args(argv).output().unwrap();
+        fails_with(&run, &["is not an output of this command"]);
+    }
+    assert_eq!(std::fs::read(&p).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(&notes).unwrap(),
+        "my notes\nmore notes\n"
+    );
+    let stats = dir.join("stats.json");
+    for _ in 0..2 {
+        let run = neuronpath()
+            .args(["stats", "--paths", p_arg, "--out"])
+            .arg(&stats)
+            .output();
+        succeeds(&run.unwrap());
+    }
+
     // A blank line in the middle loses nothing, and nothing is recomputed.
     let text = String::from_utf8(before).unwrap();
     let (first, rest) = text.split_at(text.find('\n').unwrap() + 1);

@@ -43,10 +43,14 @@ pub struct Args {
     label_map: Option<PathBuf>,
 }
 
+/// What a pruning report holds near its start (see `check_output`).
+const PRUNE_MARKER: &str = "\"top_k\":";
+
 pub fn run(args: Args) -> Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.fraction) || !(0.0..1.0).contains(&args.holdout) {
         bail!("--fraction must be in [0, 1] and --holdout in [0, 1)");
     }
+    neuronpath::record::check_output(&args.out, PRUNE_MARKER)?;
     let mut vit = args.input.run.model.load()?;
     let set = super::image_set(&args.input.run.images, &vit, args.label_map.as_deref())?;
     let split = prune::split(&set, args.holdout);
@@ -121,7 +125,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         classes,
         overall,
     };
-    neuronpath::record::write_output(&args.out, &serde_json::to_vec_pretty(&report)?)?;
+    let json = serde_json::to_vec_pretty(&report)?;
+    neuronpath::record::write_output(&args.out, &json, PRUNE_MARKER)?;
     println!("target-class probability and top-1 accuracy");
     println!(
         "{:<12} {:>6}  {:>15}  {:>15}  {:>15}",
