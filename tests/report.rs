@@ -348,7 +348,7 @@ fn unreadable_paths_files_fail_naming_the_file() {
     std::fs::write(&empty, "").unwrap();
     for (file, problem) in [
         (&missing, "cannot read"),
-        (&garbled, "line 1: not a PathRecord"),
+        (&garbled, "line 1: not a path record"),
         (&empty, "no records"),
     ] {
         let out = neuronpath()

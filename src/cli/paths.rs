@@ -79,35 +79,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Rule::LeftRiemann => Integration::LeftRiemann(args.steps),
         Rule::GaussLegendre => Integration::GaussLegendre(args.steps),
     };
-    // What every record of this run shares, and a resumed file must match.
-    let common = PathRecord {
-        image: String::new(),
-        label: None,
-        label_name: None,
-        method: String::new(),
-        path: vec![],
-        neurons: vit.config.intermediate,
-        score: 0.0,
-        target: 0,
-        target_source: args.target.name().into(),
-        target_prob: 0.0,
-        predicted: 0,
-        predicted_name: None,
-        predicted_prob: 0.0,
-        activation: vec![],
-        gradient: vec![],
-        contribution: vec![],
-        integration: rule.name().into(),
-        steps: rule.steps(),
-        score_form: args.score_form.name().into(),
-        model: args.run.model.model.display().to_string(),
-        preprocess: preprocess.name().into(),
-        sites: (0..vit.config.layers).map(|l| vit.neuron_site(l)).collect(),
-        compat: args.compat,
-        model_fingerprint: Some(fingerprint(&args.run.model.model, &vit)?),
-        image_fingerprint: None,
-        seed: Some(args.seed),
-    };
+    let common = shared_fields(&args, &vit, preprocess, rule)?;
     let mut out = RecordFile::<PathRecord>::open(&args.out, &common.settings())?;
     check_labels(&out, &set, &args.out)?;
     let methods = &args.method;
@@ -202,6 +174,43 @@ pub fn run(args: Args) -> Result<ExitCode> {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// The fields every record of this run shares, which a resumed file must match.
+fn shared_fields(
+    args: &Args,
+    vit: &Vit,
+    preprocess: Preset,
+    rule: Integration,
+) -> Result<PathRecord> {
+    Ok(PathRecord {
+        image: String::new(),
+        label: None,
+        label_name: None,
+        method: String::new(),
+        path: vec![],
+        neurons: vit.config.intermediate,
+        score: 0.0,
+        target: 0,
+        target_source: args.target.name().into(),
+        target_prob: 0.0,
+        predicted: 0,
+        predicted_name: None,
+        predicted_prob: 0.0,
+        activation: vec![],
+        gradient: vec![],
+        contribution: vec![],
+        integration: rule.name().into(),
+        steps: rule.steps(),
+        score_form: args.score_form.name().into(),
+        model: args.run.model.model.display().to_string(),
+        preprocess: preprocess.name().into(),
+        sites: (0..vit.config.layers).map(|l| vit.neuron_site(l)).collect(),
+        compat: args.compat,
+        model_fingerprint: Some(fingerprint(&args.run.model.model, vit)?),
+        image_fingerprint: None,
+        seed: Some(args.seed),
     })
 }
 

@@ -176,20 +176,7 @@ impl ImageSet {
         let meta = std::fs::metadata(root)
             .with_context(|| format!("{}: no such image file or folder", root.display()))?;
         if meta.is_file() {
-            let key = root
-                .file_name()
-                .map(|n| escape(n.as_encoded_bytes()))
-                .unwrap_or_default();
-            return Ok(ImageSet {
-                root: root.parent().unwrap_or(Path::new(".")).to_path_buf(),
-                classes: vec![],
-                entries: vec![ImageEntry {
-                    path: root.to_path_buf(),
-                    key,
-                    label: None,
-                }],
-                notes: vec![],
-            });
+            return Ok(ImageSet::single(root));
         }
         if !meta.is_dir() {
             bail!("{}: neither an image file nor a folder", root.display());
@@ -208,38 +195,30 @@ impl ImageSet {
                 class_dirs.push(dir);
             }
         }
+        let entry = |path: PathBuf, label| ImageEntry {
+            key: key_of(root, &path),
+            path,
+            label,
+        };
         let mut entries = Vec::new();
-        let mut classes = Vec::new();
-        if class_dirs.is_empty() {
-            entries.extend(files.into_iter().map(|p| ImageEntry {
-                key: key_of(root, &p),
-                path: p,
-                label: None,
-            }));
+        let classes: Vec<String> = class_dirs
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        if classes.is_empty() {
+            entries.extend(files.into_iter().map(|p| entry(p, None)));
         } else {
-            classes = class_dirs
-                .iter()
-                .filter_map(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .collect();
             let assigned = labels::assign(root, &classes, labels)?;
             walk.notes.extend(assigned.note);
             for (dir, label) in class_dirs.iter().zip(assigned.labels) {
                 let mut found = Vec::new();
                 walk.images_below(dir, &mut found)?;
-                entries.extend(found.into_iter().map(|p| ImageEntry {
-                    key: key_of(root, &p),
-                    path: p,
-                    label: Some(label),
-                }));
+                entries.extend(found.into_iter().map(|p| entry(p, Some(label))));
             }
         }
         if entries.is_empty() {
             bail!("{}: no images (.jpg, .jpeg, .png) found", root.display());
-        }
-        let mut keys = HashSet::new();
-        if let Some(twin) = entries.iter().find(|e| !keys.insert(&e.key)) {
-            bail!("{}: two files have the key {}", root.display(), twin.key);
         }
         Ok(ImageSet {
             root: root.to_path_buf(),
@@ -247,5 +226,23 @@ impl ImageSet {
             entries,
             notes: walk.notes,
         })
+    }
+
+    /// One image file, unlabelled.
+    fn single(file: &Path) -> ImageSet {
+        let key = file
+            .file_name()
+            .map(|n| escape(n.as_encoded_bytes()))
+            .unwrap_or_default();
+        ImageSet {
+            root: file.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            classes: vec![],
+            entries: vec![ImageEntry {
+                path: file.to_path_buf(),
+                key,
+                label: None,
+            }],
+            notes: vec![],
+        }
     }
 }
