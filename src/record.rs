@@ -1,23 +1,38 @@
 //! Path records and the resumable JSON-lines files that results are written to.
 //!
-//! One object per line. Each line is written whole and flushed; on reopening, a
-//! torn last line (a run killed mid-write) is cut off, and the records already
-//! present (by their [`Record::key`]) are skipped.
+//! One object per line. Each line is written whole and flushed. A file is written
+//! by one run at a time (it is locked while open). On reopening, every line must be
+//! a record of the file's kind made with the same settings as the new run, else the
+//! file is left as it is and refused; only a torn last line (a run killed mid-write)
+//! is cut off. The records already present (by their [`Record::key`]) are skipped.
 
 use crate::data::Preset;
 use crate::model::{Activation, Compat, Site, Tokens};
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
-/// A result line: what identifies it, for resuming.
+/// A setting a record was made with, as `(name, value)`: a run may add records to
+/// a file only when it asks for the same.
+pub type Setting = (&'static str, String);
+
+/// A result line: what identifies it, for resuming, and what decided it.
 pub trait Record: Serialize + DeserializeOwned {
+    /// What a record is, for messages ("path", "manipulation").
+    const KIND: &'static str;
     fn key(&self) -> String;
+    /// Everything besides the key that decides the record's values.
+    fn settings(&self) -> Vec<Setting>;
+}
+
+/// How a setting reads when an older version did not record it.
+pub fn unrecorded() -> String {
+    "not recorded (an older neuronpath wrote this file)".into()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -62,79 +77,190 @@ pub struct PathRecord {
     /// Whose arithmetic found and scored the path (`principled` or `reference`).
     #[serde(default)]
     pub compat: Compat,
+    /// [`crate::model::fingerprint`] of the model the path was found on (absent in
+    /// older files).
+    #[serde(default)]
+    pub model_fingerprint: Option<String>,
+    /// [`crate::numeric::fingerprint`] of the image file's bytes (absent in older files).
+    #[serde(default)]
+    pub image_fingerprint: Option<String>,
+    /// Seed of the `random` method (absent in older files).
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 impl PathRecord {
     pub fn key_of(image: &str, method: &str) -> String {
         format!("{image}\t{method}")
     }
-}
 
-impl Record for PathRecord {
-    fn key(&self) -> String {
-        PathRecord::key_of(&self.image, &self.method)
+    /// Identifies the record's content (a manipulation names the path it edited).
+    pub fn fingerprint(&self) -> String {
+        crate::numeric::fingerprint(&serde_json::to_vec(self).unwrap_or_default())
     }
 }
 
-/// An output file opened for appending, with the keys of what it already holds.
+impl Record for PathRecord {
+    const KIND: &'static str = "path";
+
+    fn key(&self) -> String {
+        PathRecord::key_of(&self.image, &self.method)
+    }
+
+    fn settings(&self) -> Vec<Setting> {
+        vec![
+            (
+                "model fingerprint",
+                self.model_fingerprint.clone().unwrap_or_else(unrecorded),
+            ),
+            ("integration", self.integration.clone()),
+            ("steps", self.steps.to_string()),
+            ("score form", self.score_form.clone()),
+            ("target", self.target_source.clone()),
+            ("preprocessing", self.preprocess.clone()),
+            ("compat", self.compat.name().into()),
+            ("seed", self.seed.map_or_else(unrecorded, |s| s.to_string())),
+        ]
+    }
+}
+
+/// An output file opened for appending, locked, with what it already holds.
 pub struct RecordFile<T> {
     path: PathBuf,
     file: File,
-    done: HashSet<String>,
+    done: HashMap<String, T>,
     records: PhantomData<T>,
 }
 
 impl<T: Record> RecordFile<T> {
-    /// Opens (or creates) `path`, dropping a torn final line left by a killed run.
-    pub fn open(path: &Path) -> Result<RecordFile<T>> {
-        create_parent(path)?;
-        let mut done = HashSet::new();
-        let mut good_len = 0u64;
-        if path.exists() {
-            let reader = BufReader::new(
-                File::open(path).with_context(|| format!("{}: cannot read", path.display()))?,
-            );
-            for line in reader.split(b'\n') {
-                let line = line?;
-                let Ok(record) = serde_json::from_slice::<T>(&line) else {
-                    break;
-                };
-                good_len += line.len() as u64 + 1;
-                done.insert(record.key());
-            }
+    /// Opens (or creates) `path` for a run with `settings` and locks it. Refused,
+    /// with the file untouched: a file another run holds, a line that is not a
+    /// record of this kind, a record made with other settings. A torn last line
+    /// after this kind's records (a killed run) is cut off.
+    pub fn open(path: &Path, settings: &[Setting]) -> Result<RecordFile<T>> {
+        if path.exists() && !path.is_file() {
+            bail!("{}: not a regular file", path.display());
         }
-        let file = OpenOptions::new()
+        create_parent(path)?;
+        let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(path)
             .with_context(|| format!("{}: cannot open for writing", path.display()))?;
-        // Whatever follows the last complete record (a torn line) goes.
-        file.set_len(good_len)?;
-        let mut file = file;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => bail!(
+                "{}: another neuronpath run is writing this file; let it finish, or write to another file",
+                path.display()
+            ),
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("{}: cannot lock", path.display()))
+            }
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let held = Held::<T>::scan(&bytes, path, settings)?;
+        file.set_len(held.keep)
+            .with_context(|| format!("{}: cannot cut the torn last line", path.display()))?;
+        file.seek(SeekFrom::End(0))?;
+        if held.unterminated {
+            file.write_all(b"\n")
+                .with_context(|| format!("{}: cannot write", path.display()))?;
+        }
         Ok(RecordFile {
             path: path.to_path_buf(),
             file,
-            done,
+            done: held.records,
             records: PhantomData,
         })
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.done.contains(key)
+        self.done.contains_key(key)
     }
 
-    pub fn append(&mut self, record: &T) -> Result<()> {
-        let mut line = serde_json::to_vec(record)?;
+    /// The record of `key` already in the file.
+    pub fn get(&self, key: &str) -> Option<&T> {
+        self.done.get(key)
+    }
+
+    pub fn append(&mut self, record: T) -> Result<()> {
+        let mut line = serde_json::to_vec(&record)?;
         line.push(b'\n');
         self.file
             .write_all(&line)
             .with_context(|| format!("{}: cannot write", self.path.display()))?;
         self.file.flush()?;
-        self.done.insert(record.key());
+        self.done.insert(record.key(), record);
         Ok(())
     }
+}
+
+/// What an existing file holds: its records, the length to keep, and whether its
+/// last record lacks the newline.
+struct Held<T> {
+    records: HashMap<String, T>,
+    keep: u64,
+    unterminated: bool,
+}
+
+impl<T: Record> Held<T> {
+    fn scan(bytes: &[u8], path: &Path, settings: &[Setting]) -> Result<Held<T>> {
+        let mut held = Held {
+            records: HashMap::new(),
+            keep: 0,
+            unterminated: false,
+        };
+        let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+        let last = lines.len() - 1; // the text after the last newline, often empty
+        for (i, line) in lines.iter().enumerate() {
+            let at = || format!("{}: line {}", path.display(), i + 1);
+            let record = if line.trim_ascii().is_empty() {
+                None
+            } else {
+                match serde_json::from_slice::<T>(line) {
+                    Ok(record) => Some(record),
+                    Err(_) if i == last && held.is_torn(line) => break,
+                    Err(e) => bail!(
+                        "{}: not a {} record ({e}); this file was not written by this command, or was edited. Nothing was changed: write to another file",
+                        at(),
+                        T::KIND
+                    ),
+                }
+            };
+            if let Some(record) = record {
+                check_settings(&record.settings(), settings).with_context(at)?;
+                held.records.insert(record.key(), record);
+            }
+            held.keep += line.len() as u64 + u64::from(i < last);
+            held.unterminated = i == last && !line.is_empty();
+        }
+        Ok(held)
+    }
+
+    /// A line a killed run may have left: no complete JSON, after this kind's
+    /// records, or alone and the start of one (every record begins with its image).
+    fn is_torn(&self, line: &[u8]) -> bool {
+        const START: &[u8] = b"{\"image\":";
+        let start = &line[..line.len().min(START.len())];
+        serde_json::from_slice::<serde_json::Value>(line).is_err()
+            && (!self.records.is_empty() || (self.keep == 0 && START.starts_with(start)))
+    }
+}
+
+/// An error naming the first setting of an existing record that differs from the run's.
+fn check_settings(had: &[Setting], want: &[Setting]) -> Result<()> {
+    for (name, value) in want {
+        if let Some((_, old)) = had.iter().find(|(n, old)| n == name && old != value) {
+            bail!(
+                "made with {name} {old}, but this run has {name} {value}; adding to it would mix results. Nothing was changed: write to another file (or move this one away) to start afresh"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Every record of a JSON-lines file (for the experiments and the report); an
@@ -153,7 +279,7 @@ pub fn read_records<T: Record>(path: &Path) -> Result<Vec<T>> {
                     "{}: line {}: not a {} record",
                     path.display(),
                     i + 1,
-                    std::any::type_name::<T>().rsplit("::").next().unwrap_or("")
+                    T::KIND
                 )
             })
         })
@@ -226,8 +352,34 @@ fn create_parent(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes a whole output file (stats, pruning results, the report), creating its folder.
-pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Checks that `path` may be (over)written with an output whose text holds `marker`
+/// near its start: it does not exist, is empty, or is such an output already. Any
+/// other file (the paths, a text file) is refused untouched.
+pub fn check_output(path: &Path, marker: &str) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if !path.is_file() {
+        bail!("{}: not a regular file", path.display());
+    }
+    let mut start = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(4096).read_to_end(&mut start))
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let ours = start.windows(marker.len()).any(|w| w == marker.as_bytes());
+    if !(start.is_empty() || ours) {
+        bail!(
+            "{}: exists and is not an output of this command; nothing was changed: write to another file",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes a whole output file (stats, pruning results, the report) whose text holds
+/// `marker` near its start, creating its folder; see [`check_output`].
+pub fn write_output(path: &Path, bytes: &[u8], marker: &str) -> Result<()> {
+    check_output(path, marker)?;
     create_parent(path)?;
     std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
 }

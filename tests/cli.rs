@@ -99,9 +99,11 @@ fn unusable_inputs_fail_with_one_line_naming_the_problem() {
 fn a_killed_run_resumes_to_the_same_file() {
     let dir = scratch("resume");
     let images = image_folder(&dir, &["airplane", "ship"], 4);
+    // One uninterrupted run in the default batch (several images), against a killed
+    // run resumed one image at a time: the records must be the same bits.
     let once = dir.join("once.jsonl");
     let status = neuronpath()
-        .args(["paths", "--batch", "1", "--images"])
+        .args(["paths", "--images"])
         .arg(&images)
         .arg("--out")
         .arg(&once)

@@ -37,6 +37,9 @@ fn record(image: &str, class: usize, path: &[usize]) -> PathRecord {
         preprocess: "checkpoint".into(),
         sites: vec![],
         compat: Default::default(),
+        model_fingerprint: None,
+        image_fingerprint: None,
+        seed: None,
     }
 }
 
@@ -99,6 +102,8 @@ fn manipulation(op: &str, before: (f32, usize), after: (f32, usize)) -> Manipula
         prob_after: after.0,
         predicted_before: before.1,
         predicted_after: after.1,
+        model_fingerprint: None,
+        path_fingerprint: None,
     }
 }
 
@@ -201,7 +206,11 @@ fn pruning_keeps_the_top_neurons_and_prunes_the_requested_share() {
 
 #[test]
 fn the_holdout_split_is_disjoint_and_per_class() {
-    let set = ImageSet::open(&common::shared("data/cifar10-test")).unwrap();
+    let labels = neuronpath::data::labels::Labels {
+        classes: 10,
+        ..Default::default()
+    };
+    let set = ImageSet::open(&common::shared("data/cifar10-test"), &labels).unwrap();
     let split = prune::split(&set, 0.3);
     assert_eq!(split.evaluate.len(), 3000);
     assert_eq!(split.build.len(), 7000);

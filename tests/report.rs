@@ -55,7 +55,7 @@ fn chromium(page: &Path, args: &[&str]) -> (Output, Duration) {
     let start = Instant::now();
     let output = match command.output() {
         Ok(o) => o,
-        Err(e) => panic!("cannot run chromium ({e}): install Debian's `chromium` package (apt-get install chromium); .ci/run does"),
+        Err(e) => panic!("cannot run chromium ({e}): install Debian's `chromium` package (apt-get install chromium); scripts/test does"),
     };
     let elapsed = start.elapsed();
     assert!(
@@ -71,7 +71,7 @@ fn require_chromium() {
     let found = Command::new("chromium").arg("--version").output();
     assert!(
         found.is_ok_and(|o| o.status.success()),
-        "chromium not found: install Debian's `chromium` package (apt-get install chromium); .ci/run does"
+        "chromium not found: install Debian's `chromium` package (apt-get install chromium); scripts/test does"
     );
 }
 
@@ -348,7 +348,7 @@ fn unreadable_paths_files_fail_naming_the_file() {
     std::fs::write(&empty, "").unwrap();
     for (file, problem) in [
         (&missing, "cannot read"),
-        (&garbled, "line 1: not a PathRecord"),
+        (&garbled, "line 1: not a path record"),
         (&empty, "no records"),
     ] {
         let out = neuronpath()

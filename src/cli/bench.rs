@@ -35,8 +35,8 @@ pub struct Args {
     /// Folder with the reference code's `timing-*.json`, to print speed-ups against it.
     #[arg(long, default_value = "../shared/reference")]
     reference: PathBuf,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads, 1 to 1024 (default: all cores).
+    #[arg(long, value_parser = super::in_range(1, 1024))]
     threads: Option<usize>,
 }
 
@@ -128,7 +128,12 @@ fn build(shape: Shape, count: usize) -> Result<(Vit, Vec<Vec<f32>>)> {
     } else {
         count.max(1)
     };
-    let set = data::ImageSet::open(Path::new(super::DEFAULT_IMAGES))?;
+    // The bundled images, one folder per CIFAR-10 class; only their pixels are used.
+    let cifar10 = data::labels::Labels {
+        classes: 10,
+        ..Default::default()
+    };
+    let set = data::ImageSet::open(Path::new(super::DEFAULT_IMAGES), &cifar10)?;
     let norm = data::normalization(&vit, Preset::Reference);
     let images = set
         .entries

@@ -16,8 +16,8 @@ pub struct Args {
     /// report.html. Rerunning resumes (finished steps are quick).
     #[arg(long, default_value = "out/demo")]
     out: PathBuf,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads, 1 to 1024 (default: all cores).
+    #[arg(long, value_parser = super::in_range(1, 1024))]
     threads: Option<usize>,
 }
 

@@ -5,8 +5,9 @@ use anyhow::{bail, Context, Result};
 use neuronpath::attribution::ImageContext;
 use neuronpath::data;
 use neuronpath::experiments::manipulate::{self, check_path, ManipulationRecord, Op};
-use neuronpath::model::Vit;
-use neuronpath::record::{read_records, PathRecord, RecordFile};
+use neuronpath::experiments::{check_clean_prob, check_inputs};
+use neuronpath::model::{fingerprint, Vit};
+use neuronpath::record::{read_records, unrecorded, PathRecord, RecordFile};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,12 +55,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for r in &records {
         check_path(&vit, r).with_context(|| args.input.paths.display().to_string())?;
     }
+    let model = fingerprint(&args.input.run.model.model, &vit)?;
+    check_inputs(&records, &model, &args.input.run.images, &args.input.paths)?;
     let ops: &[Op] = match args.op {
         OpChoice::Remove => &[Op::Remove],
         OpChoice::Enhance => &[Op::Enhance],
         OpChoice::Both => &[Op::Remove, Op::Enhance],
     };
-    let mut out = RecordFile::<ManipulationRecord>::open(&args.out)?;
+    let made_with = records.iter().find_map(|r| r.model_fingerprint.clone());
+    let settings = [("model fingerprint", made_with.unwrap_or_else(unrecorded))];
+    let mut out = RecordFile::<ManipulationRecord>::open(&args.out, &settings)?;
     // One batch per image, in file order: every (path, op) of it not yet in the output.
     let mut images: Vec<(&str, Vec<(&PathRecord, Op)>)> = Vec::new();
     let mut position: HashMap<&str, usize> = HashMap::new();
@@ -69,8 +74,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
             images.len() - 1
         });
         for &op in ops {
-            if !out.contains(&ManipulationRecord::key_of(&r.image, &r.method, op.name())) {
-                images[i].1.push((r, op));
+            match out.get(&ManipulationRecord::key_of(&r.image, &r.method, op.name())) {
+                None => images[i].1.push((r, op)),
+                Some(m) if m.path_fingerprint != Some(r.fingerprint()) => bail!(
+                    "{}: the {} record of {} ({}) was made from another path record than {} holds; write to another file to start afresh",
+                    args.out.display(),
+                    op.name(),
+                    r.image,
+                    r.method,
+                    args.input.paths.display()
+                ),
+                Some(_) => {}
             }
         }
     }
@@ -85,11 +99,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut failed = 0usize;
     super::with_threads(args.input.run.threads, || -> Result<()> {
         for (key, items) in &images {
-            let path = args.input.run.images.join(key);
+            let path = data::folder::path_of(&args.input.run.images, key);
             match data::load_image(&path, &vit, &norm) {
                 Ok(pixels) => {
-                    for written in run_image(&vit, key, pixels, items) {
-                        out.append(&written)?;
+                    for written in run_image(&vit, key, pixels, items)
+                        .with_context(|| args.input.paths.display().to_string())?
+                    {
+                        out.append(written)?;
                     }
                 }
                 Err(e) => {
@@ -112,13 +128,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     })
 }
 
-/// The image's items grouped by target (normally one), each group one batch.
+/// The image's items grouped by target (normally one), each group one batch; an
+/// error when the clean pass is not the one the paths were found with.
 fn run_image(
     vit: &Vit,
     key: &str,
     pixels: Vec<f32>,
     items: &[(&PathRecord, Op)],
-) -> Vec<ManipulationRecord> {
+) -> Result<Vec<ManipulationRecord>> {
     let mut targets: Vec<usize> = items.iter().map(|(r, _)| r.target).collect();
     targets.sort_unstable();
     targets.dedup();
@@ -130,9 +147,12 @@ fn run_image(
             .filter(|(r, _)| r.target == target)
             .copied()
             .collect();
+        for (r, _) in &group {
+            check_clean_prob(vit, &image, r)?;
+        }
         written.extend(manipulate::manipulate(vit, &image, &group));
     }
-    written
+    Ok(written)
 }
 
 fn print_summary(summary: &[manipulate::ManipulationSummary]) {

@@ -30,6 +30,10 @@ struct Cli {
     #[cfg(feature = "cuda")]
     #[arg(long, global = true)]
     gpu: Option<usize>,
+    /// Accepted only to say that this build has no CUDA.
+    #[cfg(not(feature = "cuda"))]
+    #[arg(long, global = true, hide = true)]
+    gpu: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -87,14 +91,38 @@ pub struct ModelArgs {
 pub struct ImageRun {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// An image file, or an ImageFolder tree (one sub-folder per class, class index =
-    /// sorted folder order); JPEG and PNG. Path records name images relative to it, so
-    /// the experiments take the folder their paths were found on.
+    /// An image file, or an ImageFolder tree (one sub-folder per class, matched to the
+    /// model's class names; see --label-map); JPEG and PNG. Path records name images
+    /// relative to it, so the experiments take the folder their paths were found on.
     #[arg(long, default_value = DEFAULT_IMAGES)]
     pub images: std::path::PathBuf,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads, 1 to 1024 (default: all cores).
+    #[arg(long, value_parser = in_range(1, 1024))]
     pub threads: Option<usize>,
+}
+
+/// Parses a whole number in `min..=max` (clap's message names the range).
+pub fn in_range(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(min..=max)
+}
+
+/// The class folders of `images` mapped to `vit`'s classes (see `--label-map`);
+/// what was skipped or assumed is printed.
+pub fn image_set(
+    images: &std::path::Path,
+    vit: &neuronpath::model::Vit,
+    label_map: Option<&std::path::Path>,
+) -> anyhow::Result<neuronpath::data::ImageSet> {
+    let labels = neuronpath::data::labels::Labels {
+        names: vit.class_names.as_deref(),
+        classes: vit.config.classes,
+        map: label_map,
+    };
+    let set = neuronpath::data::ImageSet::open(images, &labels)?;
+    for note in &set.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(set)
 }
 
 /// An experiment's inputs: the model, the path records, the images they name.
@@ -131,9 +159,8 @@ pub fn run() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    #[cfg(feature = "cuda")]
     if let Some(ordinal) = cli.gpu {
-        if let Err(e) = neuronpath::model::gpu::enable(ordinal) {
+        if let Err(e) = enable_gpu(ordinal) {
             eprintln!("error: {e:#}");
             return ExitCode::FAILURE;
         }
@@ -145,6 +172,16 @@ pub fn run() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "cuda")]
+fn enable_gpu(ordinal: usize) -> anyhow::Result<()> {
+    neuronpath::model::gpu::enable(ordinal)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn enable_gpu(ordinal: usize) -> anyhow::Result<()> {
+    anyhow::bail!("--gpu {ordinal}: this build has no CUDA support; rebuild with `cargo build --release --features cuda`")
 }
 
 /// Runs one subcommand.

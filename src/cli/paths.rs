@@ -1,12 +1,12 @@
 //! `neuronpath paths`: influential neuron paths of every image, resumable.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use neuronpath::attribution::{Attributor, ImageContext, Integration, Method, ScoreForm, Target};
 use neuronpath::data::{self, ImageEntry, ImageSet, Preset};
-use neuronpath::model::{Compat, Tokens};
-use neuronpath::numeric::argmax;
-use neuronpath::record::{PathRecord, RecordFile};
-use std::path::PathBuf;
+use neuronpath::model::{fingerprint, Compat, Tokens, Vit};
+use neuronpath::numeric::{self, argmax};
+use neuronpath::record::{PathRecord, Record, RecordFile};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -31,8 +31,8 @@ pub struct Args {
     /// Seed of the `random` method (a path depends only on the seed and the image).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Integration steps m (points, for Gauss-Legendre).
-    #[arg(long, default_value_t = 20)]
+    /// Integration steps m (points, for Gauss-Legendre), 1 to 1000.
+    #[arg(long, default_value_t = 20, value_parser = super::in_range(1, 1000))]
     steps: usize,
     /// Integration rule.
     #[arg(long, value_enum, default_value_t = Rule::LeftRiemann)]
@@ -66,16 +66,19 @@ pub struct Args {
     /// jas, activation (the head of largest output norm) and random).
     #[arg(long, value_enum, default_value_t = super::Unit::Neuron)]
     unit: super::Unit,
-    /// Images processed together (default: as many as keep ~8k token rows per pass).
-    /// A killed run loses at most the batch in flight.
-    #[arg(long)]
+    /// Images processed together, 1 to 1024 (default: as many as keep ~8k token rows
+    /// per pass). A killed run loses at most the batch in flight; the results are the
+    /// same whatever the batch.
+    #[arg(long, value_parser = super::in_range(1, 1024))]
     batch: Option<usize>,
+    /// Class of each class folder, when the folder names are not the model's class
+    /// names: JSON {"folder": class index or name}, or a text file whose line i
+    /// starts with class i's folder name (as ImageNet's LOC_synset_mapping.txt).
+    #[arg(long)]
+    label_map: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    if args.steps == 0 {
-        bail!("--steps must be at least 1");
-    }
     let mut vit = args.run.model.load()?;
     vit.compat = args.compat;
     if let Some(tokens) = args.tokens {
@@ -89,12 +92,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Compat::Principled => Preset::Checkpoint,
         Compat::Reference => Preset::Reference,
     });
-    let sites: Vec<_> = (0..vit.config.layers).map(|l| vit.neuron_site(l)).collect();
-    let set = ImageSet::open(&args.run.images)?;
-    let mut out = RecordFile::<PathRecord>::open(&args.out)?;
+    let set = super::image_set(&args.run.images, &vit, args.label_map.as_deref())?;
+    let rule = match args.integration {
+        Rule::LeftRiemann => Integration::LeftRiemann(args.steps),
+        Rule::GaussLegendre => Integration::GaussLegendre(args.steps),
+    };
     let probe = Attributor {
         vit: &vit,
-        rule: Integration::LeftRiemann(1),
+        rule,
         form: args.score_form,
     };
     let (methods, skipped): (Vec<Method>, Vec<Method>) =
@@ -111,6 +116,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         super::Unit::Head => ScoreForm::Paper,
         super::Unit::Neuron => args.score_form,
     };
+    let common = shared_fields(&args, &vit, preprocess, rule, form)?;
+    let mut out = RecordFile::<PathRecord>::open(&args.out, &common.settings())?;
+    check_labels(&out, &set, &args.out)?;
     let methods = &methods;
     let todo: Vec<&ImageEntry> = set
         .entries
@@ -121,21 +129,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 .any(|m| !out.contains(&PathRecord::key_of(&e.key, m.name())))
         })
         .collect();
-    let rule = match args.integration {
-        Rule::LeftRiemann => Integration::LeftRiemann(args.steps),
-        Rule::GaussLegendre => Integration::GaussLegendre(args.steps),
-    };
     let batch = args
         .batch
-        .unwrap_or_else(|| (8192 / (vit.config.tokens() * args.steps)).clamp(1, 16))
-        .max(1);
+        .unwrap_or_else(|| (8192 / (vit.config.tokens() * args.steps).max(1)).clamp(1, 16));
     let attributor = Attributor {
         vit: &vit,
         rule,
         form,
     };
     let norm = data::normalization(&vit, preprocess);
-    let model_name = args.run.model.model.display().to_string();
     eprintln!(
         "{} images ({} already in {}), {} layers x {} units at {}, {} steps {rule}, batch {batch}",
         set.entries.len(),
@@ -174,32 +176,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 let (entry, ctx) = &ready[found.image];
                 let probs = ctx.probabilities(vit.config.classes);
                 let predicted = argmax(&probs);
-                out.append(&PathRecord {
+                let image = std::fs::read(&entry.path)
+                    .with_context(|| format!("{}: cannot read", entry.path.display()))?;
+                out.append(PathRecord {
                     image: entry.key.clone(),
                     label: entry.label,
-                    label_name: entry.label.and_then(|l| set.classes.get(l).cloned()),
+                    label_name: entry.label.and_then(|l| class_name(&vit, entry, l)),
                     method: found.method.name().into(),
                     path: found.path,
-                    neurons: vit.units(),
                     score: found.score.score,
                     target: ctx.target,
-                    target_source: args.target.name().into(),
                     target_prob: probs[ctx.target],
                     predicted,
-                    predicted_name: vit
-                        .class_name(predicted)
-                        .or_else(|| set.classes.get(predicted).cloned()),
+                    predicted_name: vit.class_name(predicted),
                     predicted_prob: probs[predicted],
                     contribution: found.score.contribution,
                     activation: found.score.activation,
                     gradient: found.score.gradient,
-                    integration: rule.name().into(),
-                    steps: rule.steps(),
-                    score_form: form.name().into(),
-                    model: model_name.clone(),
-                    preprocess: preprocess.name().into(),
-                    sites: sites.clone(),
-                    compat: args.compat,
+                    image_fingerprint: Some(numeric::fingerprint(&image)),
+                    ..common.clone()
                 })?;
             }
             written += ready.len();
@@ -219,4 +214,69 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The fields every record of this run shares, which a resumed file must match.
+fn shared_fields(
+    args: &Args,
+    vit: &Vit,
+    preprocess: Preset,
+    rule: Integration,
+    form: ScoreForm,
+) -> Result<PathRecord> {
+    Ok(PathRecord {
+        image: String::new(),
+        label: None,
+        label_name: None,
+        method: String::new(),
+        path: vec![],
+        neurons: vit.units(),
+        score: 0.0,
+        target: 0,
+        target_source: args.target.name().into(),
+        target_prob: 0.0,
+        predicted: 0,
+        predicted_name: None,
+        predicted_prob: 0.0,
+        activation: vec![],
+        gradient: vec![],
+        contribution: vec![],
+        integration: rule.name().into(),
+        steps: rule.steps(),
+        score_form: form.name().into(),
+        model: args.run.model.model.display().to_string(),
+        preprocess: preprocess.name().into(),
+        sites: (0..vit.config.layers).map(|l| vit.neuron_site(l)).collect(),
+        compat: args.compat,
+        model_fingerprint: Some(fingerprint(&args.run.model.model, vit)?),
+        image_fingerprint: None,
+        seed: Some(args.seed),
+    })
+}
+
+/// The name of class `label`: the model's, else the image's class folder.
+fn class_name(vit: &Vit, entry: &ImageEntry, label: usize) -> Option<String> {
+    vit.class_name(label)
+        .or_else(|| entry.key.split('/').next().map(String::from))
+}
+
+/// Refuses to resume when an image's label in the file is not its label now (the
+/// folders were renamed, or labels were assigned otherwise).
+fn check_labels(out: &RecordFile<PathRecord>, set: &ImageSet, file: &Path) -> Result<()> {
+    for entry in &set.entries {
+        let old = Method::ALL
+            .iter()
+            .find_map(|m| out.get(&PathRecord::key_of(&entry.key, m.name())));
+        if let Some(old) = old.filter(|old| old.label != entry.label) {
+            bail!(
+                "{}: {} has label {:?} ({}) there, but {:?} in this run (class folders now match the model's class names, or were renamed); write to another file to start afresh",
+                file.display(),
+                entry.key,
+                old.label,
+                old.label_name.as_deref().unwrap_or("-"),
+                entry.label
+            );
+        }
+    }
+    Ok(())
 }

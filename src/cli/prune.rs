@@ -3,9 +3,10 @@
 
 use anyhow::{bail, Context, Result};
 use neuronpath::attribution::{ImageContext, Target};
-use neuronpath::data::ImageSet;
+use neuronpath::experiments::check_inputs;
 use neuronpath::experiments::prune::{self, PruneReport, PruneResult, PruneSettings, PruneTally};
 use neuronpath::experiments::stats::path_stats;
+use neuronpath::model::fingerprint;
 use neuronpath::record::{read_records, PathRecord};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,14 +36,22 @@ pub struct Args {
     /// and with the control.
     #[arg(long, default_value = "out/prune.json")]
     out: PathBuf,
+    /// Class of each class folder, when the folder names are not the model's class
+    /// names (the file `paths` was given, if any).
+    #[arg(long)]
+    label_map: Option<PathBuf>,
 }
+
+/// What a pruning report holds near its start (see `check_output`).
+const PRUNE_MARKER: &str = "\"top_k\":";
 
 pub fn run(args: Args) -> Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.fraction) || !(0.0..1.0).contains(&args.holdout) {
         bail!("--fraction must be in [0, 1] and --holdout in [0, 1)");
     }
+    neuronpath::record::check_output(&args.out, PRUNE_MARKER)?;
     let mut vit = args.input.run.model.load()?;
-    let set = ImageSet::open(&args.input.run.images)?;
+    let set = super::image_set(&args.input.run.images, &vit, args.label_map.as_deref())?;
     let split = prune::split(&set, args.holdout);
     if split.evaluate.is_empty() {
         bail!(
@@ -71,6 +80,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             vit.units()
         );
     }
+    let model = fingerprint(&args.input.run.model.model, &vit)?;
+    check_inputs(&records, &model, &args.input.run.images, &args.input.paths)?;
     let build_paths = stats.classes.iter().map(|c| c.images).sum();
     let norm = super::as_found(&mut vit, &records, &args.input.paths)?;
     let settings = PruneSettings {
@@ -111,7 +122,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         classes,
         overall,
     };
-    neuronpath::record::write_output(&args.out, &serde_json::to_vec_pretty(&report)?)?;
+    let json = serde_json::to_vec_pretty(&report)?;
+    neuronpath::record::write_output(&args.out, &json, PRUNE_MARKER)?;
     println!("target-class probability and top-1 accuracy");
     println!(
         "{:<12} {:>6}  {:>15}  {:>15}  {:>15}",

@@ -69,7 +69,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             report.missing_images[0]
         );
     }
-    neuronpath::record::write_output(&args.out, report.html.as_bytes())?;
+    let marker = "<title>neuronpath report</title>";
+    neuronpath::record::write_output(&args.out, report.html.as_bytes(), marker)?;
     let absolute = std::fs::canonicalize(&args.out).unwrap_or(args.out.clone());
     eprintln!(
         "report of {} images ({:.1} MB): open {}",

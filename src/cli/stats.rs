@@ -20,7 +20,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let records: Vec<PathRecord> = read_records(&args.paths)?;
     let stats = all_stats(&records).with_context(|| args.paths.display().to_string())?;
-    neuronpath::record::write_output(&args.out, &serde_json::to_vec(&stats)?)?;
+    let json = serde_json::to_vec(&stats)?;
+    neuronpath::record::write_output(&args.out, &json, "{\"methods\":")?;
     for method in &stats.methods {
         println!(
             "{}: {} paths, JAS mean {:.4}, median {:.4}",

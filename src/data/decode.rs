@@ -15,10 +15,30 @@ pub struct RgbImage {
     pub pixels: Vec<u8>,
 }
 
+/// The most pixels an image may have (a 10000 x 10000 photograph): a header that
+/// claims more is refused before anything that size is allocated.
+pub const MAX_PIXELS: usize = 100_000_000;
+
 /// Decodes a JPEG or PNG file, chosen by its content, not its name.
 pub fn open(path: &Path) -> Result<RgbImage> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    if !meta.is_file() {
+        bail!("{}: not a regular file", path.display());
+    }
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     decode(&bytes).with_context(|| format!("{}: not a readable image", path.display()))
+}
+
+/// Refuses dimensions beyond [`MAX_PIXELS`] (or zero).
+fn check_size(width: usize, height: usize) -> Result<()> {
+    if width == 0 || height == 0 || width.saturating_mul(height) > MAX_PIXELS {
+        bail!(
+            "the header says {width} x {height} pixels: empty, or over the limit of {} million",
+            MAX_PIXELS / 1_000_000
+        );
+    }
+    Ok(())
 }
 
 pub fn decode(bytes: &[u8]) -> Result<RgbImage> {
@@ -58,6 +78,7 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
         err.error_exit = Some(jpeg_fatal);
         err.emit_message = Some(jpeg_message);
         let decoder = mozjpeg::Decompress::with_err(err).from_mem(bytes)?;
+        check_size(decoder.width(), decoder.height())?;
         let mut started = decoder.rgb()?;
         let (width, height) = (started.width(), started.height());
         let pixels: Vec<u8> = started.read_scanlines()?;
@@ -91,6 +112,7 @@ fn decode_png(bytes: &[u8]) -> Result<RgbImage> {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info()?;
+    check_size(reader.info().width as usize, reader.info().height as usize)?;
     let mut buf = vec![0; reader.output_buffer_size().context("PNG too large")?];
     let info = reader.next_frame(&mut buf)?;
     let (width, height) = (info.width as usize, info.height as usize);

@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod folder;
+pub mod labels;
 pub mod resize;
 
 use crate::model::{Geometry, Normalization, Vit};

@@ -5,7 +5,7 @@
 use super::{edited_outcomes, NeuronEdit, Outcome};
 use crate::attribution::ImageContext;
 use crate::model::Vit;
-use crate::record::{PathRecord, Record};
+use crate::record::{unrecorded, PathRecord, Record, Setting};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +52,12 @@ pub struct ManipulationRecord {
     pub prob_after: f32,
     pub predicted_before: usize,
     pub predicted_after: usize,
+    /// The model's fingerprint, as its path record gives it (absent in older files).
+    #[serde(default)]
+    pub model_fingerprint: Option<String>,
+    /// [`PathRecord::fingerprint`] of the path record edited (absent in older files).
+    #[serde(default)]
+    pub path_fingerprint: Option<String>,
 }
 
 impl ManipulationRecord {
@@ -71,8 +77,17 @@ impl ManipulationRecord {
 }
 
 impl Record for ManipulationRecord {
+    const KIND: &'static str = "manipulation";
+
     fn key(&self) -> String {
         ManipulationRecord::key_of(&self.image, &self.method, &self.op)
+    }
+
+    fn settings(&self) -> Vec<Setting> {
+        vec![(
+            "model fingerprint",
+            self.model_fingerprint.clone().unwrap_or_else(unrecorded),
+        )]
     }
 }
 
@@ -141,6 +156,8 @@ pub fn manipulate(
             prob_after: after.prob,
             predicted_before: before.predicted,
             predicted_after: after.predicted,
+            model_fingerprint: r.model_fingerprint.clone(),
+            path_fingerprint: Some(r.fingerprint()),
         })
         .collect()
 }

@@ -10,6 +10,63 @@ pub mod stats;
 use crate::attribution::ImageContext;
 use crate::model::{Action, Intervention, Vit};
 use crate::numeric::{argmax, softmax};
+use crate::record::PathRecord;
+use anyhow::{bail, Result};
+use std::collections::HashSet;
+use std::path::Path;
+
+/// Checks that an experiment runs the model and the images its paths were found
+/// on: the records' model fingerprint against `model` (this model's), and each
+/// image file's bytes below `images` against its record's fingerprint. Records of
+/// older versions carry neither; for them the clean probability is compared
+/// instead (see [`check_clean_prob`]).
+pub fn check_inputs(records: &[PathRecord], model: &str, images: &Path, file: &Path) -> Result<()> {
+    if let Some(r) = records
+        .iter()
+        .find(|r| r.model_fingerprint.as_ref().is_some_and(|fp| fp != model))
+    {
+        bail!(
+            "{}: the paths were found on another model ({}, fingerprint {}) than this one (fingerprint {model}); pass the --model the paths were found with",
+            file.display(),
+            r.model,
+            r.model_fingerprint.as_deref().unwrap_or_default()
+        );
+    }
+    let mut seen = HashSet::new();
+    for r in records.iter().filter(|r| seen.insert(&r.image)) {
+        let Some(want) = &r.image_fingerprint else {
+            continue;
+        };
+        let path = crate::data::folder::path_of(images, &r.image);
+        // A missing or unreadable image is reported (and skipped) where it is used.
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if &crate::numeric::fingerprint(&bytes) != want {
+            bail!(
+                "{}: not the image the paths in {} were found on (its content differs); pass the --images folder given to `paths`",
+                path.display(),
+                file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `image`'s clean probability of its target is the one `record` says:
+/// another model, image or preprocessing would differ.
+pub fn check_clean_prob(vit: &Vit, image: &ImageContext, record: &PathRecord) -> Result<()> {
+    let now = Outcome::clean(vit, image).prob;
+    if (now - record.target_prob).abs() > 1e-4 {
+        bail!(
+            "{}: p(target {}) of the clean image is {now} here but {} in the path record: another model, image or preprocessing than the paths were found with",
+            record.image,
+            record.target,
+            record.target_prob
+        );
+    }
+    Ok(())
+}
 
 /// A multiplicative edit of neurons: per layer, `(neuron, factor)` pairs.
 pub type NeuronEdit = Vec<Vec<(usize, f32)>>;

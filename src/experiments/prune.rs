@@ -29,13 +29,16 @@ pub struct Split<'a> {
     pub evaluate: Vec<&'a ImageEntry>,
 }
 
-/// Per class, the last `holdout` share of its images (in key order, at least one
+/// Per class (label) present, the last `holdout` share of its images (in key order, at least one
 /// when `holdout > 0`) evaluate and the others build; `holdout = 0` evaluates on
 /// the building images themselves.
 pub fn split(set: &ImageSet, holdout: f64) -> Split<'_> {
     let mut build = HashSet::new();
     let mut evaluate = Vec::new();
-    for class in 0..set.classes.len() {
+    let mut classes: Vec<usize> = set.entries.iter().filter_map(|e| e.label).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    for class in classes {
         let mut entries: Vec<&ImageEntry> = set
             .entries
             .iter()

@@ -131,6 +131,42 @@ pub fn parallelism(flops: usize) -> Parallelism {
     }
 }
 
+/// Fewest rows for which `gemm` takes its blocked path for an `n`-column product.
+///
+/// `gemm` picks its algorithm by shape: a horizontal kernel when `m * n <= 256`, a
+/// GEMV when `m == 1`, and a smaller depth block when `m, n <= 64`; each sums in
+/// another order. The linear layers' rows are images x steps, so a row's result
+/// would depend on what else is in the batch. Padding below this count keeps every
+/// row on the one blocked path (there the order of a row's sum depends on `k` only),
+/// so results are the same bits whatever the batch or resume point.
+fn min_rows(n: usize) -> usize {
+    if n <= 64 {
+        65
+    } else {
+        4
+    }
+}
+
+/// Runs `f(x, y, rows)` on copies padded with zero rows to `min_rows`, when fewer.
+fn padded(
+    x: &[f32],
+    y: &mut [f32],
+    rows: usize,
+    (inp, out): (usize, usize),
+    f: impl Fn(&[f32], &mut [f32], usize),
+) {
+    let min = min_rows(out);
+    if rows == 0 || rows >= min {
+        return f(x, y, rows);
+    }
+    let mut xp = vec![0f32; min * inp];
+    xp[..rows * inp].copy_from_slice(x);
+    let mut yp = vec![0f32; min * out];
+    yp[..rows * out].copy_from_slice(y);
+    f(&xp, &mut yp, min);
+    y.copy_from_slice(&yp[..rows * out]);
+}
+
 /// `y[rows x out] = x[rows x in] * w^T + b` for a torch-layout weight `w[out x in]`.
 pub fn linear(y: &mut [f32], x: &[f32], rows: usize, w: &[f32], b: &[f32]) {
     let out = b.len();
@@ -149,15 +185,17 @@ pub fn linear(y: &mut [f32], x: &[f32], rows: usize, w: &[f32], b: &[f32]) {
     for row in y.chunks_exact_mut(out) {
         row.copy_from_slice(b);
     }
-    let par = parallelism(2 * rows * inp * out);
-    matmul(
-        y,
-        out,
-        MatRef::new(x, rows, inp),
-        MatRef::new(w, out, inp).t(),
-        true,
-        par,
-    );
+    padded(x, y, rows, (inp, out), |x, y, rows| {
+        let par = parallelism(2 * rows * inp * out);
+        matmul(
+            y,
+            out,
+            MatRef::new(x, rows, inp),
+            MatRef::new(w, out, inp).t(),
+            true,
+            par,
+        );
+    });
 }
 
 /// `dx[rows x in] = dy[rows x out] * w`: the input gradient of [`linear`].
@@ -170,15 +208,17 @@ pub fn linear_backward(dx: &mut [f32], dy: &[f32], rows: usize, w: &[f32], out: 
         dx.copy_from_slice(&product);
         return;
     }
-    let par = parallelism(2 * rows * inp * out);
-    matmul(
-        dx,
-        inp,
-        MatRef::new(dy, rows, out),
-        MatRef::new(w, out, inp),
-        false,
-        par,
-    );
+    padded(dy, dx, rows, (out, inp), |dy, dx, rows| {
+        let par = parallelism(2 * rows * inp * out);
+        matmul(
+            dx,
+            inp,
+            MatRef::new(dy, rows, out),
+            MatRef::new(w, out, inp),
+            false,
+            par,
+        );
+    });
 }
 
 pub fn add_assign(dst: &mut [f32], src: &[f32]) {
@@ -481,6 +521,36 @@ mod tests {
             for j in 0..2 {
                 let want: f32 = (0..4).map(|k| a[i * 4 + k] * b[j * 4 + k]).sum();
                 assert!((c[i * 2 + j] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    /// A row of a linear layer (and of its backward) is the same bits whatever the
+    /// other rows, for the shapes where `gemm` would switch algorithm by row count.
+    #[test]
+    fn linear_rows_do_not_depend_on_the_batch() {
+        let mut rng = crate::numeric::SplitMix64::new(7);
+        let mut random = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| rng.below(1000) as f32 / 1000.0 - 0.5)
+                .collect()
+        };
+        for (inp, out) in [(600, 10), (192, 768), (768, 192), (64, 10), (3, 40)] {
+            let (w, b, x) = (random(out * inp), random(out), random(130 * inp));
+            let dy = random(130 * out);
+            let first = |rows: usize| {
+                let mut y = vec![0f32; rows * out];
+                linear(&mut y, &x, rows, &w, &b);
+                let mut dx = vec![0f32; rows * inp];
+                linear_backward(&mut dx, &dy, rows, &w, out);
+                (y[..out].to_vec(), dx[..inp].to_vec())
+            };
+            let want = first(1);
+            for rows in 2..=130 {
+                assert!(
+                    first(rows) == want,
+                    "{inp}x{out}: row 0 changed with {rows} rows"
+                );
             }
         }
     }

@@ -7,6 +7,7 @@ pub mod backward;
 pub mod branch;
 pub mod checkpoint;
 pub mod family;
+pub mod fingerprint;
 pub mod forward;
 #[cfg(feature = "cuda")]
 pub mod gpu;
@@ -22,5 +23,6 @@ pub use backward::Gradients;
 pub use branch::Progression;
 pub use checkpoint::{load, LoadOptions};
 pub use family::{Compat, Family, FfnActivation, Readout};
+pub use fingerprint::fingerprint;
 pub use site::{Action, Activation, Intervention, Site, Tokens};
 pub use vit::{CleanTrace, Filter, Geometry, Layout, Normalization, Vit, VitConfig, ZeroShot};

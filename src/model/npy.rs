@@ -30,50 +30,37 @@ impl Array {
     }
 }
 
-/// Parses one `.npy` file held in memory.
+/// Parses one `.npy` file held in memory; malformed input is an error, never a panic.
 pub fn parse_npy(bytes: &[u8]) -> Result<Array> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         bail!("not a .npy array (bad magic)");
     }
     let (header_len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => (u32::from_le_bytes(bytes[8..12].try_into()?) as usize, 12),
+        2 | 3 => {
+            let len = bytes.get(8..12).context(".npy header length truncated")?;
+            (u32::from_le_bytes(len.try_into()?) as usize, 12)
+        }
         v => bail!("unsupported .npy version {v}"),
     };
-    let header =
-        std::str::from_utf8(&bytes[start..start + header_len]).context("non-UTF-8 .npy header")?;
-    let field = |key: &str| -> Result<&str> {
-        let at = header
-            .find(&format!("'{key}'"))
-            .with_context(|| format!(".npy header lacks '{key}'"))?;
-        Ok(header[at + key.len() + 2..]
-            .trim_start()
-            .trim_start_matches(':')
-            .trim_start())
-    };
-    let descr = field("descr")?.trim_start_matches('\'');
-    let descr = &descr[..descr.find('\'').context("bad descr")?];
-    if field("fortran_order")?.starts_with("True") {
+    let header = bytes
+        .get(start..start + header_len)
+        .context(".npy header truncated")?;
+    let header = std::str::from_utf8(header).context("non-UTF-8 .npy header")?;
+    let descr = quoted(field(header, "descr")?).context("bad descr")?;
+    if field(header, "fortran_order")?.starts_with("True") {
         bail!("Fortran-ordered arrays are not supported");
     }
-    let shape_text = field("shape")?;
-    let shape_text = &shape_text[1..shape_text.find(')').context("bad shape")?];
-    let shape: Vec<usize> = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().context("bad shape entry"))
-        .collect::<Result<_>>()?;
-    let count: usize = shape.iter().product();
+    let shape = parse_shape(field(header, "shape")?)?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .context("shape too large")?;
     let body = &bytes[start + header_len..];
     let need = |width: usize| -> Result<&[u8]> {
-        body.get(..count * width).with_context(|| {
-            format!(
-                "array data truncated: {} of {} bytes",
-                body.len(),
-                count * width
-            )
-        })
+        let len = count.checked_mul(width).context("shape too large")?;
+        body.get(..len)
+            .with_context(|| format!("array data truncated: {} of {len} bytes", body.len()))
     };
     let data = match descr {
         "<f4" => NpyData::F32(
@@ -109,7 +96,10 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Array> {
         ),
         d if d.starts_with("<U") => {
             let chars: usize = d[2..].parse().context("bad unicode width")?;
-            let strings = need(4 * chars)?
+            if chars == 0 {
+                bail!("unicode width 0");
+            }
+            let strings = need(chars.checked_mul(4).context("bad unicode width")?)?
                 .chunks_exact(4 * chars)
                 .map(|s| {
                     s.chunks_exact(4)
@@ -126,6 +116,36 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Array> {
     Ok(Array { shape, data })
 }
 
+/// The text after `'key':` in a `.npy` header dictionary.
+fn field<'a>(header: &'a str, key: &str) -> Result<&'a str> {
+    let quoted_key = format!("'{key}'");
+    let at = header
+        .find(&quoted_key)
+        .with_context(|| format!(".npy header lacks '{key}'"))?;
+    let rest = &header[at + quoted_key.len()..];
+    Ok(rest.trim_start().trim_start_matches(':').trim_start())
+}
+
+/// The contents of the quoted string `text` starts with.
+fn quoted(text: &str) -> Option<&str> {
+    let inner = text.strip_prefix('\'')?;
+    inner.get(..inner.find('\'')?)
+}
+
+/// `(a, b, )` to `[a, b]`.
+fn parse_shape(text: &str) -> Result<Vec<usize>> {
+    let inner = text
+        .strip_prefix('(')
+        .and_then(|t| t.get(..t.find(')')?))
+        .context("bad shape")?;
+    inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().context("bad shape entry"))
+        .collect()
+}
+
 /// All arrays of an `.npz` archive, keyed by name without the `.npy` suffix.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, Array)>> {
     let file =
@@ -136,7 +156,8 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Array)>> {
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i)?;
         let name = entry.name()?.trim_end_matches(".npy").to_string();
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        // The size an entry claims is only a hint: a corrupt one may claim any.
+        let mut bytes = Vec::with_capacity((entry.size() as usize).min(1 << 26));
         entry
             .read_to_end(&mut bytes)
             .with_context(|| format!("{}: cannot read {name}", path.display()))?;

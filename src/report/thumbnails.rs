@@ -24,7 +24,7 @@ pub fn load<'a>(keys: impl Iterator<Item = &'a str>, root: &Path) -> Thumbnails 
     let keys: Vec<&str> = keys.collect();
     let results: Vec<(&str, Result<String>)> = keys
         .par_iter()
-        .map(|&key| (key, thumbnail_uri(&root.join(key))))
+        .map(|&key| (key, thumbnail_uri(&crate::data::folder::path_of(root, key))))
         .collect();
     let mut thumbnails = Thumbnails {
         uris: HashMap::new(),

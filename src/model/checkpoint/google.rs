@@ -41,9 +41,9 @@ pub fn load(path: &Path) -> Result<Vit> {
             path.display()
         )
     };
-    let f = tensors.shape(&block(0, "MlpBlock_3/Dense_0/kernel"))?[1];
-    let classes = tensors.shape("head/kernel")?[1];
-    let tokens = tensors.shape("Transformer/posembed_input/pos_embedding")?[1];
+    let f = tensors.dim(&block(0, "MlpBlock_3/Dense_0/kernel"), 1)?;
+    let classes = tensors.dim("head/kernel", 1)?;
+    let tokens = tensors.dim("Transformer/posembed_input/pos_embedding", 1)?;
     if heads * dh != d {
         bail!(
             "{}: inconsistent shapes (heads {heads} x {dh} vs hidden {d})",

@@ -199,7 +199,7 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
         family.readout = Readout::ClsAndDistillation;
     }
     let fc1 = format!("{root}.{}.0.{}.weight", names.layers, names.fc1);
-    let f = tensors.shape(&fc1)?[0] / family.activation.fc1_width(1);
+    let f = tensors.dim(&fc1, 0)? / family.activation.fc1_width(1);
     let config = VitConfig {
         image_size: cfg.int("image_size")?,
         patch_size: cfg.int("patch_size")?,
@@ -216,6 +216,12 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
             .unwrap_or(1e-12) as f32,
         family,
     };
+    // The classes come with the head, read below.
+    let sizes = VitConfig {
+        classes: 1,
+        ..config.clone()
+    };
+    super::check_config(&sizes).with_context(|| config_path.display().to_string())?;
     let (patch_embed, prefix, pos_embed) = embeddings(&mut tensors, &config, kind, root)?;
     let d = config.hidden;
     let eps = config.layer_norm_eps;
@@ -269,7 +275,7 @@ fn head(
 ) -> Result<(Linear, Option<ZeroShot>, Option<Vec<String>>)> {
     let (d, family) = (c.hidden, c.family);
     if family.zero_shot {
-        let embedding = t.shape("visual_projection.weight")?[0];
+        let embedding = t.dim("visual_projection.weight", 0)?;
         let head = Linear {
             w: t.take("visual_projection.weight", &[embedding, d])?,
             b: vec![0.0; embedding],
@@ -279,13 +285,13 @@ fn head(
     }
     super::zero_shot::refuse_classifier(options, t.file())?;
     let head = if family.distillation {
-        let classes = t.shape("cls_classifier.weight")?[0];
+        let classes = t.dim("cls_classifier.weight", 0)?;
         let mut root = t.pp("");
         let cls = root.linear("cls_classifier", classes, d)?;
         let dist = root.linear("distillation_classifier", classes, d)?;
         average_heads(&cls, &dist, d)
     } else {
-        let classes = t.shape("classifier.weight")?[0];
+        let classes = t.dim("classifier.weight", 0)?;
         let width = family.readout.width(d);
         t.pp("").linear("classifier", classes, width)?
     };

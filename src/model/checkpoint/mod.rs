@@ -146,6 +146,18 @@ impl Tensors {
             .0)
     }
 
+    /// Dimension `axis` of tensor `name`; an error when it has fewer.
+    pub(crate) fn dim(&self, name: &str, axis: usize) -> Result<usize> {
+        let shape = self.shape(name)?;
+        shape.get(axis).copied().with_context(|| {
+            format!(
+                "{}: tensor {name} has shape {shape:?}, expected at least {} dimensions",
+                self.file.display(),
+                axis + 1
+            )
+        })
+    }
+
     /// Removes `name`, checking it holds `shape`.
     pub(crate) fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (have, values) = self
@@ -263,7 +275,7 @@ pub(crate) fn config_from_shapes(
     if grid * grid != patches || patches == 0 {
         bail!("the position embedding has {patches} patch rows: not a square grid");
     }
-    Ok(VitConfig {
+    let config = VitConfig {
         image_size: grid * patch,
         patch_size: patch,
         channels,
@@ -274,12 +286,27 @@ pub(crate) fn config_from_shapes(
         classes,
         layer_norm_eps: 1e-6,
         family: crate::model::Family::VIT,
-    })
+    };
+    check_config(&config)?;
+    Ok(config)
 }
 
-/// The patch/pos/cls/head parts and blocks, checked for consistency.
-pub(crate) fn assemble(mut vit: Vit) -> Result<Vit> {
-    let c = &vit.config;
+/// Checks that a configuration describes a model that can run: every size at
+/// least 1 and below 2^20 (so no product overflows), whole heads and patches.
+pub(crate) fn check_config(c: &VitConfig) -> Result<()> {
+    let sizes = [
+        ("image size", c.image_size),
+        ("patch size", c.patch_size),
+        ("channels", c.channels),
+        ("hidden size", c.hidden),
+        ("layers", c.layers),
+        ("heads", c.heads),
+        ("FFN width", c.intermediate),
+        ("classes", c.classes),
+    ];
+    if let Some((name, size)) = sizes.iter().find(|(_, s)| !(1..1 << 20).contains(s)) {
+        bail!("{name} {size} is out of range (1 to 2^20)");
+    }
     if !c.hidden.is_multiple_of(c.heads) {
         bail!(
             "hidden size {} is not divisible by {} heads",
@@ -287,13 +314,19 @@ pub(crate) fn assemble(mut vit: Vit) -> Result<Vit> {
             c.heads
         );
     }
-    if !c.image_size.is_multiple_of(c.patch_size) {
+    if !c.image_size.is_multiple_of(c.patch_size) || c.image_size / c.patch_size > 1024 {
         bail!(
-            "image size {} is not a multiple of patch size {}",
+            "image size {} is not a multiple of patch size {}, or more than 1024 of them",
             c.image_size,
             c.patch_size
         );
     }
+    Ok(())
+}
+
+/// The patch/pos/cls/head parts and blocks, checked for consistency.
+pub(crate) fn assemble(mut vit: Vit) -> Result<Vit> {
+    let c = &vit.config;
     if vit.blocks.len() != c.layers {
         bail!("expected {} blocks, found {}", c.layers, vit.blocks.len());
     }

@@ -23,13 +23,9 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
         bail!("{}: patch_embed.proj.weight must be 4-D", file.display())
     };
     let family = family_of(&tensors)?;
-    let f = tensors
-        .shape("blocks.0.mlp.fc2.weight")?
-        .get(1)
-        .copied()
-        .unwrap_or(0);
-    let classes = tensors.shape("head.weight")?[0];
-    let positions = tensors.shape("pos_embed")?.get(1).copied().unwrap_or(0);
+    let f = tensors.dim("blocks.0.mlp.fc2.weight", 1)?;
+    let classes = tensors.dim("head.weight", 0)?;
+    let positions = tensors.dim("pos_embed", 1)?;
     // timm embeds positions for every prefix token, for CLS only, or for none
     // (`no_embed_class`): the rest is a square grid of patches.
     let prefix = family.prefix_tokens();

@@ -1,0 +1,456 @@
+//! The command line never destroys a user's data and never answers another question
+//! than the one asked: output files that are not its own are refused untouched, one
+//! run writes a file at a time, a resumed file must match the run's settings,
+//! class folders are labelled by name, bad files do not stop a dataset, and the
+//! experiments refuse another model or other images than the paths were found on.
+
+mod common;
+use common::{image_folder, neuronpath, scratch};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// `neuronpath paths` (one cheap method, one step unless `extra` says) on `images`
+/// into `out`, with `extra` flags.
+fn paths(images: &Path, out: &Path, extra: &[&str]) -> Output {
+    let steps: &[&str] = if extra.contains(&"--steps") {
+        &[]
+    } else {
+        &["--steps", "1"]
+    };
+    neuronpath()
+        .args(["paths", "--method", "activation"])
+        .args(steps)
+        .arg("--images")
+        .arg(images)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn manipulate(images: &Path, paths: &Path, out: &Path, extra: &[&str]) -> Output {
+    neuronpath()
+        .args(["manipulate", "--images"])
+        .arg(images)
+        .arg("--paths")
+        .arg(paths)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Asserts that the command failed with a message holding every one of `want`.
+fn fails_with(out: &Output, want: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "succeeded: {stderr}");
+    for w in want {
+        assert!(stderr.contains(w), "wanted {w:?} in: {stderr}");
+    }
+}
+
+fn succeeds(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+fn records(file: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn files_that_are_not_the_commands_own_are_left_untouched() {
+    let dir = scratch("untouched");
+    let images = image_folder(&dir, &["cat"], 2);
+    let notes = dir.join("notes.txt");
+    std::fs::write(&notes, "my notes\nmore notes\n").unwrap();
+    fails_with(
+        &paths(&images, &notes, &[]),
+        &["notes.txt: line 1", "not a path record"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&notes).unwrap(),
+        "my notes\nmore notes\n"
+    );
+
+    let p = dir.join("p.jsonl");
+    succeeds(&paths(&images, &p, &[]));
+    let before = std::fs::read(&p).unwrap();
+    let m = manipulate(&images, &p, &p, &[]);
+    fails_with(&m, &["p.jsonl: line 1", "not a manipulation record"]);
+    assert_eq!(
+        std::fs::read(&p).unwrap(),
+        before,
+        "manipulate --out paths.jsonl"
+    );
+
+    // Whole-file outputs replace only their own kind.
+    let p_arg = p.to_str().unwrap();
+    let notes_arg = notes.to_str().unwrap();
+    for argv in [
+        &["stats", "--paths", p_arg, "--out", p_arg][..],
+        &["report", "--paths", p_arg, "--out", notes_arg],
+        &[
+            "prune", "--top-k", "1", "--paths", p_arg, "--out", notes_arg,
+        ],
+    ] {
+        let run = neuronpath().args(argv).output().unwrap();
+        fails_with(&run, &["is not an output of this command"]);
+    }
+    assert_eq!(std::fs::read(&p).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(&notes).unwrap(),
+        "my notes\nmore notes\n"
+    );
+    let stats = dir.join("stats.json");
+    for _ in 0..2 {
+        let run = neuronpath()
+            .args(["stats", "--paths", p_arg, "--out"])
+            .arg(&stats)
+            .output();
+        succeeds(&run.unwrap());
+    }
+
+    // A blank line in the middle loses nothing, and nothing is recomputed.
+    let text = String::from_utf8(before).unwrap();
+    let (first, rest) = text.split_at(text.find('\n').unwrap() + 1);
+    let gapped = format!("{first}\n{rest}");
+    std::fs::write(&p, &gapped).unwrap();
+    assert!(succeeds(&paths(&images, &p, &[])).contains("0 images written"));
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), gapped);
+
+    // A last line of other JSON is not a torn record: refused, not cut.
+    let foreign = format!("{gapped}{{\"note\": 1}}");
+    std::fs::write(&p, &foreign).unwrap();
+    fails_with(&paths(&images, &p, &[]), &["p.jsonl: line 4"]);
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), foreign);
+    // A torn record is cut, and the image redone.
+    std::fs::write(&p, format!("{first}{}", &rest[..rest.len() / 2])).unwrap();
+    assert!(succeeds(&paths(&images, &p, &[])).contains("1 images written"));
+    assert_eq!(records(&p).len(), 2);
+}
+
+#[test]
+fn a_second_run_on_the_same_file_stops() {
+    let dir = scratch("lock");
+    let images = image_folder(&dir, &["ship"], 4);
+    let out = dir.join("p.jsonl");
+    let mut first = neuronpath()
+        .args(["paths", "--method", "jas", "--batch", "1", "--images"])
+        .arg(&images)
+        .arg("--out")
+        .arg(&out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first run holds the file once it has written a record.
+    while std::fs::read_to_string(&out).map_or(0, |t| t.lines().count()) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let second = neuronpath()
+        .args(["paths", "--method", "jas", "--batch", "1", "--images"])
+        .arg(&images)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let still_running = first.try_wait().unwrap().is_none();
+    assert!(first.wait().unwrap().success());
+    if still_running {
+        fails_with(
+            &second,
+            &["p.jsonl", "another neuronpath run is writing this file"],
+        );
+    }
+    assert_eq!(records(&out).len(), 4, "every image once, no torn line");
+}
+
+/// A copy of the bundled model with one head bias changed: same shape, other answers.
+fn other_model(dir: &Path) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/vit-cifar10");
+    let to = dir.join("other-model");
+    std::fs::create_dir_all(&to).unwrap();
+    for f in ["config.json", "preprocessor_config.json"] {
+        std::fs::copy(src.join(f), to.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut bias: Vec<u8> = st.tensor("classifier.bias").unwrap().data().to_vec();
+    bias[..4].copy_from_slice(&5f32.to_le_bytes());
+    let tensors: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| match name.as_str() {
+            "classifier.bias" => {
+                let view = safetensors::tensor::TensorView::new(
+                    view.dtype(),
+                    view.shape().to_vec(),
+                    &bias,
+                )
+                .unwrap();
+                (name, view)
+            }
+            _ => (name, view),
+        })
+        .collect();
+    safetensors::serialize_to_file(tensors, None, &to.join("model.safetensors")).unwrap();
+    to
+}
+
+#[test]
+fn a_resumed_file_must_match_the_runs_settings() {
+    let dir = scratch("settings");
+    let images = image_folder(&dir, &["cat"], 2);
+    let out = dir.join("p.jsonl");
+    succeeds(&paths(&images, &out, &[]));
+    let before = std::fs::read(&out).unwrap();
+    let model = other_model(&dir);
+    let model = model.to_str().unwrap();
+    for (flags, want) in [
+        (&["--steps", "2"][..], "steps 1, but this run has steps 2"),
+        (
+            &["--target", "predicted"][..],
+            "target label, but this run has target predicted",
+        ),
+        (
+            &["--preprocess", "reference"][..],
+            "preprocessing checkpoint",
+        ),
+        (&["--integration", "gauss-legendre"][..], "integration"),
+        (&["--score-form", "paper"][..], "score form"),
+        (&["--model", model][..], "model fingerprint"),
+    ] {
+        let run = paths(&images, &out, flags);
+        fails_with(&run, &["p.jsonl: line 1", want, "another file"]);
+        assert_eq!(std::fs::read(&out).unwrap(), before, "{flags:?}");
+    }
+    // The same model elsewhere is the same model.
+    let copy = dir.join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/vit-cifar10");
+    for f in [
+        "config.json",
+        "preprocessor_config.json",
+        "model.safetensors",
+    ] {
+        std::fs::copy(src.join(f), copy.join(f)).unwrap();
+    }
+    let again = paths(&images, &out, &["--model", copy.to_str().unwrap()]);
+    assert!(succeeds(&again).contains("2 already there"));
+}
+
+#[test]
+fn class_folders_are_labelled_by_the_models_class_names() {
+    let dir = scratch("labels");
+    let images = image_folder(&dir, &["cat", "dog"], 1);
+    std::fs::rename(images.join("dog"), images.join("Dog")).unwrap();
+    std::fs::create_dir_all(images.join(".ipynb_checkpoints")).unwrap();
+    std::fs::copy(
+        images.join("cat/0000.jpg"),
+        images.join(".ipynb_checkpoints/x.jpg"),
+    )
+    .unwrap();
+    let out = dir.join("p.jsonl");
+    succeeds(&paths(&images, &out, &[]));
+    let got: Vec<(String, u64, String)> = records(&out)
+        .iter()
+        .map(|r| {
+            let name = r["label_name"].as_str().unwrap().to_string();
+            (
+                r["image"].as_str().unwrap().into(),
+                r["target"].as_u64().unwrap(),
+                name,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("Dog/0000.jpg".into(), 5, "dog".into()),
+            ("cat/0000.jpg".into(), 3, "cat".into())
+        ]
+    );
+
+    // Synset-like folders: fewer than the classes is refused, a label map is used.
+    let synsets = dir.join("synsets");
+    for folder in ["n01", "n02"] {
+        std::fs::create_dir_all(synsets.join(folder)).unwrap();
+        std::fs::copy(
+            images.join("cat/0000.jpg"),
+            synsets.join(folder).join("a.jpg"),
+        )
+        .unwrap();
+    }
+    fails_with(
+        &paths(&synsets, &dir.join("s.jsonl"), &[]),
+        &["synsets", "--label-map"],
+    );
+    let map = dir.join("map.json");
+    std::fs::write(&map, r#"{"n01": "cat", "n02": 8}"#).unwrap();
+    let mapped = paths(
+        &synsets,
+        &dir.join("s.jsonl"),
+        &["--label-map", map.to_str().unwrap()],
+    );
+    succeeds(&mapped);
+    let targets: Vec<u64> = records(&dir.join("s.jsonl"))
+        .iter()
+        .map(|r| r["target"].as_u64().unwrap())
+        .collect();
+    assert_eq!(targets, [3, 8]);
+}
+
+#[cfg(unix)]
+#[test]
+fn bad_files_and_odd_trees_never_stop_a_dataset() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = scratch("odd-trees");
+    let images = image_folder(&dir, &["cat", "dog"], 1);
+    let jpeg = std::fs::read(images.join("dog/0000.jpg")).unwrap();
+    // A PNG whose header claims 100000 x 100000 pixels.
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    let ihdr = [
+        &100000u32.to_be_bytes()[..],
+        &100000u32.to_be_bytes(),
+        &[8, 2, 0, 0, 0],
+    ]
+    .concat();
+    png.extend(&ihdr);
+    let crc = !ihdr_crc(&[b"IHDR", &ihdr[..]].concat());
+    png.extend(crc.to_be_bytes());
+    std::fs::write(images.join("cat/huge.png"), png).unwrap();
+    let fifo = std::ffi::CString::new(images.join("cat/fifo.jpg").as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink("..", images.join("cat/loop")).unwrap();
+    std::os::unix::fs::symlink("../cat", images.join("dog/loop")).unwrap();
+    for name in [&b"\xff.jpg"[..], b"\xfe.jpg", b"%FF.jpg"] {
+        std::fs::write(
+            images.join("dog").join(std::ffi::OsStr::from_bytes(name)),
+            &jpeg,
+        )
+        .unwrap();
+    }
+    let out = dir.join("p.jsonl");
+    let stderr = succeeds(&paths(&images, &out, &[]));
+    assert!(
+        stderr.contains("huge.png") && stderr.contains("1 failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("fifo.jpg") && stderr.contains("loop"),
+        "{stderr}"
+    );
+    let mut keys: Vec<String> = records(&out)
+        .iter()
+        .map(|r| r["image"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "cat/0000.jpg",
+            "dog/%25FF.jpg",
+            "dog/%FE.jpg",
+            "dog/%FF.jpg",
+            "dog/0000.jpg"
+        ]
+    );
+    // The experiments find every file again by its key.
+    let m = manipulate(&images, &out, &dir.join("m.jsonl"), &["--op", "remove"]);
+    assert!(succeeds(&m).contains("0 images failed"));
+}
+
+/// CRC-32 (PNG's) of `bytes`, before the final inversion.
+fn ihdr_crc(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(!0u32, |c, &b| {
+        (0..8).fold(c ^ b as u32, |c, _| {
+            if c & 1 == 1 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            }
+        })
+    })
+}
+
+#[test]
+fn experiments_refuse_another_model_or_other_images() {
+    let dir = scratch("consistency");
+    let images = image_folder(&dir, &["cat", "ship"], 1);
+    let out = dir.join("p.jsonl");
+    succeeds(&paths(&images, &out, &[]));
+    let m = dir.join("m.jsonl");
+    let model = other_model(&dir);
+    let other = manipulate(&images, &out, &m, &["--model", model.to_str().unwrap()]);
+    fails_with(&other, &["p.jsonl", "another model"]);
+    // The same names, other images.
+    let swapped = dir.join("swapped");
+    std::fs::create_dir_all(swapped.join("cat")).unwrap();
+    std::fs::create_dir_all(swapped.join("ship")).unwrap();
+    std::fs::copy(images.join("ship/0000.jpg"), swapped.join("cat/0000.jpg")).unwrap();
+    std::fs::copy(images.join("cat/0000.jpg"), swapped.join("ship/0000.jpg")).unwrap();
+    fails_with(
+        &manipulate(&swapped, &out, &m, &[]),
+        &["cat/0000.jpg", "not the image"],
+    );
+    // Records of older versions carry no fingerprints: the clean probability tells.
+    let old = dir.join("old.jsonl");
+    let stripped: String = records(&out)
+        .into_iter()
+        .map(|mut r| {
+            for key in ["model_fingerprint", "image_fingerprint", "seed"] {
+                r.as_object_mut().unwrap().remove(key);
+            }
+            format!("{r}\n")
+        })
+        .collect();
+    std::fs::write(&old, stripped).unwrap();
+    fails_with(
+        &manipulate(&swapped, &old, &m, &[]),
+        &["old.jsonl", "p(target"],
+    );
+    let other = manipulate(&images, &old, &m, &["--model", model.to_str().unwrap()]);
+    fails_with(
+        &other,
+        &["old.jsonl", "another model, image or preprocessing"],
+    );
+    succeeds(&manipulate(&images, &out, &m, &[]));
+}
+
+#[test]
+fn flags_out_of_range_are_refused_clearly() {
+    let dir = scratch("ranges");
+    let out = dir.join("p.jsonl");
+    for (flag, value) in [
+        ("--steps", "18446744073709551615"),
+        ("--steps", "0"),
+        ("--batch", "0"),
+        ("--threads", "0"),
+        ("--threads", "100000"),
+    ] {
+        let run = neuronpath()
+            .args(["paths", flag, value, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        fails_with(&run, &[flag, "is not in"]);
+    }
+    assert!(!out.exists());
+    #[cfg(not(feature = "cuda"))]
+    fails_with(
+        &neuronpath()
+            .args(["inspect", "--gpu", "0"])
+            .output()
+            .unwrap(),
+        &["no CUDA support", "--features cuda"],
+    );
+}
