@@ -6,7 +6,7 @@ use neuronpath::attribution::{ImageContext, Target};
 use neuronpath::data::{self, ImageSet};
 use neuronpath::experiments::prune::{self, PruneReport, PruneResult, PruneSettings, PruneTally};
 use neuronpath::experiments::stats::path_stats;
-use neuronpath::record::{read_records, PathRecord};
+use neuronpath::record::{read_paths, PathRecord};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -50,7 +50,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.input.run.images.display()
         );
     }
-    let records: Vec<PathRecord> = read_records(&args.input.paths)?
+    let records: Vec<PathRecord> = read_paths(&args.input.paths)?
         .into_iter()
         .filter(|r: &PathRecord| split.build.contains(&r.image))
         .collect();
