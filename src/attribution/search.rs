@@ -188,43 +188,48 @@ impl Attributor<'_> {
         parents
     }
 
-    /// The exact best one-neuron-per-layer path of `image`: every path scored
-    /// (`neurons ^ layers` of them, `chunk` per batch). Refused above 10^8 paths.
-    pub fn exhaustive(
-        &self,
-        image: &ImageContext,
-        chunk: usize,
-    ) -> Result<(NeuronPath, PathScore)> {
+    /// The JAS of every one-neuron-per-layer path of `image`, in the order of
+    /// [`Attributor::nth_path`], `chunk` paths per batch; refused above 10^8 paths.
+    pub fn all_path_scores(&self, image: &ImageContext, chunk: usize) -> Result<Vec<f64>> {
         let (f, layers) = (self.vit.config.intermediate, self.vit.config.layers);
         let total = (f as u64)
             .checked_pow(layers as u32)
-            .filter(|&t| t <= 100_000_000)
-            .map(|t| t as usize);
+            .filter(|&t| t <= 100_000_000);
         let Some(total) = total else {
             bail!("{f}^{layers} paths: too many for an exhaustive search");
         };
-        let path_of = |mut index: usize| -> NeuronPath {
-            let mut path = vec![0; layers];
-            for n in path.iter_mut().rev() {
-                *n = index % f;
-                index /= f;
-            }
-            path.into()
-        };
-        let mut best: Option<(NeuronPath, PathScore)> = None;
-        for start in (0..total).step_by(chunk.max(1)) {
-            let paths: Vec<NeuronPath> = (start..total.min(start + chunk.max(1)))
-                .map(path_of)
-                .collect();
+        let mut scores = Vec::with_capacity(total as usize);
+        for start in (0..total as usize).step_by(chunk.max(1)) {
+            let end = (total as usize).min(start + chunk.max(1));
+            let paths: Vec<NeuronPath> = (start..end).map(|i| self.nth_path(i)).collect();
             let items: Vec<(&ImageContext, &NeuronPath)> =
                 paths.iter().map(|p| (image, p)).collect();
-            for (path, score) in paths.iter().zip(self.score(&items)) {
-                if best.as_ref().is_none_or(|b| score.score > b.1.score) {
-                    best = Some((path.clone(), score));
-                }
-            }
+            scores.extend(self.score(&items).into_iter().map(|s| s.score));
         }
-        best.ok_or_else(|| anyhow::anyhow!("a model without neurons"))
+        Ok(scores)
+    }
+
+    /// Path `index` of the exhaustive order: its neurons are the digits of `index`
+    /// in base `neurons`, the first layer most significant.
+    pub fn nth_path(&self, mut index: usize) -> NeuronPath {
+        let f = self.vit.config.intermediate;
+        let mut path = vec![0; self.vit.config.layers];
+        for n in path.iter_mut().rev() {
+            *n = index % f;
+            index /= f;
+        }
+        path.into()
+    }
+
+    /// The exact best one-neuron-per-layer path of `image` and its JAS (the first
+    /// of equals), by [`Attributor::all_path_scores`].
+    pub fn exhaustive(&self, image: &ImageContext, chunk: usize) -> Result<(NeuronPath, f64)> {
+        let scores = self.all_path_scores(image, chunk)?;
+        let best = top_indices(&scores, 1);
+        match best.first() {
+            Some(&i) => Ok((self.nth_path(i), scores[i])),
+            None => bail!("the model has no neurons"),
+        }
     }
 }
 
