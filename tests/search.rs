@@ -4,9 +4,9 @@
 //!   per-layer neuron lists identical on >= 49/50 images (JAS) and 50/50
 //!   (activation), scores within 1e-3 relative where identical.
 //! - Beam search: B = 1 is the greedy search; every beam path's score as found
-//!   equals its score recomputed on its own (1e-9 relative: the kept tapes are
+//!   equals its score recomputed on its own (1e-6 relative: the kept tapes are
 //!   rearranged correctly between beams); on the tiny fixture, exhaustive >= beam
-//!   >= greedy.
+//!   >= greedy (1e-6 relative).
 
 mod common;
 use neuronpath::attribution::{
@@ -145,7 +145,7 @@ fn beam_1_is_greedy_and_beam_scores_are_exact() {
         for ((path, got), want) in paths.iter().zip(attributor.score(&items)) {
             let rel = (got.score - want.score).abs() / want.score.abs().max(1e-12);
             assert!(
-                rel < 1e-9,
+                rel < 1e-6,
                 "{} {:?}: {} vs {}",
                 img.key,
                 path.0,
@@ -190,8 +190,9 @@ fn on_the_tiny_vit_exhaustive_beats_beam_beats_greedy() {
             "image {}: greedy {g:.6}, beam 8 {b:.6}, exhaustive {e:.6} {:?}",
             img.key, optimum.0
         );
+        // 1e-6 relative: one path scored in two batches differs by ~1e-7 (f32).
         assert!(
-            e >= b - 1e-9 * e.abs() && b >= g - 1e-9 * b.abs(),
+            e >= b - 1e-6 * e.abs() && b >= g - 1e-6 * b.abs(),
             "{g} {b} {e}"
         );
     }
