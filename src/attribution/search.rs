@@ -95,6 +95,9 @@ impl Attributor<'_> {
         images: &[&ImageContext],
         search: Search,
     ) -> Vec<Vec<(NeuronPath, PathScore)>> {
+        if images.is_empty() {
+            return Vec::new();
+        }
         let layers = self.vit.config.layers;
         let cleans: Vec<&CleanTrace> = images.iter().map(|img| &img.clean).collect();
         let mut progression = self.vit.progression(&cleans);
