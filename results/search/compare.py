@@ -1,7 +1,9 @@
 """Greedy against beam search on the same images (results/search/README.md).
 
-python3 compare.py greedy beam4 beam16   # reads <name>-paths.jsonl, <name>-manipulate.jsonl
-Prints one markdown table per measure over the images every search covers.
+python3 compare.py [--per-class N] greedy beam4 beam16
+Reads <name>-paths.jsonl and <name>-manipulate.jsonl; prints one markdown table per
+measure over the images every search covers (with --per-class N, only images
+0000 to N-1 of each class).
 """
 import json
 import statistics
@@ -18,12 +20,14 @@ def records(name, kind):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def main(names):
+def main(names, per_class=None):
     paths = {n: {r["image"]: r for r in records(n, "paths") if r.get("rank", 0) == 0} for n in names}
     common = sorted(set.intersection(*(set(p) for p in paths.values())))
+    if per_class is not None:
+        common = [i for i in common if int(Path(i).stem) < per_class]
     greedy = paths[names[0]]
     print(f"{len(common)} images covered by every search ({', '.join(names)})\n")
-    print("| search | images | mean JAS | median JAS | mean gain over greedy | path differs | JAS higher | JAS lower | first differing layer (median) |")
+    print("| search | images | mean JAS | median JAS | mean gain over greedy | path differs | JAS higher | JAS lower | first differing layer (median, 1 = input side) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for n in names:
         scores = [paths[n][i]["score"] for i in common]
@@ -32,7 +36,7 @@ def main(names):
         higher = sum(paths[n][i]["score"] > greedy[i]["score"] * (1 + 1e-9) for i in common)
         lower = sum(paths[n][i]["score"] < greedy[i]["score"] * (1 - 1e-9) for i in common)
         gains = [(s - b) / abs(b) for s, b in zip(scores, base) if b != 0]
-        first = [next(l for l, (a, b) in enumerate(zip(paths[n][i]["path"], greedy[i]["path"])) if a != b) for i in differs]
+        first = [next(l for l, (a, b) in enumerate(zip(paths[n][i]["path"], greedy[i]["path"])) if a != b) + 1 for i in differs]
         print(
             f"| {n} | {len(common)} | {statistics.mean(scores):.4f} | {statistics.median(scores):.4f} "
             f"| {100 * statistics.mean(gains):+.1f}% | {len(differs)} ({100 * len(differs) / len(common):.0f}%) "
@@ -59,4 +63,8 @@ def main(names):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["greedy", "beam4", "beam16"])
+    args = sys.argv[1:]
+    per_class = None
+    if args[:1] == ["--per-class"]:
+        per_class, args = int(args[1]), args[2:]
+    main(args or ["greedy", "beam4", "beam16"], per_class)
