@@ -6,6 +6,7 @@
 //! file is left as it is and refused; only a torn last line (a run killed mid-write)
 //! is cut off. The records already present (by their [`Record::key`]) are skipped.
 
+use crate::attribution::NeuronPath;
 use crate::data::Preset;
 use crate::model::{Activation, Compat, Site, Tokens};
 use anyhow::{bail, Context, Result};
@@ -43,8 +44,17 @@ pub struct PathRecord {
     pub label: Option<usize>,
     pub label_name: Option<String>,
     pub method: String,
-    /// One neuron index per layer, input to output.
-    pub path: Vec<usize>,
+    /// Per layer, input to output: the path neuron (a flat list), or a top-K
+    /// path's K neurons in the order found (a list of lists).
+    pub path: NeuronPath,
+    /// The beam width of the run that found the path (JAS paths are searched with
+    /// it); absent: 1 (greedy).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub beam: usize,
+    /// The path's place among the image's paths of this method, best first
+    /// (`--paths-per-image`); absent: 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rank: usize,
     /// Neurons per layer in the model (the CLS FFN width), the range of `path`.
     pub neurons: usize,
     /// Joint Attribution Score of the path.
@@ -57,7 +67,8 @@ pub struct PathRecord {
     pub predicted_name: Option<String>,
     pub predicted_prob: f32,
     /// Per layer: clean activation of the path neuron, its step-weighted mean
-    /// gradient, and their product (the neuron's own share of the score).
+    /// gradient, and their product (the neuron's own share of the score); for a
+    /// top-K path, summed over the layer's neurons that the score counts.
     pub activation: Vec<f64>,
     pub gradient: Vec<f64>,
     pub contribution: Vec<f64>,
@@ -89,7 +100,20 @@ pub struct PathRecord {
     pub seed: Option<u64>,
 }
 
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
 impl PathRecord {
+    /// The key of an image's best path of a method (rank 0).
     pub fn key_of(image: &str, method: &str) -> String {
         format!("{image}\t{method}")
     }
@@ -104,7 +128,10 @@ impl Record for PathRecord {
     const KIND: &'static str = "path";
 
     fn key(&self) -> String {
-        PathRecord::key_of(&self.image, &self.method)
+        match self.rank {
+            0 => PathRecord::key_of(&self.image, &self.method),
+            rank => format!("{}\t#{rank}", PathRecord::key_of(&self.image, &self.method)),
+        }
     }
 
     fn settings(&self) -> Vec<Setting> {
@@ -120,8 +147,24 @@ impl Record for PathRecord {
             ("preprocessing", self.preprocess.clone()),
             ("compat", self.compat.name().into()),
             ("seed", self.seed.map_or_else(unrecorded, |s| s.to_string())),
+            ("beam", self.beam.to_string()),
+            ("top-k", self.path.0.first().map_or(1, Vec::len).to_string()),
+            (
+                "unit",
+                self.sites
+                    .first()
+                    .map_or("blocks.0.mlp.post@cls".into(), |s| s.to_string()),
+            ),
         ]
     }
+}
+
+/// The path records of a file, each image's best path per method only (rank 0):
+/// what the experiments and the report take from a file holding several paths per
+/// image (`--paths-per-image`).
+pub fn read_paths(path: &Path) -> Result<Vec<PathRecord>> {
+    let records: Vec<PathRecord> = read_records(path)?;
+    Ok(records.into_iter().filter(|r| r.rank == 0).collect())
 }
 
 /// An output file opened for appending, locked, with what it already holds.

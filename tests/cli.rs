@@ -186,10 +186,7 @@ fn manipulate_refuses_unusable_path_files() {
     let out_of_range = variant("range.jsonl", &|r| r["path"][2] = 512.into());
     for (file, want) in [
         (empty, "no records"),
-        (
-            too_long,
-            "the path has 7 neurons but the model has 6 layers",
-        ),
+        (too_long, "the path has 7 layers but the model has 6"),
         (out_of_range, "neuron 512 at layer 2 is out of range"),
     ] {
         let out = neuronpath()
@@ -300,4 +297,106 @@ fn prune_evaluates_the_held_out_images_only() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no labelled images"));
+}
+
+#[test]
+fn search_settings_out_of_range_are_refused() {
+    let dir = scratch("search-settings");
+    let images = image_folder(&dir, &["cat"], 1);
+    for (args, want) in [
+        (vec!["--top-k", "0"], "--top-k 0: must be 1 to 512"),
+        (vec!["--top-k", "513"], "--top-k 513: must be 1 to 512"),
+        (vec!["--beam", "0"], "--beam 0: must be 1 to 256"),
+        (vec!["--beam", "2", "--top-k", "2"], "use one or the other"),
+        (
+            vec!["--beam", "4", "--paths-per-image", "5"],
+            "--paths-per-image 5: must be 1 to --beam (4)",
+        ),
+        (
+            vec!["--top-k", "2", "--method", "influence"],
+            "only jas and activation find top-K paths, not influence",
+        ),
+    ] {
+        let out = neuronpath()
+            .args(["paths", "--steps", "1", "--images"])
+            .arg(&images)
+            .arg("--out")
+            .arg(dir.join("p.jsonl"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn top_k_and_beam_paths_go_through_the_experiments() {
+    let dir = scratch("search-experiments");
+    let images = image_folder(&dir, &["cat", "ship"], 1);
+    let paths = |file: &str, args: &[&str]| {
+        let out = neuronpath()
+            .args(["paths", "--steps", "2", "--images"])
+            .arg(&images)
+            .arg("--out")
+            .arg(dir.join(file))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir.join(file)
+    };
+    let top = paths("top.jsonl", &["--top-k", "3"]);
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&top)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 4, "two images, jas and activation");
+    for r in &records {
+        let layers = r["path"].as_array().unwrap();
+        assert_eq!(layers.len(), 6);
+        assert!(
+            layers.iter().all(|l| l.as_array().unwrap().len() == 3),
+            "{r}"
+        );
+    }
+    let beam = paths(
+        "beam.jsonl",
+        &["--method", "jas", "--beam", "3", "--paths-per-image", "2"],
+    );
+    let text = std::fs::read_to_string(&beam).unwrap();
+    assert_eq!(text.lines().count(), 4, "two images, two paths each");
+    assert!(text.contains("\"beam\":3") && text.contains("\"rank\":1"));
+    for (file, want) in [(&top, 4 * 2), (&beam, 2 * 2)] {
+        let out = dir.join("m.jsonl");
+        let _ = std::fs::remove_file(&out);
+        let status = neuronpath()
+            .args(["manipulate", "--images"])
+            .arg(&images)
+            .arg("--paths")
+            .arg(file)
+            .arg("--out")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(sorted_lines(&out).len(), want, "{}", file.display());
+        let status = neuronpath()
+            .args(["stats", "--paths"])
+            .arg(file)
+            .arg("--out")
+            .arg(dir.join("stats.json"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["methods"][0]["paths"], 2, "rank 0 only");
 }

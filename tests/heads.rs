@@ -87,7 +87,7 @@ fn a_head_paths_jas_equals_an_independent_riemann_sum() {
         rule: Integration::LeftRiemann(m),
         form: ScoreForm::Paper,
     };
-    let (path, score) = attributor.locate_and_score(&[&img]).remove(0);
+    let (path, score) = attributor.locate_heads(&[&img]).remove(0);
     let (dh, layers) = (vit.config.head_dim(), vit.config.layers);
     let delta = 1e-2f32;
     // Sequences (k, j, sign): every path head scaled to k/m, head j's scale moved by

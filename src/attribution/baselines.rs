@@ -16,24 +16,22 @@
 
 use super::context::ImageContext;
 use super::jas::Attributor;
+use super::path::NeuronPath;
+use super::search::top_indices;
 use crate::model::{Action, CleanTrace, Compat, Intervention, Site, Tokens, Vit};
 use crate::numeric::{argmax, fnv1a, SplitMix64};
 
-/// The activation baseline: per layer, the neuron with the largest clean
-/// activation (summed over its tokens).
-pub fn activation_path(vit: &Vit, image: &ImageContext) -> Vec<usize> {
+/// The activation baseline: per layer, the `top_k` neurons with the largest clean
+/// activation (summed over its tokens), largest first.
+pub fn activation_path(vit: &Vit, image: &ImageContext, top_k: usize) -> NeuronPath {
     let f = vit.config.intermediate;
-    image
-        .clean
-        .neurons
-        .iter()
-        .map(|rows| {
-            let totals: Vec<f64> = (0..f)
-                .map(|n| rows.chunks_exact(f).map(|r| r[n] as f64).sum())
-                .collect();
-            argmax(&totals)
-        })
-        .collect()
+    let layers = image.clean.neurons.iter().map(|rows| {
+        let totals: Vec<f64> = (0..f)
+            .map(|n| rows.chunks_exact(f).map(|r| r[n] as f64).sum())
+            .collect();
+        top_indices(&totals, top_k)
+    });
+    NeuronPath(layers.collect())
 }
 
 impl Attributor<'_> {
@@ -61,7 +59,7 @@ impl Attributor<'_> {
         let (alphas, weights) = self.rule.nodes();
         let inputs = self.scaled_inputs(images, &alphas);
         let x: Vec<f32> = inputs.iter().flat_map(|p| vit.embed(p)).collect();
-        let targets = self.step_targets(images);
+        let targets = self.step_targets(images, 1);
         let layers = vit.config.layers;
         let per_layer: Vec<Vec<f32>> = if self.skips_chosen_blocks() {
             self.influence_gradients_skipping(x, &inputs, &targets)
@@ -152,7 +150,7 @@ impl Attributor<'_> {
             action: Action::Replace(&values),
         }];
         let cleans: Vec<&CleanTrace> = images.iter().map(|img| &img.clean).collect();
-        let grads = vit.branched_gradients(&cleans, &replace, &self.step_targets(images));
+        let grads = vit.branched_gradients(&cleans, &replace, &self.step_targets(images, 1));
         let per_image = alphas.len() * rows * f;
         images
             .iter()

@@ -60,7 +60,7 @@ impl Attributor<'_> {
             })
             .collect();
         let cleans: Vec<&CleanTrace> = images.iter().map(|img| &img.clean).collect();
-        let targets = self.step_targets(images);
+        let targets = self.step_targets(images, 1);
         let grads = vit.gradients_from_clean(&cleans, 0, &replace, &targets, &sites);
         let (width, dh, m) = (vit.unit_width(), vit.config.head_dim(), weights.len());
         let per_image = m * vit.neuron_rows() * width;

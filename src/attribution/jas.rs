@@ -11,9 +11,15 @@
 //! A neuron may span several token rows (MAE's FFN channel across the patches):
 //! the score is then formed per token and summed over the tokens, divided by
 //! [`Attributor::token_norm`], as the reference's MAE program does.
+//!
+//! A top-K path has several neurons per layer, all scaled together; the score
+//! sums over all of them, or, with `--compat reference`, over the last-listed one
+//! of each layer only, as the reference's top-K program ([`Attributor::counted`]).
+//! The search itself (greedy, top-K, beam) is in [`super::search`].
 
 use super::context::ImageContext;
 use super::integration::Integration;
+use super::path::NeuronPath;
 use crate::model::{Action, Activation, CleanTrace, Compat, Gradients, Intervention, Vit};
 
 /// How per-neuron integrated gradients combine into one path score.
@@ -38,7 +44,7 @@ impl ScoreForm {
 
 /// One token's running sums over a path's neurons, in layer order.
 #[derive(Clone, Copy, Default)]
-struct TokenSums {
+pub(super) struct TokenSums {
     a: f64,
     g: f64,
     ag: f64,
@@ -67,7 +73,8 @@ impl TokenSums {
     }
 }
 
-/// The score of a path and what it is made of, layer by layer.
+/// The score of a path and what it is made of, layer by layer. A layer with several
+/// neurons (a top-K path) gives the sum over the neurons its score counts.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PathScore {
     pub score: f64,
@@ -87,8 +94,10 @@ pub struct Attributor<'a> {
     pub form: ScoreForm,
 }
 
-/// One image's path neurons: per layer, per token, `(activation, mean gradient)`.
-type Terms = Vec<Vec<(f64, f64)>>;
+/// One neuron's `(activation, mean gradient)` per token.
+type NeuronTerms = Vec<(f64, f64)>;
+/// A path's counted neurons: per layer, per neuron, its terms.
+pub(super) type Terms = Vec<Vec<NeuronTerms>>;
 
 impl Attributor<'_> {
     /// What the token sum of a score is divided by: 1 for a one-token neuron; for
@@ -102,17 +111,27 @@ impl Attributor<'_> {
         }
     }
 
-    /// Targets of `images`, each repeated once per integration step.
-    pub(super) fn step_targets(&self, images: &[&ImageContext]) -> Vec<usize> {
+    /// The neurons of a path's layer that its score counts: all of them, or with
+    /// `--compat reference` only the last-listed, as the reference's top-K program
+    /// (its loop overwrites instead of summing). One neuron per layer: the same.
+    pub fn counted<'p>(&self, layer: &'p [usize]) -> &'p [usize] {
+        match self.vit.compat {
+            Compat::Principled => layer,
+            Compat::Reference => &layer[layer.len().saturating_sub(1)..],
+        }
+    }
+
+    /// Targets of `images`, each repeated once per variant and integration step.
+    pub(super) fn step_targets(&self, images: &[&ImageContext], variants: usize) -> Vec<usize> {
         let m = self.rule.steps();
         images
             .iter()
-            .flat_map(|img| std::iter::repeat_n(img.target, m))
+            .flat_map(|img| std::iter::repeat_n(img.target, variants * m))
             .collect()
     }
 
     /// `sum_k w_k g[k, row, n]` for one neuron at one token row; `grads` is one
-    /// image's `[steps, rows, intermediate]`.
+    /// sequence's `[steps, rows, intermediate]`.
     pub(super) fn mean_gradient(
         &self,
         grads: &[f32],
@@ -129,20 +148,22 @@ impl Attributor<'_> {
             .sum()
     }
 
-    /// The clean rows of `layer` with `neuron` (or every neuron) scaled to step `k`.
+    /// The clean rows of `layer` with `neurons` (or every neuron) scaled to step `k`.
     pub(super) fn scaled_rows(
         &self,
         clean: &CleanTrace,
         layer: usize,
-        neuron: Option<usize>,
+        neurons: Option<&[usize]>,
         k: usize,
         alphas: &[f32],
     ) -> Vec<f32> {
         let f = self.vit.config.intermediate;
         let mut rows = clean.neurons[layer].clone();
         for row in rows.chunks_exact_mut(f) {
-            match neuron {
-                Some(n) => row[n] = self.rule.scale(row[n], k, alphas),
+            match neurons {
+                Some(ns) => ns
+                    .iter()
+                    .for_each(|&n| row[n] = self.rule.scale(row[n], k, alphas)),
                 None => row
                     .iter_mut()
                     .for_each(|v| *v = self.rule.scale(*v, k, alphas)),
@@ -151,30 +172,35 @@ impl Attributor<'_> {
         rows
     }
 
-    /// Block `layer`'s scaled rows of every image and step: `neurons[i]` only (or
-    /// the whole row when `None`).
-    fn layer_rows(
+    /// Block `layer`'s scaled rows of every sequence and step, `variants` sequences
+    /// per image: `neurons(s)` only (or the whole row when `None`) for sequence `s`.
+    pub(super) fn layer_rows<'p>(
         &self,
         images: &[&ImageContext],
+        variants: usize,
         layer: usize,
-        neurons: impl Fn(usize) -> Option<usize>,
+        neurons: impl Fn(usize) -> Option<&'p [usize]>,
         alphas: &[f32],
     ) -> Vec<f32> {
         let neurons = &neurons;
-        images
-            .iter()
-            .enumerate()
-            .flat_map(|(i, img)| {
+        (0..images.len() * variants)
+            .flat_map(|s| {
+                let clean = &images[s / variants].clean;
                 (0..alphas.len())
-                    .flat_map(move |k| self.scaled_rows(&img.clean, layer, neurons(i), k, alphas))
+                    .flat_map(move |k| self.scaled_rows(clean, layer, neurons(s), k, alphas))
             })
             .collect()
     }
 
-    /// Image `i`'s slice of a site gradient `[images * steps, rows, f]`.
-    fn image_grads<'g>(&self, grads: &'g Gradients, layer: usize, i: usize) -> &'g [f32] {
-        let per_image = self.rule.steps() * self.vit.neuron_rows() * self.vit.config.intermediate;
-        &grads.at(self.vit.neuron_site(layer))[i * per_image..(i + 1) * per_image]
+    /// Sequence `s`'s slice of a site gradient `[sequences * steps, rows, f]`.
+    pub(super) fn sequence_grads<'g>(
+        &self,
+        grads: &'g Gradients,
+        layer: usize,
+        s: usize,
+    ) -> &'g [f32] {
+        let per_seq = self.rule.steps() * self.vit.neuron_rows() * self.vit.config.intermediate;
+        &grads.at(self.vit.neuron_site(layer))[s * per_seq..(s + 1) * per_seq]
     }
 
     /// Per token, the clean activation and mean gradient of neuron `n` of `layer`.
@@ -185,7 +211,7 @@ impl Attributor<'_> {
         n: usize,
         grads: &[f32],
         weights: &[f64],
-    ) -> Vec<(f64, f64)> {
+    ) -> NeuronTerms {
         let f = self.vit.config.intermediate;
         (0..self.vit.neuron_rows())
             .map(|r| {
@@ -195,19 +221,42 @@ impl Attributor<'_> {
             .collect()
     }
 
+    /// The terms of the counted neurons of `path`'s layers, from sequence `s` of
+    /// `grads`.
+    pub(super) fn path_terms(
+        &self,
+        img: &ImageContext,
+        path: &[Vec<usize>],
+        grads: &Gradients,
+        s: usize,
+        weights: &[f64],
+    ) -> Terms {
+        path.iter()
+            .enumerate()
+            .map(|(j, neurons)| {
+                let g = self.sequence_grads(grads, j, s);
+                self.counted(neurons)
+                    .iter()
+                    .map(|&n| self.neuron_terms(img, j, n, g, weights))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Per token, the running sums over a path's neurons.
-    fn token_sums(&self, terms: &Terms) -> Vec<TokenSums> {
+    pub(super) fn token_sums(&self, terms: &Terms) -> Vec<TokenSums> {
         let mut sums = vec![TokenSums::default(); self.vit.neuron_rows()];
-        for layer in terms {
-            for (sum, &(a, g)) in sums.iter_mut().zip(layer) {
+        for neuron in terms.iter().flatten() {
+            for (sum, &(a, g)) in sums.iter_mut().zip(neuron) {
                 sum.add(a, g);
             }
         }
         sums
     }
 
-    /// The score of a whole path from its terms, and its per-layer breakdown.
-    fn path_score(&self, terms: Terms) -> PathScore {
+    /// The score of a whole path from its terms, and its per-layer breakdown (each
+    /// layer's counted neurons summed).
+    pub(super) fn path_score(&self, terms: Terms) -> PathScore {
         let norm = self.token_norm();
         let rows = self.vit.neuron_rows() as f64;
         let score = self
@@ -216,119 +265,61 @@ impl Attributor<'_> {
             .map(|t| t.score(self.form))
             .sum::<f64>()
             / norm;
+        let per_layer = |f: &dyn Fn(&(f64, f64)) -> f64| -> Vec<f64> {
+            terms
+                .iter()
+                .map(|l| l.iter().flatten().map(f).sum::<f64>())
+                .collect()
+        };
         PathScore {
             score,
-            activation: terms
-                .iter()
-                .map(|l| l.iter().map(|t| t.0).sum::<f64>() / rows)
-                .collect(),
-            gradient: terms.iter().map(|l| l.iter().map(|t| t.1).sum()).collect(),
-            contribution: terms
-                .iter()
-                .map(|l| l.iter().map(|t| t.0 * t.1).sum::<f64>() / norm)
-                .collect(),
+            activation: per_layer(&|t| t.0 / rows),
+            gradient: per_layer(&|t| t.1),
+            contribution: per_layer(&|t| t.0 * t.1 / norm),
         }
     }
 
-    /// The neuron of `layer` that maximises the score of the path so far plus it.
-    fn best_candidate(
+    /// The score of the path so far (`sums`) plus each neuron of `layer` in turn.
+    pub(super) fn candidate_scores(
         &self,
         img: &ImageContext,
         layer: usize,
         sums: &[TokenSums],
         grads: &[f32],
         weights: &[f64],
-    ) -> usize {
+    ) -> Vec<f64> {
         let f = self.vit.config.intermediate;
         let acts = &img.clean.neurons[layer];
-        let mut best = (f64::NEG_INFINITY, 0);
-        for n in 0..f {
-            let score = sums
-                .iter()
-                .enumerate()
-                .map(|(r, sum)| {
-                    let g = self.mean_gradient(grads, r, n, weights);
-                    sum.with(self.form, acts[r * f + n] as f64, g)
-                })
-                .sum::<f64>()
-                / self.token_norm();
-            if score > best.0 {
-                best = (score, n);
-            }
-        }
-        best.1
-    }
-
-    /// Layer-progressive locating: at each layer, the neuron maximising the JAS of
-    /// the path so far plus that neuron. Images are processed together, layer by layer.
-    pub fn locate(&self, images: &[&ImageContext]) -> Vec<Vec<usize>> {
-        self.locate_and_score(images)
-            .into_iter()
-            .map(|(path, _)| path)
+        (0..f)
+            .map(|n| {
+                sums.iter()
+                    .enumerate()
+                    .map(|(r, sum)| {
+                        let g = self.mean_gradient(grads, r, n, weights);
+                        sum.with(self.form, acts[r * f + n] as f64, g)
+                    })
+                    .sum::<f64>()
+                    / self.token_norm()
+            })
             .collect()
     }
 
-    /// [`Attributor::locate`], and the JAS of each found path (as [`Attributor::score`]
-    /// gives it, but without a forward pass of its own).
-    ///
-    /// Pass `l` scales the path neurons of the layers below `l` and all of layer `l`
-    /// ([`crate::model::Progression`]: each pass runs forward from the layer it
-    /// changes). The pass after the last layer, with only path neurons scaled, is
-    /// the path's score.
-    pub fn locate_and_score(&self, images: &[&ImageContext]) -> Vec<(Vec<usize>, PathScore)> {
-        if self.vit.unit == Activation::AttnZ {
-            return self.locate_heads(images);
-        }
-        let vit = self.vit;
-        let (alphas, weights) = self.rule.nodes();
-        let layers = vit.config.layers;
-        let targets = self.step_targets(images);
-        let cleans: Vec<&CleanTrace> = images.iter().map(|img| &img.clean).collect();
-        let mut progression = vit.progression(&cleans);
-        let mut paths: Vec<Vec<usize>> = vec![Vec::new(); images.len()];
-        let mut scores = Vec::new();
-        for l in 0..=layers {
-            let settled = match l {
-                0 => Vec::new(),
-                _ => self.layer_rows(images, l - 1, |i| Some(paths[i][l - 1]), &alphas),
-            };
-            let top = match l < layers {
-                true => self.layer_rows(images, l, |_| None, &alphas),
-                false => Vec::new(),
-            };
-            let grads = progression.pass(&settled, &top, &targets);
-            for (i, img) in images.iter().enumerate() {
-                let terms: Terms = (0..l)
-                    .map(|j| {
-                        let g = self.image_grads(&grads, j, i);
-                        self.neuron_terms(img, j, paths[i][j], g, &weights)
-                    })
-                    .collect();
-                if l == layers {
-                    scores.push(self.path_score(terms));
-                } else {
-                    let g = self.image_grads(&grads, l, i);
-                    let best = self.best_candidate(img, l, &self.token_sums(&terms), g, &weights);
-                    paths[i].push(best);
-                }
-            }
-        }
-        paths.into_iter().zip(scores).collect()
-    }
-
-    /// JAS of whole paths, one per `(image, path)`, only the path units scaled.
-    pub fn score(&self, items: &[(&ImageContext, &[usize])]) -> Vec<PathScore> {
+    /// JAS of whole paths, one per `(image, path)`, only the path neurons scaled.
+    pub fn score(&self, items: &[(&ImageContext, &NeuronPath)]) -> Vec<PathScore> {
         let vit = self.vit;
         if vit.unit == Activation::AttnZ {
             let images: Vec<&ImageContext> = items.iter().map(|(img, _)| *img).collect();
-            let paths: Vec<Vec<usize>> = items.iter().map(|(_, p)| p.to_vec()).collect();
+            let paths: Vec<Vec<usize>> = items
+                .iter()
+                .map(|(_, p)| p.single().expect("head paths have one head per layer"))
+                .collect();
             return self.score_heads(&images, &paths);
         }
         let (alphas, weights) = self.rule.nodes();
         let layers = vit.config.layers;
         let images: Vec<&ImageContext> = items.iter().map(|(img, _)| *img).collect();
         let rows: Vec<Vec<f32>> = (0..layers)
-            .map(|j| self.layer_rows(&images, j, |i| Some(items[i].1[j]), &alphas))
+            .map(|j| self.layer_rows(&images, 1, j, |i| Some(items[i].1.at(j)), &alphas))
             .collect();
         let replacements: Vec<Intervention> = rows
             .iter()
@@ -339,18 +330,12 @@ impl Attributor<'_> {
             })
             .collect();
         let cleans: Vec<&CleanTrace> = images.iter().map(|img| &img.clean).collect();
-        let grads = vit.branched_gradients(&cleans, &replacements, &self.step_targets(&images));
+        let grads = vit.branched_gradients(&cleans, &replacements, &self.step_targets(&images, 1));
         items
             .iter()
             .enumerate()
             .map(|(i, (img, path))| {
-                let terms: Terms = (0..layers)
-                    .map(|j| {
-                        let g = self.image_grads(&grads, j, i);
-                        self.neuron_terms(img, j, path[j], g, &weights)
-                    })
-                    .collect();
-                self.path_score(terms)
+                self.path_score(self.path_terms(img, &path.0, &grads, i, &weights))
             })
             .collect()
     }

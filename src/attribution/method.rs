@@ -5,6 +5,8 @@ use super::baselines::{activation_path, random_path};
 use super::context::ImageContext;
 use super::heads::largest_heads;
 use super::jas::{Attributor, PathScore};
+use super::path::NeuronPath;
+use super::search::Search;
 use crate::model::Activation;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -47,7 +49,10 @@ pub struct FoundPath {
     /// Index of the image in the batch.
     pub image: usize,
     pub method: Method,
-    pub path: Vec<usize>,
+    /// Among the image's paths of this method, best first (beam search's
+    /// `--paths-per-image`; otherwise 0).
+    pub rank: usize,
+    pub path: NeuronPath,
     pub score: PathScore,
 }
 
@@ -58,30 +63,39 @@ impl Attributor<'_> {
             || matches!(method, Method::Jas | Method::Activation | Method::Random)
     }
 
-    /// Paths of `method` for every image.
-    pub fn paths(&self, method: Method, images: &[&ImageContext], seed: u64) -> Vec<Vec<usize>> {
-        let heads = self.vit.unit == Activation::AttnZ;
+    /// The best path of `method` for every image (`jas` searching as `search` says,
+    /// `activation` with its `top_k`).
+    pub fn paths(
+        &self,
+        method: Method,
+        images: &[&ImageContext],
+        seed: u64,
+        search: Search,
+    ) -> Vec<NeuronPath> {
         match method {
-            Method::Jas => self.locate(images),
-            Method::Activation if heads => images
+            Method::Jas => self
+                .locate_and_score(images, search)
+                .into_iter()
+                .map(|mut found| found.swap_remove(0).0)
+                .collect(),
+            Method::Activation if self.vit.unit == Activation::AttnZ => images
                 .iter()
-                .map(|img| largest_heads(self.vit, img))
+                .map(|img| largest_heads(self.vit, img).into())
                 .collect(),
             Method::Activation => images
                 .iter()
-                .map(|img| activation_path(self.vit, img))
+                .map(|img| activation_path(self.vit, img, search.top_k))
                 .collect(),
-            Method::Influence => self.influence_paths(images),
-            Method::Ig => self.ig_paths(images),
+            Method::Influence => plain(self.influence_paths(images)),
+            Method::Ig => plain(self.ig_paths(images)),
             Method::Random => images
                 .iter()
-                .map(|img| random_path(self.vit, img, seed))
+                .map(|img| random_path(self.vit, img, seed).into())
                 .collect(),
         }
     }
 
-    /// Finds the path of every `(image, method)` that `wanted` accepts and scores them
-    /// all in one batch. Each method runs only on the images that need it.
+    /// [`Attributor::find_and_score_with`] the paper's greedy search.
     pub fn find_and_score(
         &self,
         images: &[&ImageContext],
@@ -89,8 +103,22 @@ impl Attributor<'_> {
         seed: u64,
         wanted: impl Fn(usize, Method) -> bool,
     ) -> Vec<FoundPath> {
+        self.find_and_score_with(images, methods, seed, Search::GREEDY, wanted)
+    }
+
+    /// Finds the paths of every `(image, method)` that `wanted` accepts and scores
+    /// them all in one batch. Each method runs only on the images that need it;
+    /// `search` says how `jas` searches, and its `top_k` applies to `activation` too.
+    pub fn find_and_score_with(
+        &self,
+        images: &[&ImageContext],
+        methods: &[Method],
+        seed: u64,
+        search: Search,
+        wanted: impl Fn(usize, Method) -> bool,
+    ) -> Vec<FoundPath> {
         let mut scored: Vec<FoundPath> = Vec::new();
-        let mut unscored: Vec<(usize, Method, Vec<usize>)> = Vec::new();
+        let mut unscored: Vec<(usize, Method, NeuronPath)> = Vec::new();
         for &method in methods {
             let which: Vec<usize> = (0..images.len()).filter(|&i| wanted(i, method)).collect();
             if which.is_empty() {
@@ -98,25 +126,33 @@ impl Attributor<'_> {
             }
             let subset: Vec<&ImageContext> = which.iter().map(|&i| images[i]).collect();
             if method == Method::Jas {
-                // Locating ends with the path's score.
-                for (image, (path, score)) in which.into_iter().zip(self.locate_and_score(&subset))
+                // Locating ends with the paths' scores.
+                for (image, found) in which
+                    .into_iter()
+                    .zip(self.locate_and_score(&subset, search))
                 {
-                    scored.push(FoundPath {
-                        image,
-                        method,
-                        path,
-                        score,
-                    });
+                    scored.extend(found.into_iter().enumerate().map(|(rank, (path, score))| {
+                        FoundPath {
+                            image,
+                            method,
+                            rank,
+                            path,
+                            score,
+                        }
+                    }));
                 }
                 continue;
             }
-            for (i, path) in which.into_iter().zip(self.paths(method, &subset, seed)) {
+            for (i, path) in which
+                .into_iter()
+                .zip(self.paths(method, &subset, seed, search))
+            {
                 unscored.push((i, method, path));
             }
         }
-        let items: Vec<(&ImageContext, &[usize])> = unscored
+        let items: Vec<(&ImageContext, &NeuronPath)> = unscored
             .iter()
-            .map(|(i, _, path)| (images[*i], path.as_slice()))
+            .map(|(i, _, path)| (images[*i], path))
             .collect();
         let scores = if items.is_empty() {
             Vec::new()
@@ -130,10 +166,16 @@ impl Attributor<'_> {
                 .map(|((image, method, path), score)| FoundPath {
                     image,
                     method,
+                    rank: 0,
                     path,
                     score,
                 }),
         );
         scored
     }
+}
+
+/// Plain paths (one neuron per layer) as [`NeuronPath`]s.
+fn plain(paths: Vec<Vec<usize>>) -> Vec<NeuronPath> {
+    paths.into_iter().map(NeuronPath::from).collect()
 }

@@ -7,8 +7,12 @@ pub mod heads;
 pub mod integration;
 pub mod jas;
 pub mod method;
+pub mod path;
+pub mod search;
 
 pub use context::{ImageContext, Target};
 pub use integration::Integration;
 pub use jas::{Attributor, PathScore, ScoreForm};
 pub use method::{FoundPath, Method};
+pub use path::NeuronPath;
+pub use search::Search;

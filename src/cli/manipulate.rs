@@ -7,7 +7,7 @@ use neuronpath::data;
 use neuronpath::experiments::manipulate::{self, check_path, ManipulationRecord, Op};
 use neuronpath::experiments::{check_clean_prob, check_inputs};
 use neuronpath::model::{fingerprint, Vit};
-use neuronpath::record::{read_records, unrecorded, PathRecord, RecordFile};
+use neuronpath::record::{read_paths, read_records, unrecorded, PathRecord, RecordFile};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,7 +40,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut vit = args.input.run.model.load()?;
-    let mut records: Vec<PathRecord> = read_records(&args.input.paths)?;
+    let mut records = read_paths(&args.input.paths)?;
     if !args.method.is_empty() {
         records.retain(|r| args.method.contains(&r.method));
         if records.is_empty() {

@@ -1,7 +1,9 @@
 //! `neuronpath paths`: influential neuron paths of every image, resumable.
 
 use anyhow::{bail, Context, Result};
-use neuronpath::attribution::{Attributor, ImageContext, Integration, Method, ScoreForm, Target};
+use neuronpath::attribution::{
+    Attributor, ImageContext, Integration, Method, NeuronPath, ScoreForm, Search, Target,
+};
 use neuronpath::data::{self, ImageEntry, ImageSet, Preset};
 use neuronpath::model::{fingerprint, Compat, Tokens, Vit};
 use neuronpath::numeric::{self, argmax};
@@ -25,9 +27,26 @@ pub struct Args {
     /// same file resumes: records already there are kept and skipped.
     #[arg(long, default_value = "out/paths.jsonl")]
     out: PathBuf,
-    /// Methods to run, comma-separated; every path is scored with the same JAS.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Method::ALL)]
+    /// Methods to run, comma-separated; every path is scored with the same JAS
+    /// (default: all; with --top-k above 1, jas and activation).
+    #[arg(long, value_enum, value_delimiter = ',')]
     method: Vec<Method>,
+    /// Neurons per layer of the jas and activation paths: the K best of each layer
+    /// (by JAS, or by activation), all K scaled together in the later layers, as the
+    /// reference's top-K program. The score counts all K (with --compat reference,
+    /// only the last-listed neuron of each layer, as that program does). The path
+    /// is then written per layer as a list of K neurons, best first.
+    #[arg(long, default_value_t = 1)]
+    top_k: usize,
+    /// Beam search for jas: keep the B best partial paths (by JAS) at every layer and
+    /// return the best full path; 1 is the paper's greedy search. Costs about B times
+    /// the greedy search. Not with --top-k.
+    #[arg(long, default_value_t = 1)]
+    beam: usize,
+    /// Full jas paths written per image with --beam, best first (their `rank`: 0 is
+    /// the best; manipulate, stats, prune and report use rank 0). At most --beam.
+    #[arg(long, default_value_t = 1)]
+    paths_per_image: usize,
     /// Seed of the `random` method (a path depends only on the seed and the image).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -78,6 +97,23 @@ pub struct Args {
     label_map: Option<PathBuf>,
 }
 
+/// The methods to run: those asked for, or the default for the search.
+fn methods(asked: &[Method], search: Search) -> Result<Vec<Method>> {
+    let top_k_methods = [Method::Jas, Method::Activation];
+    match (asked.is_empty(), search.top_k) {
+        (true, 1) => Ok(Method::ALL.to_vec()),
+        (true, _) => Ok(top_k_methods.to_vec()),
+        (false, 1) => Ok(asked.to_vec()),
+        (false, k) => match asked.iter().find(|m| !top_k_methods.contains(m)) {
+            Some(m) => bail!(
+                "--top-k {k}: only jas and activation find top-K paths, not {}",
+                m.name()
+            ),
+            None => Ok(asked.to_vec()),
+        },
+    }
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut vit = args.run.model.load()?;
     vit.compat = args.compat;
@@ -88,6 +124,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
         vit.neuron_tokens = tokens;
     }
     vit.unit = args.unit.activation();
+    let search = Search {
+        top_k: args.top_k,
+        beam: args.beam,
+        paths: args.paths_per_image,
+    };
+    search.check(vit.units())?;
+    if args.unit == super::Unit::Head && search != Search::GREEDY {
+        bail!("--unit head: head paths are searched greedily (no --top-k, --beam or --paths-per-image)");
+    }
+    let asked = methods(&args.method, search)?;
     let preprocess = args.preprocess.unwrap_or(match args.compat {
         Compat::Principled => Preset::Checkpoint,
         Compat::Reference => Preset::Reference,
@@ -103,7 +149,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         form: args.score_form,
     };
     let (methods, skipped): (Vec<Method>, Vec<Method>) =
-        args.method.iter().partition(|&&m| probe.supports(m));
+        asked.iter().partition(|&&m| probe.supports(m));
     if !skipped.is_empty() {
         let names: Vec<&str> = skipped.iter().map(|m| m.name()).collect();
         eprintln!("{}: not defined for this unit, skipped", names.join(", "));
@@ -129,9 +175,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 .any(|m| !out.contains(&PathRecord::key_of(&e.key, m.name())))
         })
         .collect();
-    let batch = args
-        .batch
-        .unwrap_or_else(|| (8192 / (vit.config.tokens() * args.steps).max(1)).clamp(1, 16));
+    let batch = args.batch.unwrap_or_else(|| {
+        (8192 / (vit.config.tokens() * args.steps * args.beam).max(1)).clamp(1, 16)
+    });
     let attributor = Attributor {
         vit: &vit,
         rule,
@@ -169,9 +215,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 continue;
             }
             let contexts: Vec<&ImageContext> = ready.iter().map(|(_, c)| c).collect();
-            let found = attributor.find_and_score(&contexts, methods, args.seed, |i, m| {
-                !out.contains(&PathRecord::key_of(&ready[i].0.key, m.name()))
-            });
+            let found =
+                attributor.find_and_score_with(&contexts, methods, args.seed, search, |i, m| {
+                    !out.contains(&PathRecord::key_of(&ready[i].0.key, m.name()))
+                });
             for found in found {
                 let (entry, ctx) = &ready[found.image];
                 let probs = ctx.probabilities(vit.config.classes);
@@ -184,6 +231,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     label_name: entry.label.and_then(|l| class_name(&vit, entry, l)),
                     method: found.method.name().into(),
                     path: found.path,
+                    rank: found.rank,
                     score: found.score.score,
                     target: ctx.target,
                     target_prob: probs[ctx.target],
@@ -229,7 +277,9 @@ fn shared_fields(
         label: None,
         label_name: None,
         method: String::new(),
-        path: vec![],
+        path: NeuronPath(vec![]),
+        beam: args.beam,
+        rank: 0,
         neurons: vit.units(),
         score: 0.0,
         target: 0,

@@ -7,7 +7,7 @@ use neuronpath::experiments::check_inputs;
 use neuronpath::experiments::prune::{self, PruneReport, PruneResult, PruneSettings, PruneTally};
 use neuronpath::experiments::stats::path_stats;
 use neuronpath::model::fingerprint;
-use neuronpath::record::{read_records, PathRecord};
+use neuronpath::record::{read_paths, PathRecord};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -59,7 +59,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.input.run.images.display()
         );
     }
-    let records: Vec<PathRecord> = read_records(&args.input.paths)?
+    let records: Vec<PathRecord> = read_paths(&args.input.paths)?
         .into_iter()
         .filter(|r: &PathRecord| split.build.contains(&r.image))
         .collect();

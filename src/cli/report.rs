@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use neuronpath::experiments::stats::StatsFile;
-use neuronpath::record::read_records;
+use neuronpath::record::{read_paths, read_records};
 use neuronpath::report::{render, Inputs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,7 +33,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut sources = vec![args.paths.display().to_string()];
-    let records = read_records(&args.paths)?;
+    let records = read_paths(&args.paths)?;
     let manipulations = match &args.manipulate {
         Some(path) => {
             sources.push(path.display().to_string());

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use neuronpath::experiments::stats::all_stats;
-use neuronpath::record::{read_records, PathRecord};
+use neuronpath::record::read_paths;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let records: Vec<PathRecord> = read_records(&args.paths)?;
+    let records = read_paths(&args.paths)?;
     let stats = all_stats(&records).with_context(|| args.paths.display().to_string())?;
     let json = serde_json::to_vec(&stats)?;
     neuronpath::record::write_output(&args.out, &json, "{\"methods\":")?;

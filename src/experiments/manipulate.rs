@@ -3,7 +3,7 @@
 //! top-1 accuracy tells whether the path matters to the prediction.
 
 use super::{edited_outcomes, NeuronEdit, Outcome};
-use crate::attribution::ImageContext;
+use crate::attribution::{ImageContext, NeuronPath};
 use crate::model::Vit;
 use crate::record::{unrecorded, PathRecord, Record, Setting};
 use anyhow::{bail, Result};
@@ -32,9 +32,12 @@ impl Op {
         }
     }
 
-    /// The edit of `path` (one neuron per layer).
-    pub fn edit(self, path: &[usize]) -> NeuronEdit {
-        path.iter().map(|&n| vec![(n, self.factor())]).collect()
+    /// The edit of `path`: every neuron of each layer (all K of a top-K path).
+    pub fn edit(self, path: &NeuronPath) -> NeuronEdit {
+        path.0
+            .iter()
+            .map(|ns| ns.iter().map(|&n| (n, self.factor())).collect())
+            .collect()
     }
 }
 
@@ -91,20 +94,39 @@ impl Record for ManipulationRecord {
     }
 }
 
-/// Checks that `record`'s path fits `vit`: one neuron per layer, each in range.
+/// Checks that `record`'s path fits `vit`: a layer of the path per layer of the
+/// model, each with distinct neurons in range.
 pub fn check_path(vit: &Vit, record: &PathRecord) -> Result<()> {
     let (layers, f) = (vit.config.layers, vit.units());
-    if record.path.len() != layers {
+    let path = &record.path;
+    if path.layers() != layers {
         bail!(
-            "{} ({}): the path has {} neurons but the model has {layers} layers",
+            "{} ({}): the path has {} layers but the model has {layers}",
             record.image,
             record.method,
-            record.path.len()
+            path.layers()
         );
     }
-    if let Some((l, n)) = record.path.iter().enumerate().find(|(_, &n)| n >= f) {
+    if let Some(l) = (0..layers).find(|&l| path.at(l).is_empty()) {
+        bail!(
+            "{} ({}): the path has no neuron at layer {l}",
+            record.image,
+            record.method
+        );
+    }
+    if let Some((l, n)) = path.neurons().find(|&(_, n)| n >= f) {
         bail!(
             "{} ({}): neuron {n} at layer {l} is out of range: the model's layers have {f} neurons",
+            record.image,
+            record.method
+        );
+    }
+    if let Some((l, n)) = path
+        .neurons()
+        .find(|&(l, n)| path.at(l).iter().filter(|&&m| m == n).count() > 1)
+    {
+        bail!(
+            "{} ({}): neuron {n} appears twice at layer {l}",
             record.image,
             record.method
         );

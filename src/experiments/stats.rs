@@ -30,8 +30,9 @@ pub struct ClassStats {
     pub class: usize,
     pub name: Option<String>,
     pub images: usize,
-    /// Per layer: `(neuron, count)` of every neuron on some path of the class,
-    /// most frequent first (ties: lower index first).
+    /// Per layer: `(neuron, count)` of every neuron on some path of the class
+    /// (each of a top-K path's K neurons counted), most frequent first (ties:
+    /// lower index first).
     pub frequency: Vec<Vec<(usize, usize)>>,
     /// The most frequent neuron of each layer.
     pub class_path: Vec<usize>,
@@ -65,17 +66,28 @@ pub fn path_stats(records: &[PathRecord], method: &str) -> Result<PathStats> {
     let Some(first) = records.first() else {
         bail!("no paths of method {method}");
     };
-    let (layers, neurons) = (first.path.len(), first.neurons);
+    let (layers, neurons) = (first.path.layers(), first.neurons);
     if let Some(r) = records
         .iter()
-        .find(|r| r.path.len() != layers || r.neurons != neurons)
+        .find(|r| r.path.layers() != layers || r.neurons != neurons)
     {
         bail!(
             "{} ({method}): a path of {} layers x {} neurons among paths of {layers} x {neurons}: \
              the file mixes models",
             r.image,
-            r.path.len(),
+            r.path.layers(),
             r.neurons
+        );
+    }
+    if let Some((r, (l, n))) = records.iter().find_map(|r| {
+        r.path
+            .neurons()
+            .find(|&(_, n)| n >= neurons)
+            .map(|x| (r, x))
+    }) {
+        bail!(
+            "{} ({method}): neuron {n} at layer {l} is out of range: layers have {neurons} neurons",
+            r.image
         );
     }
     let scores: Vec<f64> = records.iter().map(|r| r.score).collect();
@@ -133,8 +145,8 @@ fn class_stats(class: usize, group: &[&PathRecord], layers: usize) -> ClassStats
     let frequency: Vec<Vec<(usize, usize)>> = (0..layers)
         .map(|l| {
             let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
-            for r in group {
-                *counts.entry(r.path[l]).or_default() += 1;
+            for &n in group.iter().flat_map(|r| r.path.at(l)) {
+                *counts.entry(n).or_default() += 1;
             }
             let mut counts: Vec<(usize, usize)> = counts.into_iter().collect();
             counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

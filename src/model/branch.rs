@@ -116,6 +116,7 @@ impl Vit {
             vit: self,
             cleans: cleans.to_vec(),
             layer: 0,
+            sequences: 0,
             settled: Vec::new(),
             branch_point: None,
         }
@@ -194,10 +195,15 @@ impl Vit {
 /// blocks `1..=l` see in every later pass what they saw in pass `l`: their tapes
 /// and block `l`'s output are kept, and pass `l + 1` runs forward from block
 /// `l + 1` only.
+///
+/// Between passes the sequences may be rearranged ([`Progression::select`]): beam
+/// search continues several partial paths of an image from one.
 pub struct Progression<'a> {
     vit: &'a Vit,
     cleans: Vec<&'a CleanTrace>,
     layer: usize,
+    /// Sequences of the last pass.
+    sequences: usize,
     settled: Vec<BlockTape>,
     branch_point: Option<BranchPoint>,
 }
@@ -248,6 +254,7 @@ impl Progression<'_> {
         let (mut grads, input) = vit.backward(&tape, &out.logits, targets, &sites, true);
         let input = input.expect("input gradient");
         grads.insert(vit.neuron_site(0), vit.branch_gradient(0, &input));
+        self.sequences = targets.len();
         if l >= 1 {
             self.settled = tape.blocks;
             self.settled.truncate(l);
@@ -256,4 +263,69 @@ impl Progression<'_> {
         self.layer += 1;
         grads
     }
+
+    /// Rearranges the kept state for the next pass: its variant `v` (`run`
+    /// consecutive sequences, one per integration step) continues variant
+    /// `parents[v]` of the last pass. Each image's variants must stay its own.
+    pub fn select(&mut self, parents: &[usize], run: usize) {
+        let unchanged = parents.len() * run == self.sequences
+            && parents.iter().enumerate().all(|(v, &p)| v == p);
+        if unchanged {
+            return;
+        }
+        let order: Vec<usize> = parents
+            .iter()
+            .flat_map(|&p| p * run..(p + 1) * run)
+            .collect();
+        let s = self.sequences;
+        self.settled = std::mem::take(&mut self.settled)
+            .into_iter()
+            .map(|b| b.select(s, &order))
+            .collect();
+        self.branch_point = self.branch_point.take().map(|bp| BranchPoint {
+            stream: gather(&bp.stream, s, &order),
+            mid_rows: gather(&bp.mid_rows, s, &order),
+        });
+        self.sequences = order.len();
+    }
+}
+
+impl BlockTape {
+    /// The tape of sequences `order` (indices into this tape's `s` sequences).
+    fn select(self, s: usize, order: &[usize]) -> BlockTape {
+        let BlockTape {
+            q_rows,
+            xhat1,
+            rstd1,
+            qkv,
+            probs,
+            xhat2,
+            rstd2,
+            act_grad,
+            replaced,
+            z_replaced,
+        } = self;
+        BlockTape {
+            q_rows,
+            xhat1: gather(&xhat1, s, order),
+            rstd1: gather(&rstd1, s, order),
+            qkv: gather(&qkv, s, order),
+            probs: gather(&probs, s, order),
+            xhat2: gather(&xhat2, s, order),
+            rstd2: gather(&rstd2, s, order),
+            act_grad: gather(&act_grad, s, order),
+            replaced,
+            z_replaced,
+        }
+    }
+}
+
+/// The per-sequence parts of `v` (`s` sequences, each the same size) in `order`.
+fn gather(v: &[f32], s: usize, order: &[usize]) -> Vec<f32> {
+    let size = v.len() / s;
+    order
+        .iter()
+        .flat_map(|&i| &v[i * size..(i + 1) * size])
+        .copied()
+        .collect()
 }

@@ -125,7 +125,8 @@ pub fn section(views: &[ImageView], cards: &Cards) -> Result<Markup> {
                 "the neuron's contribution (activation \u{d7} mean gradient) relative to the largest "
                 "of the image's paths; hollow markers contribute negatively. The table gives each "
                 "path's JAS and per layer its neuron, shaded the same way (orange: positive, grey: "
-                "negative; hover for the value)"
+                "negative; hover for the value; a top-K path lists its K neurons as a+b+c and is "
+                "drawn through the first)"
                 @if !manipulations.ops.is_empty() {
                     "; then p(target) after each operation on the path (red: the prediction changed)"
                 }
@@ -145,11 +146,24 @@ fn card(view: &ImageView, cards: &Cards) -> Result<Markup> {
         .flat_map(|r| &r.contribution)
         .fold(0.0f64, |m, c| m.max(c.abs()));
     let weight = |c: f64| if largest > 0.0 { c / largest } else { 0.0 };
+    // A top-K path is drawn through the first (best) neuron of each layer.
+    let drawn: Vec<Vec<usize>> = view
+        .records
+        .iter()
+        .map(|r| {
+            r.path
+                .0
+                .iter()
+                .map(|ns| ns.first().copied().unwrap_or_default())
+                .collect()
+        })
+        .collect();
     let lines: Vec<PathLine> = view
         .records
         .iter()
-        .map(|r| PathLine {
-            neurons: &r.path,
+        .zip(&drawn)
+        .map(|(r, drawn)| PathLine {
+            neurons: drawn,
             weight: r.contribution.iter().map(|&c| weight(c)).collect(),
             colour: palette.colour(&r.method),
         })
@@ -192,8 +206,8 @@ fn card(view: &ImageView, cards: &Cards) -> Result<Markup> {
                     tr {
                         td { span.swatch style={ "background:" (palette.css(&r.method)) } {} (r.method) }
                         td { (number(r.score)) }
-                        @for ((n, c), w) in r.path.iter().zip(&r.contribution).zip(&line.weight) {
-                            td class=[shade(*w)] title=(number(*c)) { (n) }
+                        @for ((ns, c), w) in r.path.0.iter().zip(&r.contribution).zip(&line.weight) {
+                            td class=[shade(*w)] title=(number(*c)) { (neuron_list(ns)) }
                         }
                         @for op in &manipulations.ops {
                             @match manipulations.get(view.key, &r.method, op) {
@@ -208,6 +222,12 @@ fn card(view: &ImageView, cards: &Cards) -> Result<Markup> {
             }
         }
     })
+}
+
+/// A layer's neurons as the table shows them: `409`, or `409+413+278` (top-K).
+fn neuron_list(neurons: &[usize]) -> String {
+    let names: Vec<String> = neurons.iter().map(|n| n.to_string()).collect();
+    names.join("+")
 }
 
 /// The CSS class shading a table cell for a contribution of signed `weight`

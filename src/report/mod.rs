@@ -57,7 +57,7 @@ pub struct Model {
 
 impl Model {
     fn from_records(records: &[PathRecord]) -> Model {
-        let layers = records.iter().map(|r| r.path.len()).max().unwrap_or(0);
+        let layers = records.iter().map(|r| r.path.layers()).max().unwrap_or(0);
         Model {
             layer_names: (1..=layers).map(|l| l.to_string()).collect(),
             neurons: records.iter().map(|r| r.neurons).max().unwrap_or(0),
