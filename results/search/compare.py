@@ -44,6 +44,7 @@ def main(names, per_class=None):
         )
     print("\n| search | remove: prob dev | remove: acc dev | enhance: prob dev | enhance: acc dev | accuracy before |")
     print("|---|---|---|---|---|---|")
+    manip = {n: {(r["image"], r["op"]): r for r in records(n, "manipulate")} for n in names}
     for n in names:
         rows = [r for r in records(n, "manipulate") if r["image"] in set(common)]
         cells = []
@@ -60,6 +61,24 @@ def main(names, per_class=None):
             before = acc_before
             cells += [f"{100 * statistics.mean(ratios):+.2f}% (n={len(group)})", f"{100 * (acc_after - acc_before):+.1f}%"]
         print(f"| {n} | " + " | ".join(cells) + f" | {'-' if before is None else f'{100 * before:.1f}%'} |")
+
+    print("\nPaired difference from greedy of each image's probability deviation, mean (standard error), percentage points:\n")
+    print("| search | remove | enhance |")
+    print("|---|---|---|")
+    for n in names[1:]:
+        cells = []
+        for op in ("remove", "enhance"):
+            d = [
+                change(manip[n][(i, op)]) - change(manip[names[0]][(i, op)])
+                for i in common
+                if (i, op) in manip[n] and (i, op) in manip[names[0]] and manip[n][(i, op)]["prob_before"] > 0
+            ]
+            cells.append(f"{100 * statistics.mean(d):+.2f} ({100 * statistics.stdev(d) / len(d) ** 0.5:.2f}), n={len(d)}" if len(d) > 1 else "-")
+        print(f"| {n} | " + " | ".join(cells) + " |")
+
+
+def change(r):
+    return r["prob_after"] / r["prob_before"] - 1
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ impl Attributor<'_> {
     }
 
     /// The paths `search` finds for every image, best first, each with its JAS (as
-    /// [`Attributor::score`] gives it, without a pass of its own).
+    /// [`Attributor::score`] gives it, without a pass of its own). A setting of 0 is
+    /// taken as 1 ([`Search::check`] refuses it before).
     pub fn locate_and_score(
         &self,
         images: &[&ImageContext],
@@ -105,6 +106,11 @@ impl Attributor<'_> {
                 .map(|(path, score)| vec![(path.into(), score)])
                 .collect();
         }
+        let search = Search {
+            top_k: search.top_k.max(1),
+            beam: search.beam.max(1),
+            paths: search.paths.max(1),
+        };
         let layers = self.vit.config.layers;
         let cleans: Vec<&CleanTrace> = images.iter().map(|img| &img.clean).collect();
         let mut progression = self.vit.progression(&cleans);
