@@ -12,7 +12,7 @@
 
 use super::context::ImageContext;
 use super::jas::{Attributor, PathScore};
-use crate::model::{Action, CleanTrace, Intervention, Vit};
+use crate::model::{Action, CleanTrace, Vit};
 use crate::numeric::argmax;
 
 impl Attributor<'_> {
@@ -51,14 +51,7 @@ impl Attributor<'_> {
         let vit = self.vit;
         let (_, weights) = self.rule.nodes();
         let sites: Vec<_> = (0..rows.len()).map(|j| vit.neuron_site(j)).collect();
-        let replace: Vec<Intervention> = sites
-            .iter()
-            .zip(rows)
-            .map(|(&site, rows)| Intervention {
-                site,
-                action: Action::Replace(rows),
-            })
-            .collect();
+        let replace = vit.at_neuron_sites(rows.iter().map(|r| Action::Replace(r)));
         let cleans: Vec<&CleanTrace> = images.iter().map(|img| &img.clean).collect();
         let targets = self.step_targets(images, 1);
         let grads = vit.gradients_from_clean(&cleans, 0, &replace, &targets, &sites);

@@ -20,7 +20,7 @@
 use super::context::ImageContext;
 use super::integration::Integration;
 use super::path::NeuronPath;
-use crate::model::{Action, Activation, CleanTrace, Compat, Gradients, Intervention, Vit};
+use crate::model::{Action, Activation, CleanTrace, Compat, Gradients, Vit};
 
 /// How per-neuron integrated gradients combine into one path score.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -321,14 +321,7 @@ impl Attributor<'_> {
         let rows: Vec<Vec<f32>> = (0..layers)
             .map(|j| self.layer_rows(&images, 1, j, |i| Some(items[i].1.at(j)), &alphas))
             .collect();
-        let replacements: Vec<Intervention> = rows
-            .iter()
-            .enumerate()
-            .map(|(j, rows)| Intervention {
-                site: vit.neuron_site(j),
-                action: Action::Replace(rows),
-            })
-            .collect();
+        let replacements = vit.at_neuron_sites(rows.iter().map(|r| Action::Replace(r)));
         let cleans: Vec<&CleanTrace> = images.iter().map(|img| &img.clean).collect();
         let grads = vit.branched_gradients(&cleans, &replacements, &self.step_targets(&images, 1));
         items

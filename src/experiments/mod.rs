@@ -8,7 +8,7 @@ pub mod prune;
 pub mod stats;
 
 use crate::attribution::ImageContext;
-use crate::model::{Action, Intervention, Vit};
+use crate::model::{Action, Vit};
 use crate::numeric::{argmax, softmax};
 use crate::record::PathRecord;
 use anyhow::{bail, Result};
@@ -104,14 +104,7 @@ pub fn edited_outcomes(vit: &Vit, image: &ImageContext, edits: &[&NeuronEdit]) -
     let per_layer: Vec<Vec<Vec<(usize, f32)>>> = (0..layers)
         .map(|l| edits.iter().map(|e| e[l].clone()).collect())
         .collect();
-    let interventions: Vec<Intervention> = per_layer
-        .iter()
-        .enumerate()
-        .map(|(l, e)| Intervention {
-            site: vit.neuron_site(l),
-            action: Action::Scale(e),
-        })
-        .collect();
+    let interventions = vit.at_neuron_sites(per_layer.iter().map(|e| Action::Scale(e)));
     let embedded = vit.embed(&image.pixels);
     let x: Vec<f32> = edits
         .iter()

@@ -7,7 +7,7 @@
 
 use super::family::{Compat, Family};
 use super::kernels;
-use super::site::{Activation, Site, Tokens};
+use super::site::{Action, Activation, Intervention, Site, Tokens};
 use std::ops::Range;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -210,6 +210,21 @@ impl Vit {
             activation: self.unit,
             tokens: self.neuron_tokens,
         }
+    }
+
+    /// One intervention per layer at the neuron sites, `actions[l]` at layer `l`.
+    pub fn at_neuron_sites<'a>(
+        &self,
+        actions: impl IntoIterator<Item = Action<'a>>,
+    ) -> Vec<Intervention<'a>> {
+        actions
+            .into_iter()
+            .enumerate()
+            .map(|(l, action)| Intervention {
+                site: self.neuron_site(l),
+                action,
+            })
+            .collect()
     }
 
     /// Units per layer: FFN neurons, or heads.
