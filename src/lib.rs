@@ -6,5 +6,6 @@ pub mod data;
 pub mod experiments;
 pub mod model;
 pub mod numeric;
+pub mod progress;
 pub mod record;
 pub mod report;
