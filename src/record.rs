@@ -26,6 +26,9 @@ pub type Setting = (&'static str, String);
 pub trait Record: Serialize + DeserializeOwned {
     /// What a record is, for messages ("path", "manipulation").
     const KIND: &'static str;
+    /// The field every record of this kind begins with (a torn first line is
+    /// recognised by it).
+    const FIRST_FIELD: &'static str = "image";
     fn key(&self) -> String;
     /// Everything besides the key that decides the record's values.
     fn settings(&self) -> Vec<Setting>;
@@ -287,10 +290,11 @@ impl<T: Record> Held<T> {
     /// A line a killed run may have left: no complete JSON, after this kind's
     /// records, or alone and the start of one (every record begins with its image).
     fn is_torn(&self, line: &[u8]) -> bool {
-        const START: &[u8] = b"{\"image\":";
-        let start = &line[..line.len().min(START.len())];
+        let start_field = format!("{{\"{}\":", T::FIRST_FIELD);
+        let start = &line[..line.len().min(start_field.len())];
         serde_json::from_slice::<serde_json::Value>(line).is_err()
-            && (!self.records.is_empty() || (self.keep == 0 && START.starts_with(start)))
+            && (!self.records.is_empty()
+                || (self.keep == 0 && start_field.as_bytes().starts_with(start)))
     }
 }
 

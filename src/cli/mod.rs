@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod inspect;
 mod manipulate;
+mod neurons;
 mod paths;
 mod prune;
 mod report;
@@ -42,6 +43,9 @@ enum Command {
     Paths(paths::Args),
     /// Remove (x0) or enhance (x2) each image's path neurons; probability and accuracy deviation.
     Manipulate(manipulate::Args),
+    /// Describe neurons from a dataset: top-activating images with heatmaps, class
+    /// profile, direct effect on the logits.
+    Neurons(neurons::Args),
     /// Class-level statistics of paths: neuron frequencies, class paths, class similarity.
     Stats(stats::Args),
     /// Keep each class's top-K path neurons, zero the rest; evaluate on held-out images.
@@ -189,6 +193,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Paths(args) => paths::run(args),
         Command::Manipulate(args) => manipulate::run(args),
+        Command::Neurons(args) => neurons::run(args),
         Command::Stats(args) => stats::run(args),
         Command::Prune(args) => prune::run(args),
         Command::Inspect(args) => inspect::run(args),
@@ -262,6 +267,37 @@ pub fn progress(len: usize, unit: &str) -> indicatif::ProgressBar {
         ))
         .expect("valid template"),
     )
+}
+
+/// A progress bar the library reports to (see [`neuronpath::progress`]): drawn
+/// afresh at each start, with rate and ETA.
+pub struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    pub fn new() -> Bar {
+        Bar(indicatif::ProgressBar::hidden())
+    }
+}
+
+impl neuronpath::progress::Progress for Bar {
+    fn start(&self, total: usize, unit: &str) {
+        self.0.finish_and_clear();
+        self.0.set_style(progress(total, unit).style());
+        self.0.set_length(total as u64);
+        self.0.set_position(0);
+        self.0.reset();
+        self.0
+            .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    }
+    fn advance(&self, n: usize) {
+        self.0.inc(n as u64);
+    }
+    fn note(&self, message: &str) {
+        self.0.suspend(|| eprintln!("{message}"));
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
 }
 
 /// Runs `f` on a rayon pool of `threads` threads (all cores when `None`).

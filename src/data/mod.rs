@@ -13,7 +13,9 @@ pub use decode::RgbImage;
 pub use folder::{ImageEntry, ImageSet};
 
 /// Which input normalisation to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
     /// The checkpoint's own mean/std (preprocessor_config.json; ImageNet's when absent).

@@ -1,0 +1,171 @@
+//! `neuronpath neurons`: what each neuron does, read off a dataset (top-activating
+//! exemplars with heatmaps, class profile, direct effect on the logits).
+
+use anyhow::{bail, Result};
+use neuronpath::data::Preset;
+use neuronpath::model::{fingerprint, Vit};
+use neuronpath::record::{read_paths, RecordFile};
+use neuronpath::roles::{run, Neuron, NeuronRecord, NeuronScan, Options, Rank};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    run: super::ImageRun,
+    /// Output JSON-lines file, one record per neuron. A killed scan resumes from
+    /// its state, kept beside it as `<out>.scan` (saved every 30 s; removed once the
+    /// records are written); neurons already in the file are not described again.
+    #[arg(long, default_value = "out/neurons.jsonl")]
+    out: PathBuf,
+    /// Describe every neuron on some path of this file (all methods); the model's
+    /// arithmetic and preprocessing are those the paths were found with.
+    #[arg(long, conflicts_with_all = ["neurons", "layers"])]
+    paths: Option<PathBuf>,
+    /// Describe these neurons, layer:neuron, comma-separated (layers counted from 0
+    /// as in a record's path), e.g. 3:120,5:7.
+    #[arg(long, value_delimiter = ',', conflicts_with = "layers")]
+    neurons: Vec<Neuron>,
+    /// Describe every neuron of these layers (a neuron atlas): `all`, or layer
+    /// numbers, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    layers: Vec<String>,
+    /// Exemplars kept per neuron, 1 to 1000.
+    #[arg(long, default_value_t = 16, value_parser = super::in_range(1, 1000))]
+    top: usize,
+    /// An image's activation of a neuron, for ranking and the class profile: `cls`,
+    /// at the CLS token; `patch-max`, the largest over the patch tokens;
+    /// `patch-mean`, their mean. Default: patch-mean for a family whose neuron spans
+    /// the patches (MAE), else cls.
+    #[arg(long, value_parser = rank_parser())]
+    rank: Option<Rank>,
+    /// Input normalisation (default: the paths' with --paths, else the checkpoint's).
+    #[arg(long, value_enum)]
+    preprocess: Option<Preset>,
+    /// Images per forward pass, 1 to 1024 (default: as many as keep the kept
+    /// activations near 256 MB). The results are the same whatever the batch.
+    #[arg(long, value_parser = super::in_range(1, 1024))]
+    batch: Option<usize>,
+    /// Class of each class folder, when the folder names are not the model's class
+    /// names (as `paths --label-map`).
+    #[arg(long)]
+    label_map: Option<PathBuf>,
+}
+
+fn rank_parser() -> impl clap::builder::TypedValueParser<Value = Rank> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Rank::ALL.map(Rank::name))
+        .map(|s| s.parse().expect("a listed value"))
+}
+
+/// The neurons asked for, checked against the model; sets the model up as the
+/// paths were found when they come from a paths file.
+fn chosen(args: &Args, vit: &mut Vit) -> Result<(Vec<Neuron>, Preset)> {
+    let (layers, width) = (vit.config.layers, vit.config.intermediate);
+    let preset = args.preprocess.unwrap_or(Preset::Checkpoint);
+    if let Some(file) = &args.paths {
+        let records = read_paths(file)?;
+        super::as_found(vit, &records, file)?;
+        let found = neuronpath::record::preprocess_of(&records, file)?;
+        let neurons = Neuron::on_paths(&records);
+        return Ok((
+            Neuron::checked(&neurons, layers, width)?,
+            args.preprocess.unwrap_or(found),
+        ));
+    }
+    if !args.neurons.is_empty() {
+        return Ok((Neuron::checked(&args.neurons, layers, width)?, preset));
+    }
+    if args.layers.is_empty() {
+        bail!("say which neurons to describe: --paths FILE, --neurons 3:120,5:7, or --layers all");
+    }
+    let picked: Vec<usize> = if args.layers.iter().any(|l| l == "all") {
+        (0..layers).collect()
+    } else {
+        (args.layers.iter())
+            .map(|l| {
+                l.trim()
+                    .parse::<usize>()
+                    .map_err(|_| anyhow::anyhow!("--layers {l:?}: a layer number or `all`"))
+            })
+            .collect::<Result<_>>()?
+    };
+    let neurons = Neuron::of_layers(&picked, width);
+    Ok((Neuron::checked(&neurons, layers, width)?, preset))
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let mut vit = args.run.model.load()?;
+    let (neurons, preprocess) = chosen(&args, &mut vit)?;
+    let rank = args.rank.unwrap_or_else(|| Rank::default_for(&vit));
+    let model = fingerprint(&args.run.model.model, &vit)?;
+    let settings = [
+        ("model fingerprint", model.clone()),
+        ("rank", rank.name().into()),
+        ("preprocessing", preprocess.name().into()),
+    ];
+    let mut out = RecordFile::<NeuronRecord>::open(&args.out, &settings)?;
+    let todo: Vec<Neuron> = neurons
+        .into_iter()
+        .filter(|n| !out.contains(&n.to_string()))
+        .collect();
+    if todo.is_empty() {
+        eprintln!(
+            "every neuron asked for is already in {}",
+            args.out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let set = super::image_set(&args.run.images, &vit, args.label_map.as_deref())?;
+    let norm = neuronpath::data::normalization(&vit, preprocess);
+    let c = &vit.config;
+    let kept_per_image = c.rows(rank.tokens()).len() * c.intermediate * c.layers * 4;
+    let batch = args
+        .batch
+        .unwrap_or((256 << 20) / kept_per_image.max(1))
+        .clamp(1, 64);
+    let job = NeuronScan {
+        set: &set,
+        norm: &norm,
+        neurons: todo,
+        options: Options {
+            rank,
+            top: args.top,
+            batch,
+            preprocess,
+        },
+        model: (args.run.model.model.display().to_string(), model),
+    };
+    eprintln!(
+        "{} neurons over {} images, ranked by {rank}, top {}, batch {batch}",
+        job.neurons.len(),
+        set.entries.len(),
+        args.top
+    );
+    let state = run::state_file(&args.out);
+    let bar = super::Bar::new();
+    let records =
+        super::with_threads(args.run.threads, || -> Result<Option<Vec<NeuronRecord>>> {
+            let (scan, finished) = job.scan(&mut vit, &state, &bar)?;
+            Ok(finished.then(|| job.records(&mut vit, &scan, &bar)))
+        })??;
+    let Some(records) = records else {
+        eprintln!("stopped; run again to resume from {}", state.display());
+        return Ok(ExitCode::FAILURE);
+    };
+    let (scanned, failed) = (records[0].images, records[0].failed);
+    for record in records {
+        out.append(record)?;
+    }
+    std::fs::remove_file(&state).ok();
+    eprintln!(
+        "done: {} neurons written to {}; {scanned} images scanned, {failed} skipped",
+        job.neurons.len(),
+        args.out.display()
+    );
+    Ok(if scanned == 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
