@@ -5,6 +5,7 @@
 
 use super::classes::class_name;
 use super::figures::{path_axes, path_figure, PathLine};
+use super::neurons::{link, Described};
 use super::palette::Palette;
 use super::{number, Model};
 use crate::experiments::manipulate::ManipulationRecord;
@@ -86,6 +87,8 @@ pub struct Cards<'a> {
     /// PNG data URIs by image key.
     pub thumbnails: &'a HashMap<String, String>,
     pub manipulations: Manipulations<'a>,
+    /// The neurons with a card, which the tables link to.
+    pub described: &'a Described,
 }
 
 /// The image section, grouped under one heading per true class.
@@ -206,8 +209,8 @@ fn card(view: &ImageView, cards: &Cards) -> Result<Markup> {
                     tr {
                         td { span.swatch style={ "background:" (palette.css(&r.method)) } {} (r.method) }
                         td { (number(r.score)) }
-                        @for ((ns, c), w) in r.path.0.iter().zip(&r.contribution).zip(&line.weight) {
-                            td class=[shade(*w)] title=(number(*c)) { (neuron_list(ns)) }
+                        @for (layer, ((ns, c), w)) in r.path.0.iter().zip(&r.contribution).zip(&line.weight).enumerate() {
+                            td class=[shade(*w)] title=(number(*c)) { (neuron_list(layer, ns, cards.described)) }
                         }
                         @for op in &manipulations.ops {
                             @match manipulations.get(view.key, &r.method, op) {
@@ -224,10 +227,15 @@ fn card(view: &ImageView, cards: &Cards) -> Result<Markup> {
     })
 }
 
-/// A layer's neurons as the table shows them: `409`, or `409+413+278` (top-K).
-fn neuron_list(neurons: &[usize]) -> String {
-    let names: Vec<String> = neurons.iter().map(|n| n.to_string()).collect();
-    names.join("+")
+/// A layer's neurons as the table shows them: `409`, or `409+413+278` (top-K),
+/// each linked to its neuron card when it has one.
+fn neuron_list(layer: usize, neurons: &[usize], described: &Described) -> Markup {
+    html! {
+        @for (i, &n) in neurons.iter().enumerate() {
+            @if i > 0 { "+" }
+            (link(described, layer, n))
+        }
+    }
 }
 
 /// The CSS class shading a table cell for a contribution of signed `weight`
