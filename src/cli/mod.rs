@@ -1,6 +1,7 @@
 //! Argument parsing and the subcommands.
 
 mod bench;
+mod bench_scan;
 mod demo;
 mod inspect;
 mod manipulate;
