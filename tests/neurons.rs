@@ -375,3 +375,72 @@ impl neuronpath::progress::Progress for StopAfter {
         self.0.load(std::sync::atomic::Ordering::SeqCst) >= self.1
     }
 }
+
+/// Descriptions of disjoint parts of a dataset (shards) merge into exactly the
+/// description of the whole: the same exemplars, sums, means and direct effects.
+#[test]
+fn descriptions_of_parts_merge_into_the_whole() {
+    let dir = common::scratch("neurons-merge");
+    let images = common::image_folder(&dir, &["bird", "cat", "dog", "frog"], 7);
+    let mut vit = bundled();
+    let labels = data::labels::Labels {
+        names: vit.class_names.as_deref(),
+        classes: 10,
+        map: None,
+    };
+    let whole = ImageSet::open(&images, &labels).unwrap();
+    let norm = data::normalization(&vit, data::Preset::Checkpoint);
+    let mut describe = |set: &ImageSet, name: &str| -> Vec<NeuronRecord> {
+        let job = neuronpath::roles::NeuronScan {
+            set,
+            norm: &norm,
+            neurons: Neuron::of_layers(&[1, 4], 512),
+            options: neuronpath::roles::Options {
+                rank: Rank::PatchMax,
+                top: 9,
+                batch: 5,
+                preprocess: data::Preset::Checkpoint,
+            },
+            model: ("m".into(), "f".into()),
+        };
+        let state = dir.join(name);
+        let (scan, finished) = job
+            .scan(&mut vit, &state, &neuronpath::progress::Silent)
+            .unwrap();
+        assert!(finished);
+        job.records(&mut vit, &scan, &neuronpath::progress::Silent)
+    };
+    let want = describe(&whole, "whole");
+    let mut merged: Option<Vec<NeuronRecord>> = None;
+    for shard in 0..3 {
+        let mut part = whole.clone();
+        part.entries = whole
+            .entries
+            .iter()
+            .skip(shard)
+            .step_by(3)
+            .cloned()
+            .collect();
+        let got = describe(&part, &format!("part{shard}"));
+        merged = Some(match merged {
+            None => got,
+            Some(mut acc) => {
+                for (a, b) in acc.iter_mut().zip(got) {
+                    a.merge(b);
+                }
+                acc
+            }
+        });
+    }
+    let merged = merged.unwrap();
+    assert_eq!(merged.len(), 1024);
+    for (m, w) in merged.iter().zip(&want) {
+        assert_eq!(
+            serde_json::to_string(m).unwrap(),
+            serde_json::to_string(w).unwrap(),
+            "{}:{}",
+            w.layer,
+            w.neuron
+        );
+    }
+}

@@ -24,7 +24,11 @@ pub fn run(images: &Path, count: usize) -> Result<()> {
     };
     let mut set = ImageSet::open(images, &labels)?;
     if set.entries.len() < count {
-        bail!("--scan {count}: {} has {} images", images.display(), set.entries.len());
+        bail!(
+            "--scan {count}: {} has {} images",
+            images.display(),
+            set.entries.len()
+        );
     }
     // Every k-th image, so that all classes are in.
     let step = set.entries.len() / count;
@@ -35,17 +39,28 @@ pub fn run(images: &Path, count: usize) -> Result<()> {
         set: &set,
         norm: &norm,
         neurons: Neuron::of_layers(&layers, vit.config.intermediate),
-        options: Options { rank: Rank::Cls, top: 16, batch: BATCH, preprocess: Preset::Checkpoint },
+        options: Options {
+            rank: Rank::Cls,
+            top: 16,
+            batch: BATCH,
+            preprocess: Preset::Checkpoint,
+        },
         model: (String::new(), String::new()),
     };
     let state = std::env::temp_dir().join(format!("neuronpath-bench-scan-{}", std::process::id()));
     println!("\nneuron scan: {} neurons (every neuron of the bundled model), {count} images of {}, top 16, batch {BATCH}", job.neurons.len(), images.display());
-    println!("{:<28} {:>10} {:>10} {:>10}", "pass", "images/s", "vs plain", "peak GiB");
+    println!(
+        "{:<28} {:>10} {:>10} {:>10}",
+        "pass", "images/s", "vs plain", "peak GiB"
+    );
     for _ in 0..2 {
         let start = Instant::now();
         plain_forward(&vit, &set.entries, &norm);
         let plain = count as f64 / start.elapsed().as_secs_f64();
-        println!("{:<28} {:>10.0} {:>10} {:>10}", "plain forward (logits)", plain, "1.00x", "-");
+        println!(
+            "{:<28} {:>10.0} {:>10} {:>10}",
+            "plain forward (logits)", plain, "1.00x", "-"
+        );
         super::bench::reset_peak_rss();
         let start = Instant::now();
         let (scan, _) = job.scan(&mut vit, &state, &Silent)?;
@@ -55,10 +70,23 @@ pub fn run(images: &Path, count: usize) -> Result<()> {
         let winners = start.elapsed().as_secs_f64();
         std::fs::remove_file(&state).ok();
         let ratio = format!("{:.2}x", scanned / plain);
-        println!("{:<28} {:>10.0} {:>10} {:>10.2}", "scan (all neurons)", scanned, ratio, super::bench::peak_rss_gib());
-        let exemplars: std::collections::BTreeSet<&str> =
-            records.iter().flat_map(|r| r.top.iter().map(|e| e.image.as_str())).collect();
-        println!("{:<28} {:>10.1}s for {} exemplar images", "  then heatmaps and records", winners, exemplars.len());
+        println!(
+            "{:<28} {:>10.0} {:>10} {:>10.2}",
+            "scan (all neurons)",
+            scanned,
+            ratio,
+            super::bench::peak_rss_gib()
+        );
+        let exemplars: std::collections::BTreeSet<&str> = records
+            .iter()
+            .flat_map(|r| r.top.iter().map(|e| e.image.as_str()))
+            .collect();
+        println!(
+            "{:<28} {:>10.1}s for {} exemplar images",
+            "  then heatmaps and records",
+            winners,
+            exemplars.len()
+        );
     }
     Ok(())
 }
@@ -68,7 +96,11 @@ fn plain_forward(vit: &Vit, entries: &[ImageEntry], norm: &model::Normalization)
     for chunk in entries.chunks(BATCH) {
         let x: Vec<f32> = chunk
             .par_iter()
-            .map(|e| data::load_image(&e.path, vit, norm).map(|p| vit.embed(&p)).unwrap_or_default())
+            .map(|e| {
+                data::load_image(&e.path, vit, norm)
+                    .map(|p| vit.embed(&p))
+                    .unwrap_or_default()
+            })
             .collect::<Vec<_>>()
             .concat();
         std::hint::black_box(vit.logits(x, &[]));

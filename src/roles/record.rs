@@ -2,10 +2,12 @@
 
 use super::profile;
 use super::scan::Rank;
+use super::topk::{Hit, TopK};
 use crate::data::Preset;
 use crate::model::Site;
 use crate::record::{Record, Setting};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// Classes listed in `selective`, `promotes` and `suppresses`.
 const LISTED: usize = 5;
@@ -19,7 +21,10 @@ pub struct NeuronRecord {
     pub site: Site,
     /// How an image's activation was taken at the site.
     pub ranked_by: Rank,
-    /// The images of the dataset with the largest activation, largest first.
+    /// Exemplars asked for (`--top`); `top` is shorter only on fewer images.
+    pub top_k: usize,
+    /// The images of the dataset with the largest activation, largest first (ties:
+    /// the smaller key first).
     pub top: Vec<Exemplar>,
     /// Per class of the images' labels, the mean activation (null: no image).
     pub class_mean: Vec<Option<f32>>,
@@ -92,6 +97,33 @@ impl DirectEffect {
 }
 
 impl NeuronRecord {
+    /// Adds the description of the same neuron over other images (a shard of the
+    /// same run): the exemplars merged, the sums and counts added. The result equals
+    /// the description over both image sets.
+    pub fn merge(&mut self, other: NeuronRecord) {
+        let mut top = TopK::default();
+        let by_key: HashMap<String, Exemplar> = (self.top.drain(..).chain(other.top))
+            .map(|e| {
+                let hit = Hit {
+                    score: e.activation,
+                    image: e.image.clone(),
+                };
+                top.offer(self.top_k, hit);
+                (e.image.clone(), e)
+            })
+            .collect();
+        self.top = top.hits.iter().map(|h| by_key[&h.image].clone()).collect();
+        for (sum, add) in self.class_sum.iter_mut().zip(other.class_sum) {
+            *sum = sum.saturating_add(add);
+        }
+        for (count, add) in self.class_count.iter_mut().zip(other.class_count) {
+            *count += add;
+        }
+        self.images += other.images;
+        self.failed += other.failed;
+        self.derive();
+    }
+
     /// Fills in what follows from the sums, the exemplars and the weights: the class
     /// means, the selective classes, and the direct effect's logits and classes.
     pub fn derive(&mut self) {
@@ -155,6 +187,7 @@ impl Record for NeuronRecord {
         vec![
             ("model fingerprint", self.model_fingerprint.clone()),
             ("rank", self.ranked_by.name().into()),
+            ("top", self.top_k.to_string()),
             ("preprocessing", self.preprocess.name().into()),
         ]
     }

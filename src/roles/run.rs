@@ -287,6 +287,7 @@ impl NeuronScan<'_> {
                     neuron: n.neuron,
                     site: Site::mlp_post(n.layer, self.options.rank.tokens()),
                     ranked_by: self.options.rank,
+                    top_k: self.options.top,
                     top,
                     class_mean: Vec::new(),
                     class_count: scan.class_counts.clone(),
