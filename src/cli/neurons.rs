@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use neuronpath::data::Preset;
-use neuronpath::model::{fingerprint, Vit};
+use neuronpath::model::{fingerprint, Activation, Vit};
 use neuronpath::record::{read_paths, RecordFile};
 use neuronpath::roles::{run, Neuron, NeuronRecord, NeuronScan, Options, Rank};
 use std::path::PathBuf;
@@ -66,6 +66,12 @@ fn chosen(args: &Args, vit: &mut Vit) -> Result<(Vec<Neuron>, Preset)> {
     if let Some(file) = &args.paths {
         let records = read_paths(file)?;
         super::as_found(vit, &records, file)?;
+        if vit.unit != Activation::MlpPost {
+            bail!(
+                "{}: paths of attention heads; `neurons` describes FFN neurons",
+                file.display()
+            );
+        }
         let found = neuronpath::record::preprocess_of(&records, file)?;
         let neurons = Neuron::on_paths(&records);
         return Ok((
