@@ -5,6 +5,7 @@ pub mod attribution;
 pub mod data;
 pub mod experiments;
 pub mod model;
+pub mod names;
 pub mod numeric;
 pub mod progress;
 pub mod record;

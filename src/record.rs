@@ -6,9 +6,10 @@
 //! file is left as it is and refused; only a torn last line (a run killed mid-write)
 //! is cut off. The records already present (by their [`Record::key`]) are skipped.
 
-use crate::attribution::NeuronPath;
+use crate::attribution::{Method, NeuronPath, Rule, ScoreForm, Target};
 use crate::data::Preset;
 use crate::model::{Activation, Compat, Site, Tokens};
+use crate::names::Named;
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -46,7 +47,7 @@ pub struct PathRecord {
     /// Ground-truth class from the folder, when known.
     pub label: Option<usize>,
     pub label_name: Option<String>,
-    pub method: String,
+    pub method: Method,
     /// Per layer, input to output: the path neuron (a flat list), or a top-K
     /// path's K neurons in the order found (a list of lists).
     pub path: NeuronPath,
@@ -64,7 +65,7 @@ pub struct PathRecord {
     pub score: f64,
     /// The class explained, and why that one ("label" or "predicted").
     pub target: usize,
-    pub target_source: String,
+    pub target_source: Target,
     pub target_prob: f32,
     pub predicted: usize,
     pub predicted_name: Option<String>,
@@ -75,12 +76,12 @@ pub struct PathRecord {
     pub activation: Vec<f64>,
     pub gradient: Vec<f64>,
     pub contribution: Vec<f64>,
-    pub integration: String,
+    pub integration: Rule,
     pub steps: usize,
-    pub score_form: String,
+    pub score_form: ScoreForm,
     pub model: String,
-    /// Input normalisation preset ("checkpoint" or "reference").
-    pub preprocess: String,
+    /// Input normalisation preset.
+    pub preprocess: Preset,
     /// Where the path's neurons live, one site per layer: `blocks.N.mlp.post@cls`
     /// (the CLS token), or `@patches` for MAE, where a neuron is an FFN channel
     /// across the patch tokens; then `activation` is its mean over the tokens,
@@ -117,7 +118,7 @@ fn is_zero(v: &usize) -> bool {
 
 impl PathRecord {
     /// The key of an image's best path of a method (rank 0).
-    pub fn key_of(image: &str, method: &str) -> String {
+    pub fn key_of(image: &str, method: Method) -> String {
         format!("{image}\t{method}")
     }
 
@@ -132,8 +133,8 @@ impl Record for PathRecord {
 
     fn key(&self) -> String {
         match self.rank {
-            0 => PathRecord::key_of(&self.image, &self.method),
-            rank => format!("{}\t#{rank}", PathRecord::key_of(&self.image, &self.method)),
+            0 => PathRecord::key_of(&self.image, self.method),
+            rank => format!("{}\t#{rank}", PathRecord::key_of(&self.image, self.method)),
         }
     }
 
@@ -143,11 +144,11 @@ impl Record for PathRecord {
                 "model fingerprint",
                 self.model_fingerprint.clone().unwrap_or_else(unrecorded),
             ),
-            ("integration", self.integration.clone()),
+            ("integration", self.integration.name().into()),
             ("steps", self.steps.to_string()),
-            ("score form", self.score_form.clone()),
-            ("target", self.target_source.clone()),
-            ("preprocessing", self.preprocess.clone()),
+            ("score form", self.score_form.name().into()),
+            ("target", self.target_source.name().into()),
+            ("preprocessing", self.preprocess.name().into()),
             ("compat", self.compat.name().into()),
             ("seed", self.seed.map_or_else(unrecorded, |s| s.to_string())),
             ("beam", self.beam.to_string()),
@@ -342,17 +343,17 @@ pub fn preprocess_of(records: &[PathRecord], file: &Path) -> Result<Preset> {
     let Some(first) = records.first() else {
         bail!("{}: no path records", file.display());
     };
-    let name = &first.preprocess;
-    if let Some(r) = records.iter().find(|r| &r.preprocess != name) {
+    let preset = first.preprocess;
+    if let Some(r) = records.iter().find(|r| r.preprocess != preset) {
         bail!(
-            "{}: paths found with different preprocessing ({name} and {}, e.g. {})",
+            "{}: paths found with different preprocessing ({} and {}, e.g. {})",
             file.display(),
-            r.preprocess,
+            preset.name(),
+            r.preprocess.name(),
             r.image
         );
     }
-    Preset::from_name(name)
-        .with_context(|| format!("{}: unknown preprocessing {name:?}", file.display()))
+    Ok(preset)
 }
 
 /// The arithmetic the paths were found with (all records must agree).

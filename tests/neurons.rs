@@ -7,6 +7,7 @@
 mod common;
 use neuronpath::data::{self, ImageSet};
 use neuronpath::model::{self, LoadOptions, Tokens, Vit};
+use neuronpath::names::Named;
 use neuronpath::roles::scan::{Scan, Seen};
 use neuronpath::roles::{Neuron, NeuronRecord, Rank};
 use std::path::Path;

@@ -2,11 +2,12 @@
 //! the change in the prediction, per method.
 
 use anyhow::{bail, Context, Result};
-use neuronpath::attribution::ImageContext;
+use neuronpath::attribution::{ImageContext, Method};
 use neuronpath::data;
 use neuronpath::experiments::manipulate::{self, check_path, ManipulationRecord, Op};
 use neuronpath::experiments::{check_clean_prob, check_inputs};
 use neuronpath::model::{fingerprint, Vit};
+use neuronpath::names::Named;
 use neuronpath::record::{read_paths, read_records, unrecorded, PathRecord, RecordFile};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,8 +35,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = OpChoice::Both)]
     op: OpChoice,
     /// Only the paths of these methods, comma-separated (default: every method in the file).
-    #[arg(long, value_delimiter = ',')]
-    method: Vec<String>,
+    #[arg(long, value_parser = super::named::<Method>(), value_delimiter = ',')]
+    method: Vec<Method>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -47,7 +48,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
             bail!(
                 "{}: no paths of method {}",
                 args.input.paths.display(),
-                args.method.join(", ")
+                args.method
+                    .iter()
+                    .map(|m| m.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
@@ -74,7 +79,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             images.len() - 1
         });
         for &op in ops {
-            match out.get(&ManipulationRecord::key_of(&r.image, &r.method, op.name())) {
+            match out.get(&ManipulationRecord::key_of(&r.image, r.method, op)) {
                 None => images[i].1.push((r, op)),
                 Some(m) if m.path_fingerprint != Some(r.fingerprint()) => bail!(
                     "{}: the {} record of {} ({}) was made from another path record than {} holds; write to another file to start afresh",

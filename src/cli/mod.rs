@@ -12,6 +12,7 @@ mod report;
 mod stats;
 
 use clap::{Parser, Subcommand};
+use neuronpath::names::Named;
 use std::process::ExitCode;
 
 /// The bundled default model and images, so that commands run with no arguments.
@@ -204,11 +205,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Parses `--compat` into the library's [`neuronpath::model::Compat`], listing its values in `--help`.
-pub fn compat_parser() -> impl clap::builder::TypedValueParser<Value = neuronpath::model::Compat> {
-    use clap::builder::TypedValueParser;
-    let names = neuronpath::model::Compat::ALL.map(|c| c.name());
-    clap::builder::PossibleValuesParser::new(names).map(|s| s.parse().expect("a listed value"))
+/// Parses one of the names of a library choice ([`Named`]: methods, rules, tokens,
+/// ...), listing each with its help in `--help`.
+pub fn named<T: Named + Clone>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let values = T::ALL
+        .iter()
+        .map(|v| PossibleValue::new(v.name()).help(v.help()));
+    PossibleValuesParser::new(values).map(|s| T::from_name(&s).expect("a listed value"))
 }
 
 /// What a path's unit is, as `paths --unit` names it.
@@ -227,13 +231,6 @@ impl Unit {
             Unit::Head => neuronpath::model::Activation::AttnZ,
         }
     }
-}
-
-/// Parses `--tokens` into the library's [`neuronpath::model::Tokens`], listing its values in `--help`.
-pub fn tokens_parser() -> impl clap::builder::TypedValueParser<Value = neuronpath::model::Tokens> {
-    use clap::builder::TypedValueParser;
-    let names = neuronpath::model::Tokens::ALL.map(|t| t.name());
-    clap::builder::PossibleValuesParser::new(names).map(|s| s.parse().expect("a listed value"))
 }
 
 /// Sets `vit` up as the paths of `records` (read from `file`) were found: the same

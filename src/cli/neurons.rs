@@ -4,6 +4,7 @@
 use anyhow::{bail, Result};
 use neuronpath::data::Preset;
 use neuronpath::model::{fingerprint, Activation, Vit};
+use neuronpath::names::Named;
 use neuronpath::record::{read_paths, RecordFile};
 use neuronpath::roles::{run, Neuron, NeuronRecord, NeuronScan, Options, Rank};
 use std::path::PathBuf;
@@ -37,10 +38,10 @@ pub struct Args {
     /// at the CLS token; `patch-max`, the largest over the patch tokens;
     /// `patch-mean`, their mean. Default: patch-mean for a family whose neuron spans
     /// the patches (MAE), else cls.
-    #[arg(long, value_parser = rank_parser())]
+    #[arg(long, value_parser = super::named::<Rank>())]
     rank: Option<Rank>,
     /// Input normalisation (default: the paths' with --paths, else the checkpoint's).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::named::<Preset>())]
     preprocess: Option<Preset>,
     /// Images per forward pass, 1 to 1024 (default: as many as keep the kept
     /// activations near 256 MB). The results are the same whatever the batch.
@@ -50,12 +51,6 @@ pub struct Args {
     /// names (as `paths --label-map`).
     #[arg(long)]
     label_map: Option<PathBuf>,
-}
-
-fn rank_parser() -> impl clap::builder::TypedValueParser<Value = Rank> {
-    use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(Rank::ALL.map(Rank::name))
-        .map(|s| s.parse().expect("a listed value"))
 }
 
 /// The neurons asked for, checked against the model; sets the model up as the

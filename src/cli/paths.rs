@@ -2,22 +2,15 @@
 
 use anyhow::{bail, Context, Result};
 use neuronpath::attribution::{
-    Attributor, ImageContext, Integration, Method, NeuronPath, ScoreForm, Search, Target,
+    Attributor, ImageContext, Integration, Method, NeuronPath, Rule, ScoreForm, Search, Target,
 };
 use neuronpath::data::{self, ImageEntry, ImageSet, Preset};
 use neuronpath::model::{fingerprint, Compat, Tokens, Vit};
+use neuronpath::names::Named;
 use neuronpath::numeric::{self, argmax};
 use neuronpath::record::{PathRecord, Record, RecordFile};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Rule {
-    /// Left Riemann sum, alpha = k/m, k = 0..m-1: identical to the reference code.
-    LeftRiemann,
-    /// Gauss-Legendre quadrature: the same integral with far fewer steps (fast mode).
-    GaussLegendre,
-}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,7 +22,7 @@ pub struct Args {
     out: PathBuf,
     /// Methods to run, comma-separated; every path is scored with the same JAS
     /// (default: all; with --top-k above 1, jas and activation).
-    #[arg(long, value_enum, value_delimiter = ',')]
+    #[arg(long, value_parser = super::named::<Method>(), value_delimiter = ',')]
     method: Vec<Method>,
     /// Neurons per layer of the jas and activation paths: the K best of each layer
     /// (by JAS, or by activation), all K scaled together in the later layers, as the
@@ -54,17 +47,17 @@ pub struct Args {
     #[arg(long, default_value_t = 20, value_parser = super::in_range(1, 1000))]
     steps: usize,
     /// Integration rule.
-    #[arg(long, value_enum, default_value_t = Rule::LeftRiemann)]
+    #[arg(long, value_parser = super::named::<Rule>(), default_value_t = Rule::LeftRiemann)]
     integration: Rule,
     /// How per-neuron attributions combine into the path score.
-    #[arg(long, value_enum, default_value_t = ScoreForm::Reference)]
+    #[arg(long, value_parser = super::named::<ScoreForm>(), default_value_t = ScoreForm::Reference)]
     score_form: ScoreForm,
     /// Class to explain.
-    #[arg(long, value_enum, default_value_t = Target::Label)]
+    #[arg(long, value_parser = super::named::<Target>(), default_value_t = Target::Label)]
     target: Target,
     /// Input normalisation: the checkpoint's own, or ImageNet's as the reference code
     /// (default: checkpoint; reference with --compat reference).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::named::<Preset>())]
     preprocess: Option<Preset>,
     /// Whose arithmetic to follow where the paper's code departs from the principled
     /// form. `principled`: the model's own forward, and a score over a neuron that
@@ -72,12 +65,12 @@ pub struct Args {
     /// quirks included (for MAE: fc_norm applied twice, scores divided by a fixed 196,
     /// an influence search that skips the blocks of chosen layers); it implies
     /// --preprocess reference. For the plain ViT both give the same paths and scores.
-    #[arg(long, default_value = "principled", value_parser = super::compat_parser())]
+    #[arg(long, value_parser = super::named::<Compat>(), default_value_t = Compat::Principled)]
     compat: Compat,
     /// Where a neuron lives (its site's tokens): `cls`; `dist`, DeiT's distillation
     /// token; `patches`, one FFN channel across the patch tokens; `all`, across every
     /// token. Default: the family's (cls; patches for MAE, as the paper's code).
-    #[arg(long, value_parser = super::tokens_parser())]
+    #[arg(long, value_parser = super::named::<Tokens>())]
     tokens: Option<Tokens>,
     /// The unit of a path: `neuron` (an FFN neuron, the paper's) or `head` (one
     /// attention head's output at the tokens, before the output projection: the
@@ -139,10 +132,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Compat::Reference => Preset::Reference,
     });
     let set = super::image_set(&args.run.images, &vit, args.label_map.as_deref())?;
-    let rule = match args.integration {
-        Rule::LeftRiemann => Integration::LeftRiemann(args.steps),
-        Rule::GaussLegendre => Integration::GaussLegendre(args.steps),
-    };
+    let rule = args.integration.with(args.steps);
     let probe = Attributor {
         vit: &vit,
         rule,
@@ -172,7 +162,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .filter(|e| {
             methods
                 .iter()
-                .any(|m| !out.contains(&PathRecord::key_of(&e.key, m.name())))
+                .any(|m| !out.contains(&PathRecord::key_of(&e.key, *m)))
         })
         .collect();
     let batch = args.batch.unwrap_or_else(|| {
@@ -217,7 +207,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let contexts: Vec<&ImageContext> = ready.iter().map(|(_, c)| c).collect();
             let found =
                 attributor.find_and_score_with(&contexts, methods, args.seed, search, |i, m| {
-                    !out.contains(&PathRecord::key_of(&ready[i].0.key, m.name()))
+                    !out.contains(&PathRecord::key_of(&ready[i].0.key, m))
                 });
             for found in found {
                 let (entry, ctx) = &ready[found.image];
@@ -229,7 +219,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     image: entry.key.clone(),
                     label: entry.label,
                     label_name: entry.label.and_then(|l| class_name(&vit, entry, l)),
-                    method: found.method.name().into(),
+                    method: found.method,
                     path: found.path,
                     rank: found.rank,
                     score: found.score.score,
@@ -276,14 +266,14 @@ fn shared_fields(
         image: String::new(),
         label: None,
         label_name: None,
-        method: String::new(),
+        method: Method::Jas,
         path: NeuronPath(vec![]),
         beam: args.beam,
         rank: 0,
         neurons: vit.units(),
         score: 0.0,
         target: 0,
-        target_source: args.target.name().into(),
+        target_source: args.target,
         target_prob: 0.0,
         predicted: 0,
         predicted_name: None,
@@ -291,11 +281,11 @@ fn shared_fields(
         activation: vec![],
         gradient: vec![],
         contribution: vec![],
-        integration: rule.name().into(),
+        integration: rule.rule(),
         steps: rule.steps(),
-        score_form: form.name().into(),
+        score_form: form,
         model: args.run.model.model.display().to_string(),
-        preprocess: preprocess.name().into(),
+        preprocess,
         sites: (0..vit.config.layers).map(|l| vit.neuron_site(l)).collect(),
         compat: args.compat,
         model_fingerprint: Some(fingerprint(&args.run.model.model, vit)?),
@@ -316,7 +306,7 @@ fn check_labels(out: &RecordFile<PathRecord>, set: &ImageSet, file: &Path) -> Re
     for entry in &set.entries {
         let old = Method::ALL
             .iter()
-            .find_map(|m| out.get(&PathRecord::key_of(&entry.key, m.name())));
+            .find_map(|&m| out.get(&PathRecord::key_of(&entry.key, m)));
         if let Some(old) = old.filter(|old| old.label != entry.label) {
             bail!(
                 "{}: {} has label {:?} ({}) there, but {:?} in this run (class folders now match the model's class names, or were renamed); write to another file to start afresh",

@@ -23,7 +23,7 @@ pub fn section(
     described: &Described,
 ) -> Result<Markup> {
     let axes = map_axes(&model.layer_names, stats.neurons)?;
-    let colour = palette.colour(&stats.method);
+    let colour = palette.colour(stats.method);
     let name_of = |class: usize| {
         let name = stats
             .classes

@@ -19,6 +19,7 @@ mod thumbnails;
 
 use crate::experiments::manipulate::ManipulationRecord;
 use crate::experiments::stats::{all_stats, StatsFile};
+use crate::names::Named;
 use crate::record::PathRecord;
 use crate::roles::NeuronRecord;
 use anyhow::{bail, Result};
@@ -105,7 +106,7 @@ pub fn render(inputs: &Inputs) -> Result<Report> {
     if records.is_empty() {
         bail!("no path records to report");
     }
-    let palette = Palette::new(records.iter().map(|r| r.method.as_str()));
+    let palette = Palette::new(records.iter().map(|r| r.method));
     let model = Model::from_records(records);
     let computed;
     let stats = match &inputs.stats {
@@ -190,7 +191,7 @@ pub fn render(inputs: &Inputs) -> Result<Report> {
                     } "." }
                     p.legend {
                         @for m in palette.methods() {
-                            span.swatch style={ "background:" (palette.css(m)) } {} (m) " "
+                            span.swatch style={ "background:" (palette.css(*m)) } {} (m) " "
                         }
                     }
                     nav {

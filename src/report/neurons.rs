@@ -47,11 +47,11 @@ pub fn section(records: &[&NeuronRecord], cards: &Cards) -> Markup {
         .enumerate()
         .map(|(i, k)| (*k, format!("x{i}")))
         .collect();
-    let style: String = (classes.iter())
-        .map(|(k, class)| {
+    let style: String = (keys.iter())
+        .map(|k| {
             format!(
-                ".{class}{{background-image:url({})}}\n",
-                cards.thumbnails[*k]
+                ".{}{{background-image:url({})}}\n",
+                classes[k], cards.thumbnails[*k]
             )
         })
         .collect();

@@ -5,6 +5,7 @@ use super::scan::Rank;
 use super::topk::{Hit, TopK};
 use crate::data::Preset;
 use crate::model::Site;
+use crate::names::Named;
 use crate::record::{Record, Setting};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

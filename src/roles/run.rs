@@ -6,6 +6,7 @@ use super::scan::{direct_tokens, Rank, Scan, Seen};
 use super::select::Neuron;
 use crate::data::{self, ImageEntry, ImageSet, Preset};
 use crate::model::{Activation, Activations, Normalization, Site, Tokens, Vit};
+use crate::names::Named;
 use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;

@@ -5,10 +5,8 @@ use super::profile;
 use super::select::Neuron;
 use super::topk::{Hit, TopK};
 use crate::model::{Activations, Readout, Tokens, Vit};
-use anyhow::{bail, Result};
+use crate::names::Named;
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
 /// What an image's activation of a neuron is, for ranking and the class profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,10 +20,12 @@ pub enum Rank {
     PatchMean,
 }
 
-impl Rank {
-    pub const ALL: [Rank; 3] = [Rank::Cls, Rank::PatchMax, Rank::PatchMean];
+crate::names::display_by_name!(Rank);
 
-    pub fn name(self) -> &'static str {
+impl Named for Rank {
+    const ALL: &'static [Rank] = &[Rank::Cls, Rank::PatchMax, Rank::PatchMean];
+
+    fn name(self) -> &'static str {
         match self {
             Rank::Cls => "cls",
             Rank::PatchMax => "patch-max",
@@ -33,6 +33,16 @@ impl Rank {
         }
     }
 
+    fn help(self) -> &'static str {
+        match self {
+            Rank::Cls => "the activation at the CLS token",
+            Rank::PatchMax => "the largest activation over the patch tokens",
+            Rank::PatchMean => "the mean over the patch tokens (MAE's neuron, as the paper's code)",
+        }
+    }
+}
+
+impl Rank {
     /// The model's own: the mean over the patches where the family's neuron spans
     /// them (MAE), else the CLS token.
     pub fn default_for(vit: &Vit) -> Rank {
@@ -60,22 +70,6 @@ impl Rank {
                 let n = rows.len() / width;
                 column.sum::<f32>() / n as f32
             }
-        }
-    }
-}
-
-impl fmt::Display for Rank {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Rank {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Rank> {
-        match Rank::ALL.into_iter().find(|r| r.name() == s) {
-            Some(r) => Ok(r),
-            None => bail!("{s:?}: a rank is cls, patch-max or patch-mean"),
         }
     }
 }
