@@ -4,6 +4,7 @@ pub mod decode;
 pub mod folder;
 pub mod labels;
 pub mod resize;
+pub mod shard;
 
 use crate::model::{Geometry, Normalization, Vit};
 use anyhow::Result;
@@ -11,6 +12,7 @@ use std::path::Path;
 
 pub use decode::RgbImage;
 pub use folder::{ImageEntry, ImageSet};
+pub use shard::Shard;
 
 /// Which input normalisation to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
