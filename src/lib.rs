@@ -9,3 +9,4 @@ pub mod numeric;
 pub mod progress;
 pub mod record;
 pub mod report;
+pub mod shards;

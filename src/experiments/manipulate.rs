@@ -5,7 +5,7 @@
 use super::{edited_outcomes, NeuronEdit, Outcome};
 use crate::attribution::{ImageContext, NeuronPath};
 use crate::model::Vit;
-use crate::record::{unrecorded, PathRecord, Record, Setting};
+use crate::record::{unrecorded, PathRecord, Record, Setting, Shardable};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +91,12 @@ impl Record for ManipulationRecord {
             "model fingerprint",
             self.model_fingerprint.clone().unwrap_or_else(unrecorded),
         )]
+    }
+}
+
+impl Shardable for ManipulationRecord {
+    fn image(&self) -> Option<&str> {
+        Some(&self.image)
     }
 }
 
