@@ -1,7 +1,7 @@
 //! `neuronpath status`: how far the sharded runs in a folder have got.
 
 use anyhow::{bail, Result};
-use neuronpath::shards::{status, RunStatus, ShardStatus};
+use neuronpath::shards::{merge::listing, status, RunStatus, ShardStatus};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -52,13 +52,17 @@ fn print_run(run: &RunStatus) {
             s.file.display()
         );
     }
-    for (shard, images) in &run.missing {
+    if !run.missing.is_empty() {
+        let images: usize = run.missing.iter().map(|(_, n)| n).sum();
+        let indices: Vec<String> = run
+            .missing
+            .iter()
+            .map(|(s, _)| s.index().to_string())
+            .collect();
         println!(
-            "{:<7} {:>13} {:>7}  {:<12}",
-            shard.to_string(),
-            format!("0/{images}"),
-            "-",
-            "not started"
+            "not started: {} shards ({images} images): {}",
+            run.missing.len(),
+            listing(&indices)
         );
     }
     println!(

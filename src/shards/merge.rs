@@ -105,7 +105,7 @@ impl Parts {
             .map(|i| self.missing_shard(i, count))
             .collect();
         if !missing.is_empty() {
-            bail!("{}; run them, then merge", missing.join("; "));
+            bail!("{}; run them, then merge", listing(&missing));
         }
         Ok(())
     }

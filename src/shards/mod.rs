@@ -261,13 +261,17 @@ fn check_resumable(old: &Manifest, new: &Manifest, out: &Path) -> Result<()> {
             fmt_shard(new)
         )
     };
-    if old.shard != new.shard {
-        bail!(
-            "{}: the output of shard {} (a merged output when -), not {}; write to another file",
+    match old.shard {
+        None => bail!(
+            "{}: the output of a merge, not a shard; write the shard to another file",
+            out.display()
+        ),
+        Some(shard) if old.shard != new.shard => bail!(
+            "{}: the output of shard {shard}, not {}; write to another file",
             out.display(),
-            fmt_shard(old),
             fmt_shard(new)
-        );
+        ),
+        Some(_) => {}
     }
     new.check_same_run(old, &what(), "this run has")
 }
