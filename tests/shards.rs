@@ -238,6 +238,16 @@ fn merging_shards_that_do_not_make_one_run_is_refused() {
         "{stderr}"
     );
 
+    // A shard never adds to the file of an unsharded run.
+    let copy = dir.join("copy.jsonl");
+    std::fs::copy(single_paths, &copy).unwrap();
+    let result = paths(&copy, Some("0/3")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        !result.status.success() && stderr.contains("without --shard"),
+        "{stderr}"
+    );
+
     // A file the merge did not write is never replaced.
     std::fs::write(&out, "notes\n").unwrap();
     std::fs::write(&shards[1], "").unwrap();

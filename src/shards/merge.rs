@@ -230,11 +230,12 @@ fn check_covered(parts: &Parts, covered: &HashSet<String>, per_image: bool) -> R
         .flat_map(|(_, m)| m.failed.iter().cloned())
         .collect();
     if per_image {
+        let known: HashSet<&String> = failed.iter().chain(covered).collect();
         let missing: Vec<&String> = parts
             .first()
             .images
             .iter()
-            .filter(|k| !covered.contains(*k) && !failed.contains(k))
+            .filter(|k| !known.contains(k))
             .collect();
         if !missing.is_empty() {
             bail!("images with no record in their shard file (which finished): {}; the file was edited; rerun that shard", listing(&missing));
@@ -243,20 +244,27 @@ fn check_covered(parts: &Parts, covered: &HashSet<String>, per_image: bool) -> R
     Ok(failed)
 }
 
-/// An error unless `out` may be (over)written by a merge.
+/// An error unless `out` may be (over)written by a merge: it does not exist, is
+/// empty (with no manifest), or an earlier merge wrote it.
 fn check_output(out: &Path) -> Result<()> {
-    let empty = std::fs::metadata(out).map_or(true, |m| m.is_file() && m.len() == 0);
-    let merged = Manifest::read(out)
-        .ok()
-        .flatten()
-        .is_some_and(|m| m.shard.is_none());
+    let manifest = Manifest::read(out)?;
     if out.exists() && !out.is_file() {
         bail!("{}: not a regular file", out.display());
     }
-    if !(empty || merged) {
-        bail!("{}: exists and is not an earlier merge's output; nothing was changed: write to another file", out.display());
+    let empty = std::fs::metadata(out).map_or(true, |m| m.len() == 0);
+    match manifest {
+        Some(m) if m.shard.is_some() => bail!(
+            "{}: the output of shard {}, not of a merge; nothing was changed: write to another file",
+            out.display(),
+            fmt_shard(&m)
+        ),
+        Some(_) => Ok(()),
+        None if empty => Ok(()),
+        None => bail!(
+            "{}: exists and is not an earlier merge's output; nothing was changed: write to another file",
+            out.display()
+        ),
     }
-    Ok(())
 }
 
 /// Writes the merged manifest, then the records (a temporary file, renamed).

@@ -177,7 +177,7 @@ impl ShardPlan {
     /// `out`, whose records are already written for the images where `done` is
     /// true: writes its manifest. Call it once `out` is open (and locked). Refused:
     /// a manifest of another shard, kind, image list or settings; the output of a
-    /// shard resumed without `--shard`.
+    /// shard resumed without `--shard`; records of an unsharded run.
     pub fn begin(
         self,
         out: &Path,
@@ -215,8 +215,14 @@ impl ShardPlan {
             failed: vec![],
             merged_from: vec![],
         };
-        if let Some(old) = old {
-            check_resumable(&old, &manifest, out)?;
+        match old {
+            Some(old) => check_resumable(&old, &manifest, out)?,
+            None if std::fs::metadata(out).is_ok_and(|m| m.len() > 0) => bail!(
+                "{}: holds records of a run without --shard (there is no {} beside it); a shard writes to a file of its own",
+                out.display(),
+                manifest_path(out).display()
+            ),
+            None => {}
         }
         manifest.write(out)?;
         Ok(ShardRun {
