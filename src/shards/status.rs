@@ -1,5 +1,6 @@
-//! How far a sharded run has got: per shard, images done (read from its output,
-//! without taking its lock), failures, the rate of its latest session and an ETA.
+//! How far a sharded run has got: per shard, images done (while it runs, read from
+//! the `image` of its output's records, without taking its lock), failures, the
+//! rate of its latest session and an ETA.
 
 use super::{manifest_path, now, Kind, Manifest};
 use crate::data::Shard;
@@ -128,7 +129,12 @@ fn manifests(dir: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
 
 fn shard_status(out: &Path, m: &Manifest, shard: Shard) -> Result<ShardStatus> {
     let mine = m.mine();
-    let done = images_written(out, &mine)?;
+    // A finished shard did every image but those that failed; a running one has
+    // done those with records so far.
+    let done = match m.finished {
+        Some(_) => mine.len().saturating_sub(m.failed.len()),
+        None => images_written(out, &mine)?,
+    };
     let modified = |p: &Path| {
         let time = std::fs::metadata(p).and_then(|m| m.modified()).ok()?;
         time.duration_since(std::time::UNIX_EPOCH)
