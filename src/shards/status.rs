@@ -115,10 +115,11 @@ fn manifests(dir: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
         let path = entry
             .with_context(|| format!("{}: cannot list", dir.display()))?
             .path();
-        let Some(out) = path.to_str().and_then(|p| p.strip_suffix(".shard.json")) else {
+        let name = path.file_name().and_then(|n| n.to_str());
+        let Some(out) = name.and_then(|n| n.strip_suffix(".shard.json")) else {
             continue;
         };
-        let out = PathBuf::from(out);
+        let out = path.with_file_name(out);
         if let Some(manifest) = Manifest::read(&out)? {
             found.push((out, manifest));
         }
