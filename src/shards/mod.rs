@@ -2,7 +2,7 @@
 //! merged into the file a single run writes, and watched while they run.
 //!
 //! Each shard writes its records to its own output, as a single run does (locked,
-//! resumable), and beside it a small manifest, `<output>.shard.json`: the shard,
+//! resumable), and beside it a manifest, `<output>.shard.json`: the shard,
 //! the image keys of the whole run (so that a missing shard's images can be named),
 //! the settings the shards must agree on, and when this session of it started and
 //! finished. The manifest is written whole (a temporary file renamed), read without
