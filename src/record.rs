@@ -35,6 +35,27 @@ pub trait Record: Serialize + DeserializeOwned {
     fn settings(&self) -> Vec<Setting>;
 }
 
+/// A record kind a sharded run (`--shard`) writes, as [`crate::shards::merge`] merges it.
+pub trait Shardable: Record {
+    /// Whether every record is of one image, and every image that did not fail
+    /// has records (false for records that sum up many images).
+    const PER_IMAGE: bool = true;
+
+    /// The image the record is of; none for a record that sums up many images
+    /// (they are merged with [`Shardable::combine`]).
+    fn image(&self) -> Option<&str>;
+
+    /// One record made of two of the same key from different shards (e.g. two
+    /// top-K lists merged). Per-image records never meet: the default refuses.
+    fn combine(self, _other: Self) -> Result<Self> {
+        bail!(
+            "a {} record of key {:?} is in two shards",
+            Self::KIND,
+            self.key()
+        )
+    }
+}
+
 /// How a setting reads when an older version did not record it.
 pub fn unrecorded() -> String {
     "not recorded (an older neuronpath wrote this file)".into()
@@ -160,6 +181,12 @@ impl Record for PathRecord {
                     .map_or("blocks.0.mlp.post@cls".into(), |s| s.to_string()),
             ),
         ]
+    }
+}
+
+impl Shardable for PathRecord {
+    fn image(&self) -> Option<&str> {
+        Some(&self.image)
     }
 }
 
@@ -315,27 +342,46 @@ fn check_settings(had: &[Setting], want: &[Setting]) -> Result<()> {
 /// error names the file and line of a record that does not parse, and a file
 /// with no record at all.
 pub fn read_records<T: Record>(path: &Path) -> Result<Vec<T>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    let records = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| {
-                format!(
-                    "{}: line {}: not a {} record",
-                    path.display(),
-                    i + 1,
-                    T::KIND
-                )
-            })
-        })
-        .collect::<Result<Vec<T>>>()?;
+    let records = read_all::<T>(path)?;
     if records.is_empty() {
         bail!("{}: no records in the file", path.display());
     }
     Ok(records)
+}
+
+/// Every record of a JSON-lines file, none for an empty one; an error names the
+/// file and line of a record that does not parse.
+pub fn read_all<T: Record>(path: &Path) -> Result<Vec<T>> {
+    let mut records = Vec::new();
+    read_each(path, |record, _| {
+        records.push(record);
+        Ok(())
+    })?;
+    Ok(records)
+}
+
+/// Calls `f` with each record of a JSON-lines file and its line as written
+/// (blank lines are passed over); an error names the file and line of a record
+/// that does not parse.
+pub fn read_each<T: Record>(path: &Path, mut f: impl FnMut(T, &str) -> Result<()>) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let record = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}: line {}: not a {} record",
+                path.display(),
+                i + 1,
+                T::KIND
+            )
+        })?;
+        f(record, line)?;
+    }
+    Ok(())
 }
 
 /// The preprocessing preset the paths were found with (all records must agree).

@@ -8,8 +8,9 @@ use neuronpath::experiments::manipulate::{self, check_path, ManipulationRecord, 
 use neuronpath::experiments::{check_clean_prob, check_inputs};
 use neuronpath::model::{fingerprint, Vit};
 use neuronpath::names::Named;
-use neuronpath::record::{read_paths, read_records, unrecorded, PathRecord, RecordFile};
-use std::collections::HashMap;
+use neuronpath::record::{read_all, read_paths, unrecorded, PathRecord, RecordFile, Setting};
+use neuronpath::shards::{Kind, ShardPlan};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,6 +38,8 @@ pub struct Args {
     /// Only the paths of these methods, comma-separated (default: every method in the file).
     #[arg(long, value_parser = super::named::<Method>(), value_delimiter = ',')]
     method: Vec<Method>,
+    #[command(flatten)]
+    sharding: super::Sharding,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -48,11 +51,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             bail!(
                 "{}: no paths of method {}",
                 args.input.paths.display(),
-                args.method
-                    .iter()
-                    .map(|m| m.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                super::names(&args.method)
             );
         }
     }
@@ -61,6 +60,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         check_path(&vit, r).with_context(|| args.input.paths.display().to_string())?;
     }
     let model = fingerprint(&args.input.run.model.model, &vit)?;
+    let plan = ShardPlan::new(args.sharding.shard, image_keys(&records));
+    records.retain(|r| plan.mine(&r.image));
     check_inputs(&records, &model, &args.input.run.images, &args.input.paths)?;
     let ops: &[Op] = match args.op {
         OpChoice::Remove => &[Op::Remove],
@@ -70,6 +71,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let made_with = records.iter().find_map(|r| r.model_fingerprint.clone());
     let settings = [("model fingerprint", made_with.unwrap_or_else(unrecorded))];
     let mut out = RecordFile::<ManipulationRecord>::open(&args.out, &settings)?;
+    let before = pending(&records, ops, &out);
+    let shard = plan.begin(
+        &args.out,
+        Kind::Manipulate,
+        &shard_settings(&args, ops, &settings)?,
+        |k| !before.contains(k),
+    )?;
     // One batch per image, in file order: every (path, op) of it not yet in the output.
     let mut images: Vec<(&str, Vec<(&PathRecord, Op)>)> = Vec::new();
     let mut position: HashMap<&str, usize> = HashMap::new();
@@ -123,7 +131,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Ok(())
     })??;
     bar.finish_and_clear();
-    let all: Vec<ManipulationRecord> = read_records(&args.out)?;
+    let after = pending(&records, ops, &out);
+    shard.finish(|k| !after.contains(k))?;
+    let all: Vec<ManipulationRecord> = read_all(&args.out)?;
     print_summary(&manipulate::summarize(&all));
     eprintln!("records in {}; {failed} images failed", args.out.display());
     Ok(if failed > 0 && failed == images.len() {
@@ -131,6 +141,45 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The image keys of `records`, in file order.
+fn image_keys(records: &[PathRecord]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    records
+        .iter()
+        .filter(|r| seen.insert(&r.image))
+        .map(|r| r.image.clone())
+        .collect()
+}
+
+/// What the shards of a run must agree on: the model, the paths file, the
+/// operations and the methods.
+fn shard_settings(args: &Args, ops: &[Op], settings: &[Setting]) -> Result<Vec<Setting>> {
+    let paths = std::fs::read(&args.input.paths)
+        .with_context(|| format!("{}: cannot read", args.input.paths.display()))?;
+    let more = [
+        ("paths file", neuronpath::numeric::fingerprint(&paths)),
+        ("op", super::names(ops)),
+        ("methods", super::names(&args.method)),
+    ];
+    Ok([settings, &more].concat())
+}
+
+/// The images of `records` with a (path, op) not yet in `out`.
+fn pending<'a>(
+    records: &'a [PathRecord],
+    ops: &[Op],
+    out: &RecordFile<ManipulationRecord>,
+) -> HashSet<&'a str> {
+    let missing = |r: &PathRecord, op: &Op| {
+        !out.contains(&ManipulationRecord::key_of(&r.image, r.method, *op))
+    };
+    records
+        .iter()
+        .filter(|r| ops.iter().any(|op| missing(r, op)))
+        .map(|r| r.image.as_str())
+        .collect()
 }
 
 /// The image's items grouped by target (normally one), each group one batch; an

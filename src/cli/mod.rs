@@ -5,11 +5,13 @@ mod bench_scan;
 mod demo;
 mod inspect;
 mod manipulate;
+mod merge;
 mod neurons;
 mod paths;
 mod prune;
 mod report;
 mod stats;
+mod status;
 
 use clap::{Parser, Subcommand};
 use neuronpath::names::Named;
@@ -60,6 +62,10 @@ enum Command {
     Report(report::Args),
     /// Run paths, manipulate, stats and report on the bundled model and images.
     Demo(demo::Args),
+    /// Merge the outputs of the shards of a run (--shard I/N) into one file.
+    Merge(merge::Args),
+    /// Per-shard progress, failures and ETA of the sharded runs in a folder.
+    Status(status::Args),
 }
 
 /// Model selection shared by the subcommands.
@@ -105,6 +111,19 @@ pub struct ImageRun {
     /// Worker threads, 1 to 1024 (default: all cores).
     #[arg(long, value_parser = in_range(1, 1024))]
     pub threads: Option<usize>,
+}
+
+/// `--shard`: one shard of a run split over many processes.
+#[derive(clap::Args)]
+pub struct Sharding {
+    /// Run only shard I of N (0 <= I < N; a Slurm array task's
+    /// $SLURM_ARRAY_TASK_ID/N): the images whose place among the run's image keys,
+    /// sorted, is I modulo N; the same subset on any machine, and shards differ by at
+    /// most one image. Each shard writes its own --out, resumable as a single run,
+    /// and beside it <out>.shard.json (progress for `status`, what `merge` checks);
+    /// `neuronpath merge` then writes the file one run would have.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<neuronpath::data::Shard>,
 }
 
 /// Parses a whole number in `min..=max` (clap's message names the range).
@@ -202,6 +221,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args),
         Command::Report(args) => report::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Merge(args) => merge::run(args),
+        Command::Status(args) => status::run(args),
     }
 }
 
@@ -213,6 +234,12 @@ pub fn named<T: Named + Clone>() -> impl clap::builder::TypedValueParser<Value =
         .iter()
         .map(|v| PossibleValue::new(v.name()).help(v.help()));
     PossibleValuesParser::new(values).map(|s| T::from_name(&s).expect("a listed value"))
+}
+
+/// Names of library choices, comma-separated (for messages and settings).
+pub fn names<T: Named>(values: &[T]) -> String {
+    let names: Vec<&str> = values.iter().map(|v| v.name()).collect();
+    names.join(", ")
 }
 
 /// What a path's unit is, as `paths --unit` names it.

@@ -9,6 +9,7 @@ use neuronpath::model::{fingerprint, Compat, Tokens, Vit};
 use neuronpath::names::Named;
 use neuronpath::numeric::{self, argmax};
 use neuronpath::record::{PathRecord, Record, RecordFile};
+use neuronpath::shards::{Kind, ShardPlan};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -88,6 +89,8 @@ pub struct Args {
     /// starts with class i's folder name (as ImageNet's LOC_synset_mapping.txt).
     #[arg(long)]
     label_map: Option<PathBuf>,
+    #[command(flatten)]
+    sharding: super::Sharding,
 }
 
 /// The methods to run: those asked for, or the default for the search.
@@ -131,7 +134,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Compat::Principled => Preset::Checkpoint,
         Compat::Reference => Preset::Reference,
     });
-    let set = super::image_set(&args.run.images, &vit, args.label_map.as_deref())?;
+    let mut set = super::image_set(&args.run.images, &vit, args.label_map.as_deref())?;
+    let plan = ShardPlan::new(
+        args.sharding.shard,
+        set.entries.iter().map(|e| e.key.clone()).collect(),
+    );
+    set.entries.retain(|e| plan.mine(&e.key));
     let rule = args.integration.with(args.steps);
     let probe = Attributor {
         vit: &vit,
@@ -141,8 +149,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let (methods, skipped): (Vec<Method>, Vec<Method>) =
         asked.iter().partition(|&&m| probe.supports(m));
     if !skipped.is_empty() {
-        let names: Vec<&str> = skipped.iter().map(|m| m.name()).collect();
-        eprintln!("{}: not defined for this unit, skipped", names.join(", "));
+        eprintln!(
+            "{}: not defined for this unit, skipped",
+            super::names(&skipped)
+        );
     }
     if methods.is_empty() {
         bail!("no method left to run for this unit");
@@ -156,14 +166,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut out = RecordFile::<PathRecord>::open(&args.out, &common.settings())?;
     check_labels(&out, &set, &args.out)?;
     let methods = &methods;
+    let settings = [common.settings(), vec![("methods", super::names(methods))]].concat();
+    let shard = plan.begin(&args.out, Kind::Paths, &settings, |k| {
+        done(&out, methods, k)
+    })?;
     let todo: Vec<&ImageEntry> = set
         .entries
         .iter()
-        .filter(|e| {
-            methods
-                .iter()
-                .any(|m| !out.contains(&PathRecord::key_of(&e.key, *m)))
-        })
+        .filter(|e| !done(&out, methods, &e.key))
         .collect();
     let batch = args.batch.unwrap_or_else(|| {
         (8192 / (vit.config.tokens() * args.steps * args.beam).max(1)).clamp(1, 16)
@@ -241,6 +251,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Ok(())
     })??;
     bar.finish_and_clear();
+    shard.finish(|k| done(&out, methods, k))?;
     eprintln!(
         "done: {written} images written to {}, {} already there, {failed} failed",
         args.out.display(),
@@ -252,6 +263,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Whether the image `key` has its records of every method in `out`.
+fn done(out: &RecordFile<PathRecord>, methods: &[Method], key: &str) -> bool {
+    methods
+        .iter()
+        .all(|&m| out.contains(&PathRecord::key_of(key, m)))
 }
 
 /// The fields every record of this run shares, which a resumed file must match.

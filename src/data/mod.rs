@@ -4,6 +4,7 @@ pub mod decode;
 pub mod folder;
 pub mod labels;
 pub mod resize;
+pub mod shard;
 
 use crate::model::{Geometry, Normalization, Vit};
 use crate::names::Named;
@@ -12,6 +13,7 @@ use std::path::Path;
 
 pub use decode::RgbImage;
 pub use folder::{ImageEntry, ImageSet};
+pub use shard::Shard;
 
 /// Which input normalisation to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -7,7 +7,7 @@ use crate::attribution::Method;
 use crate::attribution::{ImageContext, NeuronPath};
 use crate::model::Vit;
 use crate::names::Named;
-use crate::record::{unrecorded, PathRecord, Record, Setting};
+use crate::record::{unrecorded, PathRecord, Record, Setting, Shardable};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +107,12 @@ impl Record for ManipulationRecord {
             "model fingerprint",
             self.model_fingerprint.clone().unwrap_or_else(unrecorded),
         )]
+    }
+}
+
+impl Shardable for ManipulationRecord {
+    fn image(&self) -> Option<&str> {
+        Some(&self.image)
     }
 }
 
