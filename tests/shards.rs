@@ -258,3 +258,48 @@ fn merging_shards_that_do_not_make_one_run_is_refused() {
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "notes\n");
 }
+
+/// `neurons` over the bundled images for the neurons of the single run's paths.
+fn neurons(paths: &Path, out: &Path, shard: Option<&str>) -> Command {
+    let mut cmd = neuronpath();
+    cmd.args([
+        "neurons",
+        "--threads",
+        "1",
+        "--top",
+        "5",
+        "--batch",
+        "3",
+        "--paths",
+    ])
+    .arg(paths)
+    .arg("--out")
+    .arg(out)
+    .stderr(Stdio::piped());
+    if let Some(shard) = shard {
+        cmd.args(["--shard", shard]);
+    }
+    cmd
+}
+
+#[test]
+fn neuron_descriptions_of_three_shards_merge_to_the_single_run() {
+    let (single_paths, _) = single_run();
+    let dir = scratch("neurons");
+    let single = dir.join("neurons.jsonl");
+    succeed(neurons(single_paths, &single, None).spawn().unwrap());
+    let shards = run_shards(&dir, "neurons", 3, |out, shard| {
+        neurons(single_paths, out, Some(shard))
+    });
+    let merged = dir.join("merged.jsonl");
+    let (ok, stderr) = merge(&merged, &shards[..2]);
+    assert!(!ok && stderr.contains("missing"), "{stderr}");
+    let (ok, stderr) = merge(&merged, &shards);
+    assert!(ok, "{stderr}");
+    // Top-K lists merged, exact class sums added, means and direct effects
+    // derived again: the very lines of one run, in its order.
+    assert_eq!(
+        std::fs::read_to_string(&merged).unwrap(),
+        std::fs::read_to_string(&single).unwrap()
+    );
+}

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use neuronpath::experiments::manipulate::ManipulationRecord;
 use neuronpath::record::PathRecord;
+use neuronpath::roles::NeuronRecord;
 use neuronpath::shards::{merge, merge::listing, Kind, Parts};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let merged = match parts.kind() {
         Kind::Paths => merge::<PathRecord>(&parts, &args.out)?,
         Kind::Manipulate => merge::<ManipulationRecord>(&parts, &args.out)?,
+        Kind::Neurons => merge::<NeuronRecord>(&parts, &args.out)?,
     };
     eprintln!(
         "merged {} shards: {} records of {} images into {}",

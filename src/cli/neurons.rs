@@ -7,6 +7,8 @@ use neuronpath::model::{fingerprint, Activation, Vit};
 use neuronpath::names::Named;
 use neuronpath::record::{read_paths, RecordFile};
 use neuronpath::roles::{run, Neuron, NeuronRecord, NeuronScan, Options, Rank};
+use neuronpath::shards::{Kind, ShardPlan};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,6 +53,8 @@ pub struct Args {
     /// names (as `paths --label-map`).
     #[arg(long)]
     label_map: Option<PathBuf>,
+    #[command(flatten)]
+    sharding: super::Sharding,
 }
 
 /// The neurons asked for, checked against the model; sets the model up as the
@@ -106,67 +110,109 @@ pub fn run(args: Args) -> Result<ExitCode> {
         ("preprocessing", preprocess.name().into()),
     ];
     let mut out = RecordFile::<NeuronRecord>::open(&args.out, &settings)?;
-    let todo: Vec<Neuron> = neurons
-        .into_iter()
+    let todo: Vec<Neuron> = (neurons.iter().copied())
         .filter(|n| !out.contains(&n.to_string()))
         .collect();
+    let mut set = super::image_set(&args.run.images, &vit, args.label_map.as_deref())?;
+    let plan = ShardPlan::new(
+        args.sharding.shard,
+        set.entries.iter().map(|e| e.key.clone()).collect(),
+    );
+    set.entries.retain(|e| plan.mine(&e.key));
+    let described = fingerprint_of(&neurons);
+    let shard_settings = [
+        &settings[..],
+        &[("top", args.top.to_string()), ("neurons", described)],
+    ]
+    .concat();
+    let shard = plan.begin(&args.out, Kind::Neurons, &shard_settings, |_| {
+        todo.is_empty()
+    })?;
     if todo.is_empty() {
         eprintln!(
             "every neuron asked for is already in {}",
             args.out.display()
         );
+        shard.finish(|_| true)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let set = super::image_set(&args.run.images, &vit, args.label_map.as_deref())?;
     let norm = neuronpath::data::normalization(&vit, preprocess);
-    let c = &vit.config;
-    let kept_per_image = c.rows(rank.tokens()).len() * c.intermediate * c.layers * 4;
-    let batch = args
-        .batch
-        .unwrap_or((256 << 20) / kept_per_image.max(1))
-        .clamp(1, 64);
+    let options = Options {
+        rank,
+        top: args.top,
+        batch: args.batch.unwrap_or_else(|| default_batch(&vit, rank)),
+        preprocess,
+    };
     let job = NeuronScan {
         set: &set,
         norm: &norm,
         neurons: todo,
-        options: Options {
-            rank,
-            top: args.top,
-            batch,
-            preprocess,
-        },
+        options,
         model: (args.run.model.model.display().to_string(), model),
     };
+    let Some(failed) = describe(&job, &mut vit, &mut out, &args)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    shard.finish(|k| !failed.contains(k))?;
+    // A failure when there were images and none of them could be read.
+    Ok(
+        if !set.entries.is_empty() && failed.len() == set.entries.len() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
+}
+
+/// Images per pass: as many as keep the kept activations near 256 MB.
+fn default_batch(vit: &Vit, rank: Rank) -> usize {
+    let c = &vit.config;
+    let kept_per_image = c.rows(rank.tokens()).len() * c.intermediate * c.layers * 4;
+    ((256 << 20) / kept_per_image.max(1)).clamp(1, 64)
+}
+
+/// Identifies a set of neurons (the shards of a run describe the same).
+fn fingerprint_of(neurons: &[Neuron]) -> String {
+    let names: Vec<String> = neurons.iter().map(Neuron::to_string).collect();
+    neuronpath::numeric::fingerprint(names.join(",").as_bytes())
+}
+
+/// Scans, describes and writes the neurons of `job`; returns the keys of the images
+/// that failed, or none when the scan was stopped (its state kept).
+fn describe(
+    job: &NeuronScan,
+    vit: &mut Vit,
+    out: &mut RecordFile<NeuronRecord>,
+    args: &Args,
+) -> Result<Option<HashSet<String>>> {
     eprintln!(
-        "{} neurons over {} images, ranked by {rank}, top {}, batch {batch}",
+        "{} neurons over {} images, ranked by {}, top {}, batch {}",
         job.neurons.len(),
-        set.entries.len(),
-        args.top
+        job.set.entries.len(),
+        job.options.rank,
+        job.options.top,
+        job.options.batch
     );
     let state = run::state_file(&args.out);
     let bar = super::Bar::new();
-    let records =
-        super::with_threads(args.run.threads, || -> Result<Option<Vec<NeuronRecord>>> {
-            let (scan, finished) = job.scan(&mut vit, &state, &bar)?;
-            Ok(finished.then(|| job.records(&mut vit, &scan, &bar)))
-        })??;
-    let Some(records) = records else {
+    let found = super::with_threads(args.run.threads, || -> Result<_> {
+        let (scan, finished) = job.scan(vit, &state, &bar)?;
+        Ok(finished.then(|| (job.records(vit, &scan, &bar), scan.failed)))
+    })??;
+    let Some((records, failed)) = found else {
         eprintln!("stopped; run again to resume from {}", state.display());
-        return Ok(ExitCode::FAILURE);
+        return Ok(None);
     };
-    let (scanned, failed) = (records[0].images, records[0].failed);
+    let scanned = records.first().map_or(0, |r| r.images);
     for record in records {
         out.append(record)?;
     }
     std::fs::remove_file(&state).ok();
     eprintln!(
-        "done: {} neurons written to {}; {scanned} images scanned, {failed} skipped",
+        "done: {} neurons written to {}; {scanned} images scanned, {} skipped",
         job.neurons.len(),
-        args.out.display()
+        args.out.display(),
+        failed.len()
     );
-    Ok(if scanned == 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(Some(failed.into_iter().collect()))
 }

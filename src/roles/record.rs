@@ -6,7 +6,7 @@ use super::topk::{Hit, TopK};
 use crate::data::Preset;
 use crate::model::Site;
 use crate::names::Named;
-use crate::record::{Record, Setting};
+use crate::record::{Record, Setting, Shardable};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -191,5 +191,30 @@ impl Record for NeuronRecord {
             ("top", self.top_k.to_string()),
             ("preprocessing", self.preprocess.name().into()),
         ]
+    }
+}
+
+impl Shardable for NeuronRecord {
+    /// A record sums up the whole dataset (a shard's part of it).
+    const PER_IMAGE: bool = false;
+
+    fn image(&self) -> Option<&str> {
+        None
+    }
+
+    /// The same neuron described over another shard's images.
+    fn combine(mut self, other: NeuronRecord) -> anyhow::Result<NeuronRecord> {
+        if (self.top_k, self.class_sum.len()) != (other.top_k, other.class_sum.len()) {
+            anyhow::bail!(
+                "neuron {}: described with top {} over {} classes in one shard, top {} over {} in another",
+                self.key(),
+                self.top_k,
+                self.class_sum.len(),
+                other.top_k,
+                other.class_sum.len()
+            );
+        }
+        self.merge(other);
+        Ok(self)
     }
 }

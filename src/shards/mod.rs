@@ -28,6 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub enum Kind {
     Paths,
     Manipulate,
+    Neurons,
 }
 
 impl Kind {
@@ -35,6 +36,7 @@ impl Kind {
         match self {
             Kind::Paths => "paths",
             Kind::Manipulate => "manipulate",
+            Kind::Neurons => "neurons",
         }
     }
 }
