@@ -24,6 +24,18 @@ fn bundled() -> Vit {
     .unwrap()
 }
 
+/// The bundled model and the image folder `images`, labelled by its classes.
+fn bundled_with(images: &Path) -> (Vit, ImageSet) {
+    let vit = bundled();
+    let labels = data::labels::Labels {
+        names: vit.class_names.as_deref(),
+        classes: 10,
+        map: None,
+    };
+    let set = ImageSet::open(images, &labels).unwrap();
+    (vit, set)
+}
+
 fn records(file: &Path) -> Vec<NeuronRecord> {
     neuronpath::record::read_records(file).unwrap()
 }
@@ -80,26 +92,8 @@ fn value(rank: Rank, vit: &Vit, layer: &[f32], n: usize) -> f32 {
 #[test]
 fn exemplars_heatmaps_and_class_means_equal_brute_force() {
     let dir = common::scratch("neurons-brute");
-    let classes = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ];
-    let images = common::image_folder(&dir, &classes, 5);
-    let mut vit = bundled();
-    let labels = data::labels::Labels {
-        names: vit.class_names.as_deref(),
-        classes: 10,
-        map: None,
-    };
-    let set = ImageSet::open(&images, &labels).unwrap();
+    let images = common::image_folder(&dir, &common::CIFAR10, 5);
+    let (mut vit, set) = bundled_with(&images);
     let all = brute_force(&mut vit, &set);
     for rank in [Rank::Cls, Rank::PatchMax] {
         let out = dir.join(format!("{rank}.jsonl"));
@@ -239,16 +233,7 @@ fn direct_effect_is_the_head_through_the_frozen_norm() {
     let out = dir.join("n.jsonl");
     let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/images");
     scan(&images, &out, &[]);
-    let mut vit = bundled();
-    let set = ImageSet::open(
-        &images,
-        &data::labels::Labels {
-            names: vit.class_names.as_deref(),
-            classes: 10,
-            map: None,
-        },
-    )
-    .unwrap();
+    let (mut vit, set) = bundled_with(&images);
     let norm = data::normalization(&vit, data::Preset::Checkpoint);
     let (d, f) = (vit.config.hidden, vit.config.intermediate);
     vit.neuron_tokens = Tokens::All;
@@ -299,13 +284,7 @@ fn a_stopped_scan_resumes_to_the_same_records() {
     std::fs::write(images.join("cat/9999.jpg"), b"not a jpeg").unwrap();
     let whole = dir.join("whole.jsonl");
     scan(&images, &whole, &[]);
-    let mut vit = bundled();
-    let labels = data::labels::Labels {
-        names: vit.class_names.as_deref(),
-        classes: 10,
-        map: None,
-    };
-    let set = ImageSet::open(&images, &labels).unwrap();
+    let (mut vit, set) = bundled_with(&images);
     let norm = data::normalization(&vit, data::Preset::Checkpoint);
     let parted = dir.join("parted.jsonl");
     let model_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/vit-cifar10");
@@ -383,13 +362,7 @@ impl neuronpath::progress::Progress for StopAfter {
 fn descriptions_of_parts_merge_into_the_whole() {
     let dir = common::scratch("neurons-merge");
     let images = common::image_folder(&dir, &["bird", "cat", "dog", "frog"], 7);
-    let mut vit = bundled();
-    let labels = data::labels::Labels {
-        names: vit.class_names.as_deref(),
-        classes: 10,
-        map: None,
-    };
-    let whole = ImageSet::open(&images, &labels).unwrap();
+    let (mut vit, whole) = bundled_with(&images);
     let norm = data::normalization(&vit, data::Preset::Checkpoint);
     let mut describe = |set: &ImageSet, name: &str| -> Vec<NeuronRecord> {
         let job = neuronpath::roles::NeuronScan {

@@ -11,18 +11,7 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-const CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+use common::CIFAR10 as CLASSES;
 
 /// One test at a time: the page is timed, and the machine has two cores.
 static MACHINE: Mutex<()> = Mutex::new(());

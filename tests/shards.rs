@@ -3,6 +3,7 @@
 
 mod common;
 use common::neuronpath;
+use common::sorted_lines;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -24,40 +25,27 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn sorted_lines(path: &Path) -> Vec<String> {
-    let mut lines: Vec<String> = std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    lines.sort();
-    lines
+/// `command` writing to `out`, as shard `shard` when given.
+fn writing(mut command: Command, out: &Path, shard: Option<&str>) -> Command {
+    command.arg("--out").arg(out).stderr(Stdio::piped());
+    if let Some(shard) = shard {
+        command.args(["--shard", shard]);
+    }
+    command
 }
 
 fn paths(out: &Path, shard: Option<&str>) -> Command {
     let mut cmd = neuronpath();
-    cmd.args(PATHS)
-        .arg("1")
-        .arg("--out")
-        .arg(out)
-        .stderr(Stdio::piped());
-    if let Some(shard) = shard {
-        cmd.args(["--shard", shard]);
-    }
-    cmd
+    cmd.args(PATHS).arg("1");
+    writing(cmd, out, shard)
 }
 
 fn manipulate(paths: &Path, out: &Path, shard: Option<&str>) -> Command {
     let mut cmd = neuronpath();
     cmd.args(["manipulate", "--threads", "1", "--paths"])
         .arg(paths)
-        .arg("--out")
-        .arg(out);
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    if let Some(shard) = shard {
-        cmd.args(["--shard", shard]);
-    }
-    cmd
+        .stdout(Stdio::null());
+    writing(cmd, out, shard)
 }
 
 /// Waits for `child`; panics with its stderr when it failed.
@@ -272,14 +260,8 @@ fn neurons(paths: &Path, out: &Path, shard: Option<&str>) -> Command {
         "3",
         "--paths",
     ])
-    .arg(paths)
-    .arg("--out")
-    .arg(out)
-    .stderr(Stdio::piped());
-    if let Some(shard) = shard {
-        cmd.args(["--shard", shard]);
-    }
-    cmd
+    .arg(paths);
+    writing(cmd, out, shard)
 }
 
 #[test]

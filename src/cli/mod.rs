@@ -126,6 +126,16 @@ pub struct Sharding {
     pub shard: Option<neuronpath::data::Shard>,
 }
 
+/// How class folders map to the model's classes, when not by name.
+#[derive(clap::Args)]
+pub struct LabelMap {
+    /// Class of each class folder, when the folder names are not the model's class
+    /// names: JSON {"folder": class index or name}, or a text file whose line i
+    /// starts with class i's folder name (as ImageNet's LOC_synset_mapping.txt).
+    #[arg(long)]
+    pub label_map: Option<std::path::PathBuf>,
+}
+
 /// Parses a whole number in `min..=max` (clap's message names the range).
 pub fn in_range(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(min..=max)

@@ -49,10 +49,8 @@ pub struct Args {
     /// activations near 256 MB). The results are the same whatever the batch.
     #[arg(long, value_parser = super::in_range(1, 1024))]
     batch: Option<usize>,
-    /// Class of each class folder, when the folder names are not the model's class
-    /// names (as `paths --label-map`).
-    #[arg(long)]
-    label_map: Option<PathBuf>,
+    #[command(flatten)]
+    labels: super::LabelMap,
     #[command(flatten)]
     sharding: super::Sharding,
 }
@@ -113,7 +111,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let todo: Vec<Neuron> = (neurons.iter().copied())
         .filter(|n| !out.contains(&n.to_string()))
         .collect();
-    let mut set = super::image_set(&args.run.images, &vit, args.label_map.as_deref())?;
+    let mut set = super::image_set(&args.run.images, &vit, args.labels.label_map.as_deref())?;
     let plan = ShardPlan::new(
         args.sharding.shard,
         set.entries.iter().map(|e| e.key.clone()).collect(),

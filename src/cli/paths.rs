@@ -84,11 +84,8 @@ pub struct Args {
     /// same whatever the batch.
     #[arg(long, value_parser = super::in_range(1, 1024))]
     batch: Option<usize>,
-    /// Class of each class folder, when the folder names are not the model's class
-    /// names: JSON {"folder": class index or name}, or a text file whose line i
-    /// starts with class i's folder name (as ImageNet's LOC_synset_mapping.txt).
-    #[arg(long)]
-    label_map: Option<PathBuf>,
+    #[command(flatten)]
+    labels: super::LabelMap,
     #[command(flatten)]
     sharding: super::Sharding,
 }
@@ -134,7 +131,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Compat::Principled => Preset::Checkpoint,
         Compat::Reference => Preset::Reference,
     });
-    let mut set = super::image_set(&args.run.images, &vit, args.label_map.as_deref())?;
+    let mut set = super::image_set(&args.run.images, &vit, args.labels.label_map.as_deref())?;
     let plan = ShardPlan::new(
         args.sharding.shard,
         set.entries.iter().map(|e| e.key.clone()).collect(),
