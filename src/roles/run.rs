@@ -55,6 +55,17 @@ pub fn state_file(out: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// How many images the scan writing `out` has done, as its state saved them
+/// (every 30 s); none without a state.
+pub fn scanned(out: &Path) -> Option<usize> {
+    #[derive(Deserialize)]
+    struct Done {
+        done: usize,
+    }
+    let bytes = std::fs::read(state_file(out)).ok()?;
+    serde_json::from_slice::<Done>(&bytes).ok().map(|d| d.done)
+}
+
 impl NeuronScan<'_> {
     fn started_with(&self) -> BTreeMap<String, String> {
         let images: Vec<String> = (self.set.entries.iter())

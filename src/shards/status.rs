@@ -131,10 +131,12 @@ fn manifests(dir: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
 fn shard_status(out: &Path, m: &Manifest, shard: Shard) -> Result<ShardStatus> {
     let mine = m.mine();
     // A finished shard did every image but those that failed; a running one has
-    // done those with records so far.
-    let done = match m.finished {
-        Some(_) => mine.len().saturating_sub(m.failed.len()),
-        None => images_written(out, &mine)?,
+    // done those with records so far (a neuron scan: those its state has saved).
+    let state = crate::roles::run::state_file(out);
+    let done = match (m.finished, m.kind) {
+        (Some(_), _) => mine.len().saturating_sub(m.failed.len()),
+        (None, Kind::Neurons) => crate::roles::run::scanned(out).unwrap_or(0),
+        (None, _) => images_written(out, &mine)?,
     };
     let modified = |p: &Path| {
         let time = std::fs::metadata(p).and_then(|m| m.modified()).ok()?;
@@ -142,7 +144,9 @@ fn shard_status(out: &Path, m: &Manifest, shard: Shard) -> Result<ShardStatus> {
             .ok()
             .map(|d| d.as_secs())
     };
-    let updated = modified(out).max(modified(&manifest_path(out)));
+    let updated = modified(out)
+        .max(modified(&manifest_path(out)))
+        .max(modified(&state));
     let finished = m.finished.is_some();
     let gained = done.saturating_sub(m.done_at_start) as f64;
     let rate = updated
