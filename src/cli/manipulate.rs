@@ -1,14 +1,10 @@
 //! `neuronpath manipulate`: remove or enhance each image's path neurons and measure
 //! the change in the prediction, per method.
 
-use anyhow::{bail, Context, Result};
-use neuronpath::attribution::ImageContext;
-use neuronpath::data;
-use neuronpath::experiments::manipulate::{self, check_path, ManipulationRecord, Op};
-use neuronpath::experiments::{check_clean_prob, check_inputs};
-use neuronpath::model::{fingerprint, Vit};
-use neuronpath::record::{read_paths, read_records, unrecorded, PathRecord, RecordFile};
-use std::collections::HashMap;
+use anyhow::Result;
+use neuronpath::experiments::manipulate::{summarize, ManipulationRecord, ManipulationSummary, Op};
+use neuronpath::jobs::{self, manipulate, Pixels};
+use neuronpath::record::{read_paths, read_records, unrecorded, RecordFile};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,22 +37,11 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut vit = args.input.run.model.load()?;
     let mut records = read_paths(&args.input.paths)?;
-    if !args.method.is_empty() {
-        records.retain(|r| args.method.contains(&r.method));
-        if records.is_empty() {
-            bail!(
-                "{}: no paths of method {}",
-                args.input.paths.display(),
-                args.method.join(", ")
-            );
-        }
-    }
-    let norm = super::as_found(&mut vit, &records, &args.input.paths)?;
-    for r in &records {
-        check_path(&vit, r).with_context(|| args.input.paths.display().to_string())?;
-    }
-    let model = fingerprint(&args.input.run.model.model, &vit)?;
-    check_inputs(&records, &model, &args.input.run.images, &args.input.paths)?;
+    manipulate::select(&mut records, &args.method, &args.input.paths)?;
+    let norm = jobs::as_found(&mut vit, &records, &args.input.paths)?;
+    let pixels = Pixels::Files(&args.input.run.images);
+    let model = &args.input.run.model.model;
+    manipulate::check(&vit, model, &records, pixels, &args.input.paths)?;
     let ops: &[Op] = match args.op {
         OpChoice::Remove => &[Op::Remove],
         OpChoice::Enhance => &[Op::Enhance],
@@ -65,29 +50,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let made_with = records.iter().find_map(|r| r.model_fingerprint.clone());
     let settings = [("model fingerprint", made_with.unwrap_or_else(unrecorded))];
     let mut out = RecordFile::<ManipulationRecord>::open(&args.out, &settings)?;
-    // One batch per image, in file order: every (path, op) of it not yet in the output.
-    let mut images: Vec<(&str, Vec<(&PathRecord, Op)>)> = Vec::new();
-    let mut position: HashMap<&str, usize> = HashMap::new();
-    for r in &records {
-        let i = *position.entry(&r.image).or_insert_with(|| {
-            images.push((&r.image, Vec::new()));
-            images.len() - 1
-        });
-        for &op in ops {
-            match out.get(&ManipulationRecord::key_of(&r.image, &r.method, op.name())) {
-                None => images[i].1.push((r, op)),
-                Some(m) if m.path_fingerprint != Some(r.fingerprint()) => bail!(
-                    "{}: the {} record of {} ({}) was made from another path record than {} holds; write to another file to start afresh",
-                    args.out.display(),
-                    op.name(),
-                    r.image,
-                    r.method,
-                    args.input.paths.display()
-                ),
-                Some(_) => {}
-            }
-        }
-    }
+    let mut images = manipulate::plan(&records, ops, Some(&out), &args.out, &args.input.paths)?;
     let total = images.len();
     images.retain(|(_, items)| !items.is_empty());
     eprintln!(
@@ -95,31 +58,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         records.len(),
         images.len()
     );
-    let bar = super::progress(images.len(), "images");
-    let mut failed = 0usize;
-    super::with_threads(args.input.run.threads, || -> Result<()> {
-        for (key, items) in &images {
-            let path = data::folder::path_of(&args.input.run.images, key);
-            match data::load_image(&path, &vit, &norm) {
-                Ok(pixels) => {
-                    for written in run_image(&vit, key, pixels, items)
-                        .with_context(|| args.input.paths.display().to_string())?
-                    {
-                        out.append(written)?;
-                    }
-                }
-                Err(e) => {
-                    bar.suspend(|| eprintln!("skipped {}: {e:#}", path.display()));
-                    failed += 1;
-                }
-            }
-            bar.inc(1);
-        }
-        Ok(())
+    let bar = super::Bar::new();
+    let mut sink = |record| out.append(record);
+    let failed = super::with_threads(args.input.run.threads, || {
+        let paths = &args.input.paths;
+        manipulate::run(&vit, &norm, pixels, &images, paths, &mut sink, &bar)
     })??;
-    bar.finish_and_clear();
     let all: Vec<ManipulationRecord> = read_records(&args.out)?;
-    print_summary(&manipulate::summarize(&all));
+    print_summary(&summarize(&all));
     eprintln!("records in {}; {failed} images failed", args.out.display());
     Ok(if failed > 0 && failed == images.len() {
         ExitCode::FAILURE
@@ -128,34 +74,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     })
 }
 
-/// The image's items grouped by target (normally one), each group one batch; an
-/// error when the clean pass is not the one the paths were found with.
-fn run_image(
-    vit: &Vit,
-    key: &str,
-    pixels: Vec<f32>,
-    items: &[(&PathRecord, Op)],
-) -> Result<Vec<ManipulationRecord>> {
-    let mut targets: Vec<usize> = items.iter().map(|(r, _)| r.target).collect();
-    targets.sort_unstable();
-    targets.dedup();
-    let mut written = Vec::new();
-    for target in targets {
-        let image = ImageContext::new(vit, key.to_string(), pixels.clone(), target);
-        let group: Vec<(&PathRecord, Op)> = items
-            .iter()
-            .filter(|(r, _)| r.target == target)
-            .copied()
-            .collect();
-        for (r, _) in &group {
-            check_clean_prob(vit, &image, r)?;
-        }
-        written.extend(manipulate::manipulate(vit, &image, &group));
-    }
-    Ok(written)
-}
-
-fn print_summary(summary: &[manipulate::ManipulationSummary]) {
+fn print_summary(summary: &[ManipulationSummary]) {
     println!(
         "{:<12} {:<8} {:>7} {:>12} {:>9} {:>9} {:>9}",
         "method", "op", "images", "prob dev", "acc", "acc after", "acc dev"

@@ -230,38 +230,46 @@ pub fn tokens_parser() -> impl clap::builder::TypedValueParser<Value = neuronpat
     clap::builder::PossibleValuesParser::new(names).map(|s| s.parse().expect("a listed value"))
 }
 
-/// Sets `vit` up as the paths of `records` (read from `file`) were found: the same
-/// arithmetic and neuron tokens; returns the preprocessing they were found with.
-pub fn as_found(
-    vit: &mut neuronpath::model::Vit,
-    records: &[neuronpath::record::PathRecord],
-    file: &std::path::Path,
-) -> anyhow::Result<neuronpath::model::Normalization> {
-    use neuronpath::record;
-    vit.compat = record::compat_of(records, file)?;
-    if let Some((unit, tokens)) = record::unit_of(records, file)? {
-        if vit.config.rows(tokens).is_empty() {
-            anyhow::bail!(
-                "{}: paths of neurons at the {} token, which this model has not",
-                file.display(),
-                tokens.name()
-            );
-        }
-        vit.neuron_tokens = tokens;
-        vit.unit = unit;
-    }
-    let preset = record::preprocess_of(records, file)?;
-    Ok(neuronpath::data::normalization(vit, preset))
-}
-
 /// A progress bar over `len` items named `unit`, with rate and ETA.
 pub fn progress(len: usize, unit: &str) -> indicatif::ProgressBar {
-    indicatif::ProgressBar::new(len as u64).with_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{bar:40}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}  {{msg}}"
-        ))
-        .expect("valid template"),
-    )
+    indicatif::ProgressBar::new(len as u64).with_style(bar_style(unit))
+}
+
+fn bar_style(unit: &str) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(&format!(
+        "{{bar:40}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}  {{msg}}"
+    ))
+    .expect("valid template")
+}
+
+/// A library run's progress on a bar (shown from its start), its notes above it.
+pub struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    pub fn new() -> Bar {
+        Bar(indicatif::ProgressBar::hidden())
+    }
+}
+
+impl neuronpath::progress::Progress for Bar {
+    fn start(&self, total: usize, unit: &str) {
+        self.0.set_style(bar_style(unit));
+        self.0.set_length(total as u64);
+        self.0
+            .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    }
+
+    fn advance(&self, n: usize) {
+        self.0.inc(n as u64);
+    }
+
+    fn note(&self, message: &str) {
+        self.0.suspend(|| eprintln!("{message}"));
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
 }
 
 /// Runs `f` on a rayon pool of `threads` threads (all cores when `None`).
