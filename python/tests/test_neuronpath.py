@@ -8,7 +8,10 @@ The command line is `$NEURONPATH_BIN`, else `neuronpath` in the cargo target fol
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +138,25 @@ def test_progress_is_reported_and_a_raising_callback_stops_the_run(model, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         model.paths(files, method="random", target="predicted", batch=1, out=out, progress=stop)
     assert len(read(out)) == 1  # the batch in flight is kept, nothing after it
+
+
+def test_ctrl_c_stops_after_the_batch_in_flight(tmp_path):
+    out = tmp_path / "paths.jsonl"
+    script = (
+        "import sys, neuronpath\n"
+        "neuronpath.load(sys.argv[1]).paths(sys.argv[2], method='jas', batch=1, out=sys.argv[3], progress=False)\n"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", script, str(MODEL), str(IMAGES), str(out)], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not (out.exists() and out.read_text().count("\n") >= 1) and time.time() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode != 0 and "KeyboardInterrupt" in stderr, stderr
+    records = read(out)  # whole records only
+    assert 1 <= len(records) < 20
 
 
 def test_errors_carry_the_cli_message(model, tmp_path):
