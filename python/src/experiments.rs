@@ -72,7 +72,7 @@ pub fn manipulate(
     let progress = PyProgress::new(progress);
     let model: &mut Model = &mut model;
     let file = model.file.clone();
-    let done = py.detach(|| {
+    let done = progress.watch(py, || {
         model.set_up(|vit| {
             run_manipulate(vit, &file, &records, pixels, ops, out.as_deref(), &progress)
         })

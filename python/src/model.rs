@@ -312,7 +312,7 @@ impl Model {
         };
         let progress = PyProgress::new(progress);
         let file = self.file.clone();
-        let found = py.detach(|| {
+        let found = progress.watch(py, || {
             self.set_up(|vit| {
                 job.configure(vit)?;
                 run_paths(vit, &job, &file, &source, out.as_deref(), &progress)

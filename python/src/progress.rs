@@ -1,11 +1,12 @@
 //! A run's progress told to Python: `callback(event, n, text)` with event "start"
 //! (n items, text their unit), "advance" (n more done), "note" (text), "finish".
-//! The run stops after the batch in flight on Ctrl-C (a signal seen while the GIL
-//! is taken back) or when the callback raises; that exception is then raised.
+//! The run stops after the batch in flight on Ctrl-C or when the callback raises;
+//! that exception is then raised.
 
 use neuronpath::progress::Progress;
 use pyo3::prelude::*;
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
+use std::time::Duration;
 
 pub struct PyProgress {
     callback: Option<Py<PyAny>>,
@@ -34,6 +35,28 @@ impl PyProgress {
         }
     }
 
+    /// Runs `job` without the GIL on a thread of rayon's pool, so that its parallel
+    /// work runs in the pool as the CLI's does (not handed over op by op), while this
+    /// thread, the one Python delivers signals to, checks for Ctrl-C every 50 ms.
+    pub fn watch<T: Send>(&self, py: Python<'_>, job: impl FnOnce() -> T + Send) -> T {
+        py.detach(|| {
+            std::thread::scope(|s| {
+                let (done, finished) = mpsc::channel();
+                let worker = s.spawn(move || {
+                    let result = rayon::scope(|_| job());
+                    let _ = done.send(());
+                    result
+                });
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    finished.recv_timeout(Duration::from_millis(50))
+                {
+                    Python::attach(|py| py.check_signals().map_err(|e| self.keep(e))).ok();
+                }
+                worker.join().expect("the run does not panic")
+            })
+        })
+    }
+
     /// The run's result, or the exception (KeyboardInterrupt, the callback's) that stopped it.
     pub fn result<T>(self, result: anyhow::Result<T>) -> PyResult<T> {
         match self.raised.into_inner().expect("not poisoned") {
@@ -57,11 +80,6 @@ impl Progress for PyProgress {
     }
 
     fn stopped(&self) -> bool {
-        Python::attach(|py| {
-            if let Err(e) = py.check_signals() {
-                self.keep(e);
-            }
-        });
         self.raised.lock().expect("not poisoned").is_some()
     }
 
