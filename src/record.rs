@@ -6,9 +6,10 @@
 //! file is left as it is and refused; only a torn last line (a run killed mid-write)
 //! is cut off. The records already present (by their [`Record::key`]) are skipped.
 
-use crate::attribution::NeuronPath;
+use crate::attribution::{Method, NeuronPath, Rule, ScoreForm, Target};
 use crate::data::Preset;
 use crate::model::{Activation, Compat, Site, Tokens};
+use crate::names::Named;
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -26,9 +27,33 @@ pub type Setting = (&'static str, String);
 pub trait Record: Serialize + DeserializeOwned {
     /// What a record is, for messages ("path", "manipulation").
     const KIND: &'static str;
+    /// The field every record of this kind begins with (a torn first line is
+    /// recognised by it).
+    const FIRST_FIELD: &'static str = "image";
     fn key(&self) -> String;
     /// Everything besides the key that decides the record's values.
     fn settings(&self) -> Vec<Setting>;
+}
+
+/// A record kind a sharded run (`--shard`) writes, as [`crate::shards::merge`] merges it.
+pub trait Shardable: Record {
+    /// Whether every record is of one image, and every image that did not fail
+    /// has records (false for records that sum up many images).
+    const PER_IMAGE: bool = true;
+
+    /// The image the record is of; none for a record that sums up many images
+    /// (they are merged with [`Shardable::combine`]).
+    fn image(&self) -> Option<&str>;
+
+    /// One record made of two of the same key from different shards (e.g. two
+    /// top-K lists merged). Per-image records never meet: the default refuses.
+    fn combine(self, _other: Self) -> Result<Self> {
+        bail!(
+            "a {} record of key {:?} is in two shards",
+            Self::KIND,
+            self.key()
+        )
+    }
 }
 
 /// How a setting reads when an older version did not record it.
@@ -43,7 +68,7 @@ pub struct PathRecord {
     /// Ground-truth class from the folder, when known.
     pub label: Option<usize>,
     pub label_name: Option<String>,
-    pub method: String,
+    pub method: Method,
     /// Per layer, input to output: the path neuron (a flat list), or a top-K
     /// path's K neurons in the order found (a list of lists).
     pub path: NeuronPath,
@@ -61,7 +86,7 @@ pub struct PathRecord {
     pub score: f64,
     /// The class explained, and why that one ("label" or "predicted").
     pub target: usize,
-    pub target_source: String,
+    pub target_source: Target,
     pub target_prob: f32,
     pub predicted: usize,
     pub predicted_name: Option<String>,
@@ -72,12 +97,12 @@ pub struct PathRecord {
     pub activation: Vec<f64>,
     pub gradient: Vec<f64>,
     pub contribution: Vec<f64>,
-    pub integration: String,
+    pub integration: Rule,
     pub steps: usize,
-    pub score_form: String,
+    pub score_form: ScoreForm,
     pub model: String,
-    /// Input normalisation preset ("checkpoint" or "reference").
-    pub preprocess: String,
+    /// Input normalisation preset.
+    pub preprocess: Preset,
     /// Where the path's neurons live, one site per layer: `blocks.N.mlp.post@cls`
     /// (the CLS token), or `@patches` for MAE, where a neuron is an FFN channel
     /// across the patch tokens; then `activation` is its mean over the tokens,
@@ -114,7 +139,7 @@ fn is_zero(v: &usize) -> bool {
 
 impl PathRecord {
     /// The key of an image's best path of a method (rank 0).
-    pub fn key_of(image: &str, method: &str) -> String {
+    pub fn key_of(image: &str, method: Method) -> String {
         format!("{image}\t{method}")
     }
 
@@ -129,8 +154,8 @@ impl Record for PathRecord {
 
     fn key(&self) -> String {
         match self.rank {
-            0 => PathRecord::key_of(&self.image, &self.method),
-            rank => format!("{}\t#{rank}", PathRecord::key_of(&self.image, &self.method)),
+            0 => PathRecord::key_of(&self.image, self.method),
+            rank => format!("{}\t#{rank}", PathRecord::key_of(&self.image, self.method)),
         }
     }
 
@@ -140,11 +165,11 @@ impl Record for PathRecord {
                 "model fingerprint",
                 self.model_fingerprint.clone().unwrap_or_else(unrecorded),
             ),
-            ("integration", self.integration.clone()),
+            ("integration", self.integration.name().into()),
             ("steps", self.steps.to_string()),
-            ("score form", self.score_form.clone()),
-            ("target", self.target_source.clone()),
-            ("preprocessing", self.preprocess.clone()),
+            ("score form", self.score_form.name().into()),
+            ("target", self.target_source.name().into()),
+            ("preprocessing", self.preprocess.name().into()),
             ("compat", self.compat.name().into()),
             ("seed", self.seed.map_or_else(unrecorded, |s| s.to_string())),
             ("beam", self.beam.to_string()),
@@ -156,6 +181,12 @@ impl Record for PathRecord {
                     .map_or("blocks.0.mlp.post@cls".into(), |s| s.to_string()),
             ),
         ]
+    }
+}
+
+impl Shardable for PathRecord {
+    fn image(&self) -> Option<&str> {
+        Some(&self.image)
     }
 }
 
@@ -287,10 +318,11 @@ impl<T: Record> Held<T> {
     /// A line a killed run may have left: no complete JSON, after this kind's
     /// records, or alone and the start of one (every record begins with its image).
     fn is_torn(&self, line: &[u8]) -> bool {
-        const START: &[u8] = b"{\"image\":";
-        let start = &line[..line.len().min(START.len())];
+        let start_field = format!("{{\"{}\":", T::FIRST_FIELD);
+        let start = &line[..line.len().min(start_field.len())];
         serde_json::from_slice::<serde_json::Value>(line).is_err()
-            && (!self.records.is_empty() || (self.keep == 0 && START.starts_with(start)))
+            && (!self.records.is_empty()
+                || (self.keep == 0 && start_field.as_bytes().starts_with(start)))
     }
 }
 
@@ -310,27 +342,46 @@ fn check_settings(had: &[Setting], want: &[Setting]) -> Result<()> {
 /// error names the file and line of a record that does not parse, and a file
 /// with no record at all.
 pub fn read_records<T: Record>(path: &Path) -> Result<Vec<T>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    let records = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| {
-                format!(
-                    "{}: line {}: not a {} record",
-                    path.display(),
-                    i + 1,
-                    T::KIND
-                )
-            })
-        })
-        .collect::<Result<Vec<T>>>()?;
+    let records = read_all::<T>(path)?;
     if records.is_empty() {
         bail!("{}: no records in the file", path.display());
     }
     Ok(records)
+}
+
+/// Every record of a JSON-lines file, none for an empty one; an error names the
+/// file and line of a record that does not parse.
+pub fn read_all<T: Record>(path: &Path) -> Result<Vec<T>> {
+    let mut records = Vec::new();
+    read_each(path, |record, _| {
+        records.push(record);
+        Ok(())
+    })?;
+    Ok(records)
+}
+
+/// Calls `f` with each record of a JSON-lines file and its line as written
+/// (blank lines are passed over); an error names the file and line of a record
+/// that does not parse.
+pub fn read_each<T: Record>(path: &Path, mut f: impl FnMut(T, &str) -> Result<()>) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let record = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}: line {}: not a {} record",
+                path.display(),
+                i + 1,
+                T::KIND
+            )
+        })?;
+        f(record, line)?;
+    }
+    Ok(())
 }
 
 /// The preprocessing preset the paths were found with (all records must agree).
@@ -338,17 +389,17 @@ pub fn preprocess_of(records: &[PathRecord], file: &Path) -> Result<Preset> {
     let Some(first) = records.first() else {
         bail!("{}: no path records", file.display());
     };
-    let name = &first.preprocess;
-    if let Some(r) = records.iter().find(|r| &r.preprocess != name) {
+    let preset = first.preprocess;
+    if let Some(r) = records.iter().find(|r| r.preprocess != preset) {
         bail!(
-            "{}: paths found with different preprocessing ({name} and {}, e.g. {})",
+            "{}: paths found with different preprocessing ({} and {}, e.g. {})",
             file.display(),
-            r.preprocess,
+            preset.name(),
+            r.preprocess.name(),
             r.image
         );
     }
-    Preset::from_name(name)
-        .with_context(|| format!("{}: unknown preprocessing {name:?}", file.display()))
+    Ok(preset)
 }
 
 /// The arithmetic the paths were found with (all records must agree).

@@ -1,19 +1,9 @@
 //! The command line end to end: bad input, resuming a killed run, the experiments' inputs.
 
 mod common;
+use common::sorted_lines;
 use common::{image_folder, neuronpath, scratch};
-use std::path::Path;
 use std::process::Stdio;
-
-fn sorted_lines(path: &Path) -> Vec<String> {
-    let mut lines: Vec<String> = std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    lines.sort();
-    lines
-}
 
 #[test]
 fn corrupt_images_are_skipped_and_counted() {

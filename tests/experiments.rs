@@ -3,8 +3,9 @@
 //! an edit against branching from the clean pass, and the pruning plan and split.
 
 mod common;
-use neuronpath::attribution::ImageContext;
+use neuronpath::attribution::{ImageContext, Method, Rule, ScoreForm, Target};
 use neuronpath::data::ImageSet;
+use neuronpath::data::Preset;
 use neuronpath::experiments::manipulate::{summarize, ManipulationRecord, Op};
 use neuronpath::experiments::prune::{self, PruneSettings};
 use neuronpath::experiments::stats::path_stats;
@@ -18,13 +19,13 @@ fn record(image: &str, class: usize, path: &[usize]) -> PathRecord {
         image: image.into(),
         label: Some(class),
         label_name: Some(format!("class{class}")),
-        method: "jas".into(),
+        method: Method::Jas,
         path: path.to_vec().into(),
         beam: 1,
         rank: 0,
         neurons: 8,
         target: class,
-        target_source: "label".into(),
+        target_source: Target::Label,
         target_prob: 0.5,
         predicted: class,
         predicted_name: None,
@@ -32,11 +33,11 @@ fn record(image: &str, class: usize, path: &[usize]) -> PathRecord {
         activation: vec![],
         gradient: vec![],
         contribution: vec![],
-        integration: "left-riemann".into(),
+        integration: Rule::LeftRiemann,
         steps: 20,
-        score_form: "reference".into(),
+        score_form: ScoreForm::Reference,
         model: "m".into(),
-        preprocess: "checkpoint".into(),
+        preprocess: Preset::Checkpoint,
         sites: vec![],
         compat: Default::default(),
         model_fingerprint: None,
@@ -56,7 +57,7 @@ fn class_statistics_of_hand_made_paths() {
         record("b1", 1, &[6, 5]),
         record("c0", 2, &[7, 7]),
     ];
-    let stats = path_stats(&records, "jas").unwrap();
+    let stats = path_stats(&records, Method::Jas).unwrap();
     assert_eq!(
         (stats.layers, stats.neurons, stats.classes.len()),
         (2, 8, 3)
@@ -88,16 +89,16 @@ fn class_statistics_of_hand_made_paths() {
 fn statistics_refuse_mixed_models() {
     let mut other = record("x", 0, &[1, 2, 3]);
     other.neurons = 8;
-    let err = path_stats(&[record("a", 0, &[1, 2]), other], "jas").unwrap_err();
+    let err = path_stats(&[record("a", 0, &[1, 2]), other], Method::Jas).unwrap_err();
     assert!(err.to_string().contains("mixes models"), "{err}");
-    assert!(path_stats(&[record("a", 0, &[1, 2])], "ig").is_err());
+    assert!(path_stats(&[record("a", 0, &[1, 2])], Method::Ig).is_err());
 }
 
-fn manipulation(op: &str, before: (f32, usize), after: (f32, usize)) -> ManipulationRecord {
+fn manipulation(op: Op, before: (f32, usize), after: (f32, usize)) -> ManipulationRecord {
     ManipulationRecord {
         image: format!("{}", before.0),
-        method: "jas".into(),
-        op: op.into(),
+        method: Method::Jas,
+        op,
         label: Some(3),
         target: 3,
         prob_before: before.0,
@@ -112,17 +113,17 @@ fn manipulation(op: &str, before: (f32, usize), after: (f32, usize)) -> Manipula
 #[test]
 fn manipulation_summary_of_hand_made_outcomes() {
     let records = vec![
-        manipulation("remove", (0.8, 3), (0.2, 1)),
-        manipulation("remove", (0.5, 3), (0.5, 3)),
-        manipulation("remove", (0.4, 2), (0.1, 2)),
-        manipulation("enhance", (0.5, 3), (0.75, 3)),
+        manipulation(Op::Remove, (0.8, 3), (0.2, 1)),
+        manipulation(Op::Remove, (0.5, 3), (0.5, 3)),
+        manipulation(Op::Remove, (0.4, 2), (0.1, 2)),
+        manipulation(Op::Enhance, (0.5, 3), (0.75, 3)),
         // No ratio: left out of the probability deviation, counted for accuracy.
-        manipulation("enhance", (0.0, 1), (0.0, 3)),
+        manipulation(Op::Enhance, (0.0, 1), (0.0, 3)),
     ];
     let summary = summarize(&records);
     assert_eq!(summary.len(), 2);
     let remove = &summary[0];
-    assert_eq!((remove.op.as_str(), remove.images), ("remove", 3));
+    assert_eq!((remove.op, remove.images), (Op::Remove, 3));
     // (0.2/0.8 - 1 + 0.5/0.5 - 1 + 0.1/0.4 - 1) / 3 = (-0.75 + 0 - 0.75) / 3
     assert!((remove.prob_deviation - (-0.5)).abs() < 1e-6);
     assert!((remove.accuracy_before - 2.0 / 3.0).abs() < 1e-12);
@@ -180,7 +181,7 @@ fn pruning_keeps_the_top_neurons_and_prunes_the_requested_share() {
         .map(|i| record(&format!("a{i}"), 0, &[i % 2, 5]))
         .chain((0..3).map(|i| record(&format!("b{i}"), 1, &[7, i])))
         .collect();
-    let stats = path_stats(&records, "jas").unwrap();
+    let stats = path_stats(&records, Method::Jas).unwrap();
     for fraction in [1.0, 0.5] {
         let plans = prune::plan(
             &stats,

@@ -11,18 +11,7 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-const CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+use common::CIFAR10 as CLASSES;
 
 /// One test at a time: the page is timed, and the machine has two cores.
 static MACHINE: Mutex<()> = Mutex::new(());
@@ -336,6 +325,53 @@ fn demo_makes_the_page_of_the_bundled_images_and_says_where() {
     assert_eq!(figures(&html, "path-figure", "data-image"), bundled);
     assert_eq!(figures(&html, "class-map", "data-class").len(), 10);
     assert!(figures(&html, "method-figure", "data-figure").contains("accuracy-remove"));
+
+    // A neuron card per path neuron, in the DOM as Chromium reads it, each with its
+    // exemplars' thumbnails and heatmaps; the tables' neuron links all land on one.
+    let (out, _) = chromium(&page, &["--dump-dom"]);
+    let dom = String::from_utf8(out.stdout).unwrap();
+    let records = neuronpath::record::read_records::<neuronpath::record::PathRecord>(
+        &dir.join("paths.jsonl"),
+    )
+    .unwrap();
+    let path_neurons: BTreeSet<String> = records
+        .iter()
+        .flat_map(|r| r.path.neurons())
+        .map(|(l, n)| format!("neuron-{l}-{n}"))
+        .collect();
+    let cards = figures(&dom, "neuron-card", "id");
+    assert_eq!(cards, path_neurons);
+    assert_eq!(dom.matches("class=\"heat\"").count(), 8 * cards.len());
+    assert_eq!(
+        dom.matches("class=\"thumb shared x").count(),
+        8 * cards.len()
+    );
+    let links: BTreeSet<String> = attribute_values(&dom, "href")
+        .into_iter()
+        .filter_map(|h| h.strip_prefix("#neuron-").map(|n| format!("neuron-{n}")))
+        .collect();
+    assert_eq!(
+        links, path_neurons,
+        "every path neuron linked, and only to a card"
+    );
+    let shot = dir.join("neurons.png");
+    let only_neurons = dir.join("neurons.html");
+    std::fs::write(
+        &only_neurons,
+        html.replace(
+            "</head>",
+            "<style>#methods,#classes,#images{display:none}</style></head>",
+        ),
+    )
+    .unwrap();
+    chromium(
+        &only_neurons,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1280,1600",
+        ],
+    );
+    assert_screenshot_shows_the_page(&shot, (1280, 1600));
 }
 
 #[test]

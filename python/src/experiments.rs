@@ -92,7 +92,8 @@ fn run_manipulate(
 ) -> Result<Vec<ManipulationRecord>> {
     let source = Path::new(RECORDS);
     let norm = jobs::as_found(vit, records, source)?;
-    job::check(vit, model, records, pixels, source)?;
+    job::check_paths(vit, records, source)?;
+    job::check_sources(vit, model, records, pixels, source)?;
     let made_with = records.iter().find_map(|r| r.model_fingerprint.clone());
     let settings = [("model fingerprint", made_with.unwrap_or_else(unrecorded))];
     let mut file = match out {
@@ -156,6 +157,9 @@ pub fn report(
         manipulations: parse(&manipulations, "manipulation")?,
         stats,
         images: images.unwrap_or_default(),
+        // Neuron cards come with `neurons`, whose binding is not here yet.
+        neurons: Vec::new(),
+        neuron_images: PathBuf::new(),
         sources: vec![RECORDS.into()],
     };
     let page = py.detach(|| -> Result<_> {

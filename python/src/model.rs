@@ -9,6 +9,7 @@ use neuronpath::attribution::{Attributor, ImageContext, NeuronPath};
 use neuronpath::data::{self, labels::Labels, ImageEntry, ImageSet, Preset};
 use neuronpath::jobs::paths::{check_labels, Input, PathsJob, Sink};
 use neuronpath::model::{LoadOptions, Vit};
+use neuronpath::names::Named;
 use neuronpath::record::{PathRecord, Record, RecordFile};
 use numpy::ndarray::Array;
 use numpy::{IntoPyArray, PyArray2, PyArrayDyn, PyReadonlyArray4, PyUntypedArrayMethods};

@@ -2,10 +2,10 @@
 //! turned into the library's job, by the names the command line uses.
 
 use anyhow::{bail, Result};
-use neuronpath::attribution::{Integration, Method, ScoreForm, Search, Target};
-use neuronpath::data::Preset;
+use neuronpath::attribution::{Integration, Method, Rule, ScoreForm, Search};
 use neuronpath::jobs::paths::PathsJob;
-use neuronpath::model::{Activation, Compat, Tokens};
+use neuronpath::model::Activation;
+use neuronpath::names::Named;
 use pyo3::prelude::*;
 
 #[derive(FromPyObject)]
@@ -46,17 +46,12 @@ impl JasOptions {
     }
 }
 
-/// The value of `what` named `name` among `values` (by their `name`), or an error listing them.
-fn named<T: Copy>(
-    what: &str,
-    name: &str,
-    values: &[T],
-    name_of: fn(T) -> &'static str,
-) -> Result<T> {
-    match values.iter().find(|&&v| name_of(v) == name) {
-        Some(&v) => Ok(v),
+/// The value of `what` named `name`, or an error listing the names.
+fn named<T: Named>(what: &str, name: &str) -> Result<T> {
+    match T::from_name(name) {
+        Some(v) => Ok(v),
         None => {
-            let names: Vec<&str> = values.iter().map(|&v| name_of(v)).collect();
+            let names: Vec<&str> = T::ALL.iter().map(|v| v.name()).collect();
             bail!("{what} {name:?}: one of {}", names.join(", "))
         }
     }
@@ -66,30 +61,16 @@ pub fn integration(name: &str, steps: usize) -> Result<Integration> {
     if !(1..=1000).contains(&steps) {
         bail!("steps {steps}: must be 1 to 1000");
     }
-    match name {
-        "left-riemann" => Ok(Integration::LeftRiemann(steps)),
-        "gauss-legendre" => Ok(Integration::GaussLegendre(steps)),
-        _ => bail!("integration {name:?}: one of left-riemann, gauss-legendre"),
-    }
+    Ok(named::<Rule>("integration", name)?.with(steps))
 }
 
 pub fn score_form(name: &str) -> Result<ScoreForm> {
-    named(
-        "score_form",
-        name,
-        &[ScoreForm::Reference, ScoreForm::Paper],
-        ScoreForm::name,
-    )
+    named("score_form", name)
 }
 
 impl PathsOptions {
     pub fn job(&self) -> Result<PathsJob> {
-        let methods = self
-            .method
-            .iter()
-            .map(|m| named("method", m, &Method::ALL, Method::name));
-        let targets = [Target::Label, Target::Predicted];
-        let presets = [Preset::Checkpoint, Preset::Reference];
+        let methods = self.method.iter().map(|m| named::<Method>("method", m));
         Ok(PathsJob {
             methods: methods.collect::<Result<_>>()?,
             search: Search {
@@ -100,14 +81,14 @@ impl PathsOptions {
             seed: self.seed,
             rule: integration(&self.integration, self.steps)?,
             form: score_form(&self.score_form)?,
-            target: named("target", &self.target, &targets, Target::name)?,
+            target: named("target", &self.target)?,
             preprocess: match &self.preprocess {
-                Some(p) => Some(named("preprocess", p, &presets, Preset::name)?),
+                Some(p) => Some(named("preprocess", p)?),
                 None => None,
             },
-            compat: named("compat", &self.compat, &Compat::ALL, Compat::name)?,
+            compat: named("compat", &self.compat)?,
             tokens: match &self.tokens {
-                Some(t) => Some(named("tokens", t, &Tokens::ALL, Tokens::name)?),
+                Some(t) => Some(named("tokens", t)?),
                 None => None,
             },
             unit: match self.unit.as_str() {

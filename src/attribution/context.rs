@@ -2,10 +2,12 @@
 
 use crate::data::{self, ImageEntry};
 use crate::model::{CleanTrace, Normalization, Vit};
+use crate::names::Named;
 use anyhow::{bail, Result};
 
 /// Which class a path explains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Target {
     /// The ground-truth class from the image's folder (the reference code's choice).
     Label,
@@ -13,11 +15,24 @@ pub enum Target {
     Predicted,
 }
 
-impl Target {
-    pub fn name(self) -> &'static str {
+crate::names::display_by_name!(Target);
+
+impl Named for Target {
+    const ALL: &'static [Target] = &[Target::Label, Target::Predicted];
+
+    fn name(self) -> &'static str {
         match self {
             Target::Label => "label",
             Target::Predicted => "predicted",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Target::Label => {
+                "the ground-truth class from the image's folder (the reference code's choice)"
+            }
+            Target::Predicted => "the class the model predicts for the clean image",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Integration rules for the path integral of gradients from alpha = 0 to 1.
 
+use crate::names::Named;
 use std::fmt;
 
 /// A quadrature rule on [0, 1]: evaluate at `alphas`, average with `weights` (summing to 1).
@@ -13,6 +14,48 @@ pub enum Integration {
     GaussLegendre(usize),
 }
 
+/// An integration rule, as records and the command line name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    LeftRiemann,
+    GaussLegendre,
+}
+
+impl Rule {
+    /// The rule with `steps` points.
+    pub fn with(self, steps: usize) -> Integration {
+        match self {
+            Rule::LeftRiemann => Integration::LeftRiemann(steps),
+            Rule::GaussLegendre => Integration::GaussLegendre(steps),
+        }
+    }
+}
+
+crate::names::display_by_name!(Rule);
+
+impl Named for Rule {
+    const ALL: &'static [Rule] = &[Rule::LeftRiemann, Rule::GaussLegendre];
+
+    fn name(self) -> &'static str {
+        match self {
+            Rule::LeftRiemann => "left-riemann",
+            Rule::GaussLegendre => "gauss-legendre",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Rule::LeftRiemann => {
+                "left Riemann sum, alpha = k/m, k = 0..m-1: identical to the reference code"
+            }
+            Rule::GaussLegendre => {
+                "Gauss-Legendre quadrature: the same integral with far fewer steps (fast mode)"
+            }
+        }
+    }
+}
+
 impl fmt::Display for Integration {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
@@ -24,11 +67,16 @@ impl fmt::Display for Integration {
 
 impl Integration {
     /// The rule's name, as `--integration` spells it.
-    pub fn name(&self) -> &'static str {
+    /// The rule, without its number of steps.
+    pub fn rule(&self) -> Rule {
         match self {
-            Integration::LeftRiemann(_) => "left-riemann",
-            Integration::GaussLegendre(_) => "gauss-legendre",
+            Integration::LeftRiemann(_) => Rule::LeftRiemann,
+            Integration::GaussLegendre(_) => Rule::GaussLegendre,
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.rule().name()
     }
 
     pub fn steps(&self) -> usize {

@@ -21,9 +21,10 @@ use super::context::ImageContext;
 use super::integration::Integration;
 use super::path::NeuronPath;
 use crate::model::{Action, Activation, CleanTrace, Compat, Gradients, Vit};
+use crate::names::Named;
 
 /// How per-neuron integrated gradients combine into one path score.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScoreForm {
     /// (sum of mean gradients) x (sum of activations): what the reference code computes.
@@ -33,11 +34,22 @@ pub enum ScoreForm {
     Paper,
 }
 
-impl ScoreForm {
-    pub fn name(self) -> &'static str {
+crate::names::display_by_name!(ScoreForm);
+
+impl Named for ScoreForm {
+    const ALL: &'static [ScoreForm] = &[ScoreForm::Reference, ScoreForm::Paper];
+
+    fn name(self) -> &'static str {
         match self {
             ScoreForm::Reference => "reference",
             ScoreForm::Paper => "paper",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            ScoreForm::Reference => "(sum of mean gradients) x (sum of activations): what the reference code computes",
+            ScoreForm::Paper => "sum over neurons of activation x mean gradient: the paper's equation (each neuron's own integrated gradient)",
         }
     }
 }

@@ -8,24 +8,27 @@ use super::jas::{Attributor, PathScore};
 use super::path::NeuronPath;
 use super::search::Search;
 use crate::model::Activation;
+use crate::names::Named;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// Layer-progressive Joint Attribution Score search (the paper's method).
     Jas,
     /// Largest clean CLS activation per layer (the paper's baseline).
     Activation,
-    /// Influence patterns (Lu et al. 2021): input interpolated from zero, argmax of the
-    /// mean gradient per layer, as the reference code runs them.
+    /// Influence patterns (Lu et al. 2021), as the reference code runs them.
     Influence,
-    /// Per-layer integrated gradients (knowledge neurons): argmax per layer.
+    /// Per-layer integrated gradients (knowledge neurons).
     Ig,
-    /// One uniformly random neuron per layer (`--seed`).
+    /// One uniformly random neuron per layer.
     Random,
 }
 
-impl Method {
-    pub const ALL: [Method; 5] = [
+crate::names::display_by_name!(Method);
+
+impl Named for Method {
+    const ALL: &'static [Method] = &[
         Method::Jas,
         Method::Activation,
         Method::Influence,
@@ -33,13 +36,23 @@ impl Method {
         Method::Random,
     ];
 
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Method::Jas => "jas",
             Method::Activation => "activation",
             Method::Influence => "influence",
             Method::Ig => "ig",
             Method::Random => "random",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Method::Jas => "layer-progressive Joint Attribution Score search (the paper's method)",
+            Method::Activation => "largest clean activation per layer (the paper's baseline)",
+            Method::Influence => "influence patterns (Lu et al. 2021): input interpolated from zero, argmax of the mean gradient per layer, as the reference code runs them",
+            Method::Ig => "per-layer integrated gradients (knowledge neurons): argmax per layer",
+            Method::Random => "one uniformly random neuron per layer (--seed)",
         }
     }
 }

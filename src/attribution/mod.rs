@@ -11,7 +11,7 @@ pub mod path;
 pub mod search;
 
 pub use context::{ImageContext, Target};
-pub use integration::Integration;
+pub use integration::{Integration, Rule};
 pub use jas::{Attributor, PathScore, ScoreForm};
 pub use method::{FoundPath, Method};
 pub use path::NeuronPath;

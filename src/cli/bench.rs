@@ -38,6 +38,14 @@ pub struct Args {
     /// Worker threads, 1 to 1024 (default: all cores).
     #[arg(long, value_parser = super::in_range(1, 1024))]
     threads: Option<usize>,
+    /// Images of the neuron-scan measurement (`neurons --layers all` on the bundled
+    /// model against a plain forward pass over the same images; every k-th image of
+    /// --scan-images); 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    scan: usize,
+    /// The image folder of the neuron-scan measurement.
+    #[arg(long, default_value = "../shared/data/cifar10-test")]
+    scan_images: PathBuf,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -87,6 +95,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     100.0 * flops / per_image / peak.0
                 );
             }
+        }
+        if args.scan > 0 {
+            super::bench_scan::run(&args.scan_images, args.scan)?;
         }
         Ok(())
     })??;
@@ -254,12 +265,12 @@ fn peak_flops() -> (f64, usize, f64) {
     (cores as f64 * 32.0 * mhz * 1e6, cores, mhz / 1000.0)
 }
 
-fn reset_peak_rss() {
+pub fn reset_peak_rss() {
     // Writing 5 to clear_refs resets the peak resident set size (Linux >= 4.0).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn peak_rss_gib() -> f64 {
+pub fn peak_rss_gib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|t| {

@@ -1,6 +1,6 @@
 //! `neuronpath demo`: the whole pipeline on the bundled model and images (paths
-//! by every method, their removal and enhancement, class statistics, and the HTML
-//! report), so that a newcomer sees the results with one command, in a few minutes.
+//! by every method, their removal and enhancement, class statistics, what the path
+//! neurons do, and the HTML report), so that a newcomer sees the results with one command, in a few minutes.
 //!
 //! Each step is the subcommand itself, parsed from the command line a user would
 //! type, so the demo shows exactly what the commands do.
@@ -12,8 +12,8 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Folder for the results: paths.jsonl, manipulate.jsonl, stats.json and
-    /// report.html. Rerunning resumes (finished steps are quick).
+    /// Folder for the results: paths.jsonl, manipulate.jsonl, stats.json,
+    /// neurons.jsonl and report.html. Rerunning resumes (finished steps are quick).
     #[arg(long, default_value = "out/demo")]
     out: PathBuf,
     /// Worker threads, 1 to 1024 (default: all cores).
@@ -23,10 +23,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let file = |name: &str| args.out.join(name).display().to_string();
-    let (paths, manipulations, stats, report) = (
+    let (paths, manipulations, stats, neurons, report) = (
         file("paths.jsonl"),
         file("manipulate.jsonl"),
         file("stats.json"),
+        file("neurons.jsonl"),
         file("report.html"),
     );
     let threads: Vec<String> = match args.threads {
@@ -47,6 +48,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             true,
         ),
         command(&["stats", "--paths", &paths, "--out", &stats], false),
+        command(&["neurons", "--paths", &paths, "--out", &neurons], true),
         command(
             &[
                 "report",
@@ -56,6 +58,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 &manipulations,
                 "--stats",
                 &stats,
+                "--neurons",
+                &neurons,
                 "--out",
                 &report,
             ],

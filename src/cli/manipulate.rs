@@ -1,10 +1,13 @@
 //! `neuronpath manipulate`: remove or enhance each image's path neurons and measure
 //! the change in the prediction, per method.
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use neuronpath::attribution::Method;
 use neuronpath::experiments::manipulate::{summarize, ManipulationRecord, ManipulationSummary, Op};
 use neuronpath::jobs::{self, manipulate, Pixels};
-use neuronpath::record::{read_paths, read_records, unrecorded, RecordFile};
+use neuronpath::record::{read_all, read_paths, unrecorded, PathRecord, RecordFile, Setting};
+use neuronpath::shards::{Kind, ShardPlan};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,18 +33,32 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = OpChoice::Both)]
     op: OpChoice,
     /// Only the paths of these methods, comma-separated (default: every method in the file).
-    #[arg(long, value_delimiter = ',')]
-    method: Vec<String>,
+    #[arg(long, value_parser = super::named::<Method>(), value_delimiter = ',')]
+    method: Vec<Method>,
+    #[command(flatten)]
+    sharding: super::Sharding,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut vit = args.input.run.model.load()?;
     let mut records = read_paths(&args.input.paths)?;
-    manipulate::select(&mut records, &args.method, &args.input.paths)?;
+    if !args.method.is_empty() {
+        records.retain(|r| args.method.contains(&r.method));
+        if records.is_empty() {
+            bail!(
+                "{}: no paths of method {}",
+                args.input.paths.display(),
+                super::names(&args.method)
+            );
+        }
+    }
     let norm = jobs::as_found(&mut vit, &records, &args.input.paths)?;
+    manipulate::check_paths(&vit, &records, &args.input.paths)?;
+    let plan = ShardPlan::new(args.sharding.shard, image_keys(&records));
+    records.retain(|r| plan.mine(&r.image));
     let pixels = Pixels::Files(&args.input.run.images);
     let model = &args.input.run.model.model;
-    manipulate::check(&vit, model, &records, pixels, &args.input.paths)?;
+    manipulate::check_sources(&vit, model, &records, pixels, &args.input.paths)?;
     let ops: &[Op] = match args.op {
         OpChoice::Remove => &[Op::Remove],
         OpChoice::Enhance => &[Op::Enhance],
@@ -50,6 +67,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let made_with = records.iter().find_map(|r| r.model_fingerprint.clone());
     let settings = [("model fingerprint", made_with.unwrap_or_else(unrecorded))];
     let mut out = RecordFile::<ManipulationRecord>::open(&args.out, &settings)?;
+    let before = pending(&records, ops, &out);
+    let shard = plan.begin(
+        &args.out,
+        Kind::Manipulate,
+        &shard_settings(&args, ops, &settings)?,
+        |k| !before.contains(k),
+    )?;
     let mut images = manipulate::plan(&records, ops, Some(&out), &args.out, &args.input.paths)?;
     let total = images.len();
     images.retain(|(_, items)| !items.is_empty());
@@ -64,7 +88,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let paths = &args.input.paths;
         manipulate::run(&vit, &norm, pixels, &images, paths, &mut sink, &bar)
     })??;
-    let all: Vec<ManipulationRecord> = read_records(&args.out)?;
+    let after = pending(&records, ops, &out);
+    shard.finish(|k| !after.contains(k))?;
+    let all: Vec<ManipulationRecord> = read_all(&args.out)?;
     print_summary(&summarize(&all));
     eprintln!("records in {}; {failed} images failed", args.out.display());
     Ok(if failed > 0 && failed == images.len() {
@@ -72,6 +98,45 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The image keys of `records`, in file order.
+fn image_keys(records: &[PathRecord]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    records
+        .iter()
+        .filter(|r| seen.insert(&r.image))
+        .map(|r| r.image.clone())
+        .collect()
+}
+
+/// What the shards of a run must agree on: the model, the paths file, the
+/// operations and the methods.
+fn shard_settings(args: &Args, ops: &[Op], settings: &[Setting]) -> Result<Vec<Setting>> {
+    let paths = std::fs::read(&args.input.paths)
+        .with_context(|| format!("{}: cannot read", args.input.paths.display()))?;
+    let more = [
+        ("paths file", neuronpath::numeric::fingerprint(&paths)),
+        ("op", super::names(ops)),
+        ("methods", super::names(&args.method)),
+    ];
+    Ok([settings, &more].concat())
+}
+
+/// The images of `records` with a (path, op) not yet in `out`.
+fn pending<'a>(
+    records: &'a [PathRecord],
+    ops: &[Op],
+    out: &RecordFile<ManipulationRecord>,
+) -> HashSet<&'a str> {
+    let missing = |r: &PathRecord, op: &Op| {
+        !out.contains(&ManipulationRecord::key_of(&r.image, r.method, *op))
+    };
+    records
+        .iter()
+        .filter(|r| ops.iter().any(|op| missing(r, op)))
+        .map(|r| r.image.as_str())
+        .collect()
 }
 
 fn print_summary(summary: &[ManipulationSummary]) {

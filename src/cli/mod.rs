@@ -1,15 +1,20 @@
 //! Argument parsing and the subcommands.
 
 mod bench;
+mod bench_scan;
 mod demo;
 mod inspect;
 mod manipulate;
+mod merge;
+mod neurons;
 mod paths;
 mod prune;
 mod report;
 mod stats;
+mod status;
 
 use clap::{Parser, Subcommand};
+use neuronpath::names::Named;
 use std::process::ExitCode;
 
 /// The bundled default model and images, so that commands run with no arguments.
@@ -42,6 +47,9 @@ enum Command {
     Paths(paths::Args),
     /// Remove (x0) or enhance (x2) each image's path neurons; probability and accuracy deviation.
     Manipulate(manipulate::Args),
+    /// Describe neurons from a dataset: top-activating images with heatmaps, class
+    /// profile, direct effect on the logits.
+    Neurons(neurons::Args),
     /// Class-level statistics of paths: neuron frequencies, class paths, class similarity.
     Stats(stats::Args),
     /// Keep each class's top-K path neurons, zero the rest; evaluate on held-out images.
@@ -54,6 +62,10 @@ enum Command {
     Report(report::Args),
     /// Run paths, manipulate, stats and report on the bundled model and images.
     Demo(demo::Args),
+    /// Merge the outputs of the shards of a run (--shard I/N) into one file.
+    Merge(merge::Args),
+    /// Per-shard progress, failures and ETA of the sharded runs in a folder.
+    Status(status::Args),
 }
 
 /// Model selection shared by the subcommands.
@@ -99,6 +111,29 @@ pub struct ImageRun {
     /// Worker threads, 1 to 1024 (default: all cores).
     #[arg(long, value_parser = in_range(1, 1024))]
     pub threads: Option<usize>,
+}
+
+/// `--shard`: one shard of a run split over many processes.
+#[derive(clap::Args)]
+pub struct Sharding {
+    /// Run only shard I of N (0 <= I < N; a Slurm array task's
+    /// $SLURM_ARRAY_TASK_ID/N): the images whose place among the run's image keys,
+    /// sorted, is I modulo N; the same subset on any machine, and shards differ by at
+    /// most one image. Each shard writes its own --out, resumable as a single run,
+    /// and beside it <out>.shard.json (progress for `status`, what `merge` checks);
+    /// `neuronpath merge` then writes the file one run would have.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<neuronpath::data::Shard>,
+}
+
+/// How class folders map to the model's classes, when not by name.
+#[derive(clap::Args)]
+pub struct LabelMap {
+    /// Class of each class folder, when the folder names are not the model's class
+    /// names: JSON {"folder": class index or name}, or a text file whose line i
+    /// starts with class i's folder name (as ImageNet's LOC_synset_mapping.txt).
+    #[arg(long)]
+    pub label_map: Option<std::path::PathBuf>,
 }
 
 /// Parses a whole number in `min..=max` (clap's message names the range).
@@ -189,20 +224,32 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Paths(args) => paths::run(args),
         Command::Manipulate(args) => manipulate::run(args),
+        Command::Neurons(args) => neurons::run(args),
         Command::Stats(args) => stats::run(args),
         Command::Prune(args) => prune::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Report(args) => report::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Merge(args) => merge::run(args),
+        Command::Status(args) => status::run(args),
     }
 }
 
-/// Parses `--compat` into the library's [`neuronpath::model::Compat`], listing its values in `--help`.
-pub fn compat_parser() -> impl clap::builder::TypedValueParser<Value = neuronpath::model::Compat> {
-    use clap::builder::TypedValueParser;
-    let names = neuronpath::model::Compat::ALL.map(|c| c.name());
-    clap::builder::PossibleValuesParser::new(names).map(|s| s.parse().expect("a listed value"))
+/// Parses one of the names of a library choice ([`Named`]: methods, rules, tokens,
+/// ...), listing each with its help in `--help`.
+pub fn named<T: Named + Clone>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let values = T::ALL
+        .iter()
+        .map(|v| PossibleValue::new(v.name()).help(v.help()));
+    PossibleValuesParser::new(values).map(|s| T::from_name(&s).expect("a listed value"))
+}
+
+/// Names of library choices, comma-separated (for messages and settings).
+pub fn names<T: Named>(values: &[T]) -> String {
+    let names: Vec<&str> = values.iter().map(|v| v.name()).collect();
+    names.join(", ")
 }
 
 /// What a path's unit is, as `paths --unit` names it.
@@ -223,26 +270,18 @@ impl Unit {
     }
 }
 
-/// Parses `--tokens` into the library's [`neuronpath::model::Tokens`], listing its values in `--help`.
-pub fn tokens_parser() -> impl clap::builder::TypedValueParser<Value = neuronpath::model::Tokens> {
-    use clap::builder::TypedValueParser;
-    let names = neuronpath::model::Tokens::ALL.map(|t| t.name());
-    clap::builder::PossibleValuesParser::new(names).map(|s| s.parse().expect("a listed value"))
-}
-
 /// A progress bar over `len` items named `unit`, with rate and ETA.
 pub fn progress(len: usize, unit: &str) -> indicatif::ProgressBar {
-    indicatif::ProgressBar::new(len as u64).with_style(bar_style(unit))
+    indicatif::ProgressBar::new(len as u64).with_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}  {{msg}}"
+        ))
+        .expect("valid template"),
+    )
 }
 
-fn bar_style(unit: &str) -> indicatif::ProgressStyle {
-    indicatif::ProgressStyle::with_template(&format!(
-        "{{bar:40}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}  {{msg}}"
-    ))
-    .expect("valid template")
-}
-
-/// A library run's progress on a bar (shown from its start), its notes above it.
+/// A progress bar the library reports to (see [`neuronpath::progress`]): drawn
+/// afresh at each start, with rate and ETA.
 pub struct Bar(indicatif::ProgressBar);
 
 impl Bar {
@@ -253,20 +292,20 @@ impl Bar {
 
 impl neuronpath::progress::Progress for Bar {
     fn start(&self, total: usize, unit: &str) {
-        self.0.set_style(bar_style(unit));
+        self.0.finish_and_clear();
+        self.0.set_style(progress(total, unit).style());
         self.0.set_length(total as u64);
+        self.0.set_position(0);
+        self.0.reset();
         self.0
             .set_draw_target(indicatif::ProgressDrawTarget::stderr());
     }
-
     fn advance(&self, n: usize) {
         self.0.inc(n as u64);
     }
-
     fn note(&self, message: &str) {
         self.0.suspend(|| eprintln!("{message}"));
     }
-
     fn finish(&self) {
         self.0.finish_and_clear();
     }

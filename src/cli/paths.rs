@@ -1,21 +1,14 @@
 //! `neuronpath paths`: influential neuron paths of every image, resumable.
 
 use anyhow::Result;
-use neuronpath::attribution::{Integration, Method, ScoreForm, Search, Target};
+use neuronpath::attribution::{Method, Rule, ScoreForm, Search, Target};
 use neuronpath::data::Preset;
-use neuronpath::jobs::paths::{check_labels, Input, PathsJob, Sink};
+use neuronpath::jobs::paths::{check_labels, Input, PathsJob};
 use neuronpath::model::{Compat, Tokens};
 use neuronpath::record::{PathRecord, Record, RecordFile};
+use neuronpath::shards::{Kind, ShardPlan};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Rule {
-    /// Left Riemann sum, alpha = k/m, k = 0..m-1: identical to the reference code.
-    LeftRiemann,
-    /// Gauss-Legendre quadrature: the same integral with far fewer steps (fast mode).
-    GaussLegendre,
-}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,7 +20,7 @@ pub struct Args {
     out: PathBuf,
     /// Methods to run, comma-separated; every path is scored with the same JAS
     /// (default: all; with --top-k above 1, jas and activation).
-    #[arg(long, value_enum, value_delimiter = ',')]
+    #[arg(long, value_parser = super::named::<Method>(), value_delimiter = ',')]
     method: Vec<Method>,
     /// Neurons per layer of the jas and activation paths: the K best of each layer
     /// (by JAS, or by activation), all K scaled together in the later layers, as the
@@ -52,17 +45,17 @@ pub struct Args {
     #[arg(long, default_value_t = 20, value_parser = super::in_range(1, 1000))]
     steps: usize,
     /// Integration rule.
-    #[arg(long, value_enum, default_value_t = Rule::LeftRiemann)]
+    #[arg(long, value_parser = super::named::<Rule>(), default_value_t = Rule::LeftRiemann)]
     integration: Rule,
     /// How per-neuron attributions combine into the path score.
-    #[arg(long, value_enum, default_value_t = ScoreForm::Reference)]
+    #[arg(long, value_parser = super::named::<ScoreForm>(), default_value_t = ScoreForm::Reference)]
     score_form: ScoreForm,
     /// Class to explain.
-    #[arg(long, value_enum, default_value_t = Target::Label)]
+    #[arg(long, value_parser = super::named::<Target>(), default_value_t = Target::Label)]
     target: Target,
     /// Input normalisation: the checkpoint's own, or ImageNet's as the reference code
     /// (default: checkpoint; reference with --compat reference).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::named::<Preset>())]
     preprocess: Option<Preset>,
     /// Whose arithmetic to follow where the paper's code departs from the principled
     /// form. `principled`: the model's own forward, and a score over a neuron that
@@ -70,12 +63,12 @@ pub struct Args {
     /// quirks included (for MAE: fc_norm applied twice, scores divided by a fixed 196,
     /// an influence search that skips the blocks of chosen layers); it implies
     /// --preprocess reference. For the plain ViT both give the same paths and scores.
-    #[arg(long, default_value = "principled", value_parser = super::compat_parser())]
+    #[arg(long, value_parser = super::named::<Compat>(), default_value_t = Compat::Principled)]
     compat: Compat,
     /// Where a neuron lives (its site's tokens): `cls`; `dist`, DeiT's distillation
     /// token; `patches`, one FFN channel across the patch tokens; `all`, across every
     /// token. Default: the family's (cls; patches for MAE, as the paper's code).
-    #[arg(long, value_parser = super::tokens_parser())]
+    #[arg(long, value_parser = super::named::<Tokens>())]
     tokens: Option<Tokens>,
     /// The unit of a path: `neuron` (an FFN neuron, the paper's) or `head` (one
     /// attention head's output at the tokens, before the output projection: the
@@ -88,11 +81,10 @@ pub struct Args {
     /// same whatever the batch.
     #[arg(long, value_parser = super::in_range(1, 1024))]
     batch: Option<usize>,
-    /// Class of each class folder, when the folder names are not the model's class
-    /// names: JSON {"folder": class index or name}, or a text file whose line i
-    /// starts with class i's folder name (as ImageNet's LOC_synset_mapping.txt).
-    #[arg(long)]
-    label_map: Option<PathBuf>,
+    #[command(flatten)]
+    labels: super::LabelMap,
+    #[command(flatten)]
+    sharding: super::Sharding,
 }
 
 impl Args {
@@ -106,10 +98,7 @@ impl Args {
                 paths: self.paths_per_image,
             },
             seed: self.seed,
-            rule: match self.integration {
-                Rule::LeftRiemann => Integration::LeftRiemann(self.steps),
-                Rule::GaussLegendre => Integration::GaussLegendre(self.steps),
-            },
+            rule: self.integration.with(self.steps),
             form: self.score_form,
             target: self.target,
             preprocess: self.preprocess,
@@ -125,15 +114,29 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut vit = args.run.model.load()?;
     let job = args.job();
     job.configure(&mut vit)?;
-    let set = super::image_set(&args.run.images, &vit, args.label_map.as_deref())?;
+    let mut set = super::image_set(&args.run.images, &vit, args.labels.label_map.as_deref())?;
+    let plan = ShardPlan::new(
+        args.sharding.shard,
+        set.entries.iter().map(|e| e.key.clone()).collect(),
+    );
+    set.entries.retain(|e| plan.mine(&e.key));
     let bar = super::Bar::new();
     let run = job.prepare(&vit, &args.run.model.model, &bar)?;
     let mut out = RecordFile::<PathRecord>::open(&args.out, &run.common.settings())?;
     let inputs: Vec<Input> = set.entries.iter().map(Input::File).collect();
     check_labels(&out, &inputs, &args.out)?;
+    let methods = &run.methods;
+    let settings = [
+        run.common.settings(),
+        vec![("methods", super::names(methods))],
+    ]
+    .concat();
+    let shard = plan.begin(&args.out, Kind::Paths, &settings, |k| {
+        done(&out, methods, k)
+    })?;
     let todo: Vec<Input> = inputs
         .into_iter()
-        .filter(|input| run.methods.iter().any(|&m| !out.has(input.key(), m)))
+        .filter(|input| !done(&out, methods, input.key()))
         .collect();
     eprintln!(
         "{} images ({} already in {}), {} layers x {} units at {}, {} steps {}, batch {}",
@@ -150,6 +153,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         run.batch
     );
     let tally = super::with_threads(args.run.threads, || run.run(&todo, &mut out, &bar))??;
+    shard.finish(|k| done(&out, methods, k))?;
     eprintln!(
         "done: {} images written to {}, {} already there, {} failed",
         tally.written,
@@ -163,4 +167,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Whether the image `key` has its records of every method in `out`.
+fn done(out: &RecordFile<PathRecord>, methods: &[Method], key: &str) -> bool {
+    methods
+        .iter()
+        .all(|&m| out.contains(&PathRecord::key_of(key, m)))
 }

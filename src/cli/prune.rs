@@ -2,6 +2,7 @@
 //! measure the class's probability and accuracy on held-out images.
 
 use anyhow::{bail, Context, Result};
+use neuronpath::attribution::Method;
 use neuronpath::attribution::{ImageContext, Target};
 use neuronpath::experiments::check_inputs;
 use neuronpath::experiments::prune::{self, PruneReport, PruneResult, PruneSettings, PruneTally};
@@ -16,8 +17,8 @@ pub struct Args {
     #[command(flatten)]
     input: super::ExperimentRun,
     /// Whose paths choose the kept neurons.
-    #[arg(long, default_value = "jas")]
-    method: String,
+    #[arg(long, value_parser = super::named::<Method>(), default_value_t = Method::Jas)]
+    method: Method,
     /// Neurons kept per layer for each class: its K most frequent on its paths.
     #[arg(long)]
     top_k: usize,
@@ -63,7 +64,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .into_iter()
         .filter(|r: &PathRecord| split.build.contains(&r.image))
         .collect();
-    let stats = path_stats(&records, &args.method).with_context(|| {
+    let stats = path_stats(&records, args.method).with_context(|| {
         format!(
             "{}: among the paths of the building images of {}",
             args.input.paths.display(),
@@ -112,7 +113,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     bar.finish_and_clear();
     let (classes, overall) = tally.finish();
     let report = PruneReport {
-        method: args.method.clone(),
+        method: args.method,
         top_k: args.top_k,
         fraction: args.fraction,
         holdout: args.holdout,

@@ -26,6 +26,15 @@ pub struct Args {
     /// that cannot be read is shown without one).
     #[arg(long, default_value = super::DEFAULT_IMAGES)]
     images: PathBuf,
+    /// Neuron descriptions written by `neuronpath neurons` (JSON lines): a card for
+    /// every path neuron described there, linked from the image tables and class
+    /// paths. Without it there are no cards.
+    #[arg(long)]
+    neurons: Option<PathBuf>,
+    /// The image folder given to `neurons`, where its exemplars' thumbnails are read
+    /// (default: --images).
+    #[arg(long)]
+    neuron_images: Option<PathBuf>,
     /// Output HTML file: self-contained, opens from disk with no network.
     #[arg(long, default_value = "out/report.html")]
     out: PathBuf,
@@ -53,11 +62,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         None => None,
     };
+    let neurons = match &args.neurons {
+        Some(path) => {
+            sources.push(path.display().to_string());
+            read_records(path)?
+        }
+        None => vec![],
+    };
     let report = render(&Inputs {
         records,
         manipulations,
         stats,
         images: args.images.clone(),
+        neurons,
+        neuron_images: args.neuron_images.clone().unwrap_or(args.images.clone()),
         sources,
     })
     .with_context(|| args.paths.display().to_string())?;

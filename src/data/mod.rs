@@ -4,16 +4,19 @@ pub mod decode;
 pub mod folder;
 pub mod labels;
 pub mod resize;
+pub mod shard;
 
 use crate::model::{Geometry, Normalization, Vit};
+use crate::names::Named;
 use anyhow::Result;
 use std::path::Path;
 
 pub use decode::RgbImage;
 pub use folder::{ImageEntry, ImageSet};
+pub use shard::Shard;
 
 /// Which input normalisation to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
     /// The checkpoint's own mean/std (preprocessor_config.json; ImageNet's when absent).
@@ -22,19 +25,23 @@ pub enum Preset {
     Reference,
 }
 
-impl Preset {
-    pub fn name(self) -> &'static str {
+crate::names::display_by_name!(Preset);
+
+impl Named for Preset {
+    const ALL: &'static [Preset] = &[Preset::Checkpoint, Preset::Reference];
+
+    fn name(self) -> &'static str {
         match self {
             Preset::Checkpoint => "checkpoint",
             Preset::Reference => "reference",
         }
     }
 
-    /// The preset named `name` (as [`Preset::name`] writes it).
-    pub fn from_name(name: &str) -> Option<Preset> {
-        [Preset::Checkpoint, Preset::Reference]
-            .into_iter()
-            .find(|p| p.name() == name)
+    fn help(self) -> &'static str {
+        match self {
+            Preset::Checkpoint => "the checkpoint's own mean/std and geometry (preprocessor_config.json; ImageNet's mean/std when absent)",
+            Preset::Reference => "ImageNet mean/std and a straight resize whatever the checkpoint says: what the paper's code does",
+        }
     }
 }
 

@@ -3,13 +3,16 @@
 //! top-1 accuracy tells whether the path matters to the prediction.
 
 use super::{edited_outcomes, NeuronEdit, Outcome};
+use crate::attribution::Method;
 use crate::attribution::{ImageContext, NeuronPath};
 use crate::model::Vit;
-use crate::record::{unrecorded, PathRecord, Record, Setting};
+use crate::names::Named;
+use crate::record::{unrecorded, PathRecord, Record, Setting, Shardable};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Op {
     /// Path neurons set to 0.
     Remove,
@@ -17,14 +20,27 @@ pub enum Op {
     Enhance,
 }
 
-impl Op {
-    pub fn name(self) -> &'static str {
+crate::names::display_by_name!(Op);
+
+impl Named for Op {
+    const ALL: &'static [Op] = &[Op::Remove, Op::Enhance];
+
+    fn name(self) -> &'static str {
         match self {
             Op::Remove => "remove",
             Op::Enhance => "enhance",
         }
     }
 
+    fn help(self) -> &'static str {
+        match self {
+            Op::Remove => "path neurons set to 0",
+            Op::Enhance => "path neurons doubled",
+        }
+    }
+}
+
+impl Op {
     pub fn factor(self) -> f32 {
         match self {
             Op::Remove => 0.0,
@@ -45,9 +61,9 @@ impl Op {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ManipulationRecord {
     pub image: String,
-    pub method: String,
+    pub method: Method,
     /// "remove" or "enhance".
-    pub op: String,
+    pub op: Op,
     pub label: Option<usize>,
     pub target: usize,
     /// Target-class probability before and after the edit.
@@ -64,7 +80,7 @@ pub struct ManipulationRecord {
 }
 
 impl ManipulationRecord {
-    pub fn key_of(image: &str, method: &str, op: &str) -> String {
+    pub fn key_of(image: &str, method: Method, op: Op) -> String {
         format!("{image}\t{method}\t{op}")
     }
 
@@ -83,7 +99,7 @@ impl Record for ManipulationRecord {
     const KIND: &'static str = "manipulation";
 
     fn key(&self) -> String {
-        ManipulationRecord::key_of(&self.image, &self.method, &self.op)
+        ManipulationRecord::key_of(&self.image, self.method, self.op)
     }
 
     fn settings(&self) -> Vec<Setting> {
@@ -91,6 +107,12 @@ impl Record for ManipulationRecord {
             "model fingerprint",
             self.model_fingerprint.clone().unwrap_or_else(unrecorded),
         )]
+    }
+}
+
+impl Shardable for ManipulationRecord {
+    fn image(&self) -> Option<&str> {
+        Some(&self.image)
     }
 }
 
@@ -170,8 +192,8 @@ pub fn manipulate(
         .zip(edited_outcomes(vit, image, &edits))
         .map(|((r, op), after)| ManipulationRecord {
             image: r.image.clone(),
-            method: r.method.clone(),
-            op: op.name().into(),
+            method: r.method,
+            op: *op,
             label: r.label,
             target: image.target,
             prob_before: before.prob,
@@ -187,8 +209,8 @@ pub fn manipulate(
 /// The paper's two measures for one method and operation.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ManipulationSummary {
-    pub method: String,
-    pub op: String,
+    pub method: Method,
+    pub op: Op,
     pub images: usize,
     /// Mean of `p_after / p_before - 1` over the images with `p_before > 0` (a
     /// probability that underflowed to 0 has no ratio).
@@ -201,9 +223,9 @@ pub struct ManipulationSummary {
 
 /// One summary per (method, op), in order of first appearance.
 pub fn summarize(records: &[ManipulationRecord]) -> Vec<ManipulationSummary> {
-    let mut groups: Vec<((&str, &str), Vec<&ManipulationRecord>)> = Vec::new();
+    let mut groups: Vec<((Method, Op), Vec<&ManipulationRecord>)> = Vec::new();
     for r in records {
-        let key = (r.method.as_str(), r.op.as_str());
+        let key = (r.method, r.op);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, group)) => group.push(r),
             None => groups.push((key, vec![r])),
@@ -219,8 +241,8 @@ pub fn summarize(records: &[ManipulationRecord]) -> Vec<ManipulationSummary> {
             let accuracy_before = mean(&|r| f64::from(u8::from(r.predicted_before == r.truth())));
             let accuracy_after = mean(&|r| f64::from(u8::from(r.predicted_after == r.truth())));
             ManipulationSummary {
-                method: method.into(),
-                op: op.into(),
+                method,
+                op,
                 images: group.len(),
                 prob_deviation: {
                     let ratios: Vec<f64> = group.iter().filter_map(|r| r.prob_change()).collect();

@@ -7,6 +7,7 @@
 use super::stats::PathStats;
 use super::{edited_outcomes, NeuronEdit, Outcome};
 use crate::attribution::ImageContext;
+use crate::attribution::Method;
 use crate::data::{ImageEntry, ImageSet};
 use crate::model::Vit;
 use crate::numeric::SplitMix64;
@@ -209,7 +210,7 @@ impl PruneTally {
 /// What `neuronpath prune` writes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PruneReport {
-    pub method: String,
+    pub method: Method,
     pub top_k: usize,
     pub fraction: f64,
     pub holdout: f64,

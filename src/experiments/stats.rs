@@ -2,6 +2,7 @@
 //! class (the paper's "preferred path" picture), each class's most frequent
 //! neurons, how concentrated its paths are, and which classes share neurons.
 
+use crate::attribution::Method;
 use crate::record::PathRecord;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 /// Statistics of one method's paths.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PathStats {
-    pub method: String,
+    pub method: Method,
     pub layers: usize,
     /// Neurons per layer (the CLS FFN width).
     pub neurons: usize,
@@ -61,7 +62,7 @@ pub struct StatsFile {
 }
 
 /// Statistics of the paths of `method` among `records`, grouped by target class.
-pub fn path_stats(records: &[PathRecord], method: &str) -> Result<PathStats> {
+pub fn path_stats(records: &[PathRecord], method: Method) -> Result<PathStats> {
     let records: Vec<&PathRecord> = records.iter().filter(|r| r.method == method).collect();
     let Some(first) = records.first() else {
         bail!("no paths of method {method}");
@@ -114,7 +115,7 @@ pub fn path_stats(records: &[PathRecord], method: &str) -> Result<PathStats> {
         classes[i].least_similar = least.map(|j| classes[j].class);
     }
     Ok(PathStats {
-        method: method.into(),
+        method,
         layers,
         neurons,
         paths: records.len(),
@@ -127,10 +128,10 @@ pub fn path_stats(records: &[PathRecord], method: &str) -> Result<PathStats> {
 
 /// Statistics of every method in `records`, in order of first appearance.
 pub fn all_stats(records: &[PathRecord]) -> Result<StatsFile> {
-    let mut methods: Vec<&str> = Vec::new();
+    let mut methods: Vec<Method> = Vec::new();
     for r in records {
-        if !methods.contains(&r.method.as_str()) {
-            methods.push(&r.method);
+        if !methods.contains(&r.method) {
+            methods.push(r.method);
         }
     }
     Ok(StatsFile {

@@ -7,6 +7,7 @@ use crate::attribution::ImageContext;
 use crate::experiments::manipulate::{self, check_path, ManipulationRecord, Op};
 use crate::experiments::{check_clean_prob, check_inputs, check_model};
 use crate::model::{fingerprint, Normalization, Vit};
+use crate::names::Named;
 use crate::progress::Progress;
 use crate::record::{PathRecord, RecordFile};
 use anyhow::{bail, Context, Result};
@@ -16,34 +17,24 @@ use std::path::Path;
 /// One image's key and every `(path record, op)` of it to run.
 pub type ImageItems<'r> = (&'r str, Vec<(&'r PathRecord, Op)>);
 
-/// Keeps the records of `methods` (all when empty); an error when none is left.
-pub fn select(records: &mut Vec<PathRecord>, methods: &[String], file: &Path) -> Result<()> {
-    if !methods.is_empty() {
-        records.retain(|r| methods.contains(&r.method));
-        if records.is_empty() {
-            bail!(
-                "{}: no paths of method {}",
-                file.display(),
-                methods.join(", ")
-            );
-        }
+/// Checks that the paths of `records` (from `file`) fit `vit`, set up as they
+/// were found ([`super::as_found`]).
+pub fn check_paths(vit: &Vit, records: &[PathRecord], file: &Path) -> Result<()> {
+    for r in records {
+        check_path(vit, r).with_context(|| file.display().to_string())?;
     }
     Ok(())
 }
 
-/// Checks that the paths of `records` (from `file`) fit `vit`, set up as they
-/// were found ([`super::as_found`]), loaded from `model`, and, for image files,
-/// that they are the images the paths were found on.
-pub fn check(
+/// Checks that `records` were found on `vit` (loaded from `model`) and, for image
+/// files, on these images.
+pub fn check_sources(
     vit: &Vit,
     model: &Path,
     records: &[PathRecord],
     pixels: Pixels,
     file: &Path,
 ) -> Result<()> {
-    for r in records {
-        check_path(vit, r).with_context(|| file.display().to_string())?;
-    }
     let model = fingerprint(model, vit)?;
     match pixels {
         Pixels::Files(root) => check_inputs(records, &model, root, file),
@@ -69,7 +60,7 @@ pub fn plan<'r>(
             images.len() - 1
         });
         for &op in ops {
-            let key = ManipulationRecord::key_of(&r.image, &r.method, op.name());
+            let key = ManipulationRecord::key_of(&r.image, r.method, op);
             match out.and_then(|out| out.get(&key)) {
                 None => images[i].1.push((r, op)),
                 Some(m) if m.path_fingerprint != Some(r.fingerprint()) => bail!(

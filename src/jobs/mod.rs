@@ -7,6 +7,7 @@ pub mod manipulate;
 pub mod paths;
 
 use crate::model::{Normalization, Vit};
+use crate::names::Named;
 use crate::record::{self, PathRecord};
 use anyhow::{bail, Result};
 use std::path::Path;

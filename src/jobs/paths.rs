@@ -7,6 +7,7 @@ use crate::attribution::{
 };
 use crate::data::{self, ImageEntry, Preset};
 use crate::model::{fingerprint, Activation, Compat, Normalization, Tokens, Vit};
+use crate::names::Named;
 use crate::numeric::{self, argmax};
 use crate::progress::Progress;
 use crate::record::{PathRecord, RecordFile};
@@ -87,7 +88,7 @@ pub trait Sink {
 /// A resumable file: what it holds is skipped.
 impl Sink for RecordFile<PathRecord> {
     fn has(&self, key: &str, method: Method) -> bool {
-        self.contains(&PathRecord::key_of(key, method.name()))
+        self.contains(&PathRecord::key_of(key, method))
     }
 
     fn put(&mut self, record: PathRecord) -> Result<()> {
@@ -211,14 +212,14 @@ impl PathsJob {
             image: String::new(),
             label: None,
             label_name: None,
-            method: String::new(),
+            method: Method::Jas,
             path: NeuronPath(vec![]),
             beam: self.search.beam,
             rank: 0,
             neurons: vit.units(),
             score: 0.0,
             target: 0,
-            target_source: self.target.name().into(),
+            target_source: self.target,
             target_prob: 0.0,
             predicted: 0,
             predicted_name: None,
@@ -226,11 +227,11 @@ impl PathsJob {
             activation: vec![],
             gradient: vec![],
             contribution: vec![],
-            integration: self.rule.name().into(),
+            integration: self.rule.rule(),
             steps: self.rule.steps(),
-            score_form: form.name().into(),
+            score_form: form,
             model: model.display().to_string(),
-            preprocess: self.preset().name().into(),
+            preprocess: self.preset(),
             sites: (0..vit.config.layers).map(|l| vit.neuron_site(l)).collect(),
             compat: self.compat,
             model_fingerprint: Some(fingerprint(model, vit)?),
@@ -340,7 +341,7 @@ impl PathsRun<'_> {
                 image: input.key().to_string(),
                 label: input.label(),
                 label_name: input.label().and_then(|l| class_name(vit, input.key(), l)),
-                method: found.method.name().into(),
+                method: found.method,
                 path: found.path,
                 rank: found.rank,
                 score: found.score.score,
@@ -372,7 +373,7 @@ pub fn check_labels(out: &RecordFile<PathRecord>, inputs: &[Input], file: &Path)
     for input in inputs {
         let old = Method::ALL
             .iter()
-            .find_map(|m| out.get(&PathRecord::key_of(input.key(), m.name())));
+            .find_map(|&m| out.get(&PathRecord::key_of(input.key(), m)));
         if let Some(old) = old.filter(|old| old.label != input.label()) {
             bail!(
                 "{}: {} has label {:?} ({}) there, but {:?} in this run (class folders now match the model's class names, or were renamed); write to another file to start afresh",

@@ -13,7 +13,7 @@ use super::kernels;
 use super::rows::select_rows;
 use super::site::{Action, Intervention, Site};
 use super::tape::{BlockTape, Tape};
-use super::vit::{CleanTrace, Vit};
+use super::vit::{Activations, CleanTrace, Vit};
 
 impl Vit {
     /// The unmodified forward pass of one image, keeping what interventions branch from.
@@ -22,12 +22,29 @@ impl Vit {
             tape: false,
             residuals: true,
             branch_point: None,
+            neurons: false,
         };
         let out = self.forward(self.embed(pixels), 0, &[], keep);
         CleanTrace {
             residual: out.residual,
             mid: out.mid,
             neurons: out.neurons,
+            logits: out.logits,
+        }
+    }
+
+    /// What a scan of a dataset reads from `x = [S, tokens, hidden]` (embedded
+    /// images): every block's neuron values at the neuron site, the last block's
+    /// output and the logits, in one pass with nothing else kept.
+    pub fn activations(&self, x: Vec<f32>) -> Activations {
+        let keep = Keep {
+            neurons: true,
+            ..Keep::default()
+        };
+        let out = self.forward(x, 0, &[], keep);
+        Activations {
+            neurons: out.neurons,
+            output: out.output,
             logits: out.logits,
         }
     }
@@ -238,6 +255,7 @@ impl Progression<'_> {
             tape: true,
             residuals: false,
             branch_point: inner.then_some(l),
+            neurons: false,
         };
         let out = vit.forward(x, l.max(1), if inner { &replace } else { &[] }, keep);
         let fresh = out.tape.expect("tape kept");

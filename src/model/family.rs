@@ -6,6 +6,7 @@
 
 use super::kernels;
 use super::site::Tokens;
+use crate::names::Named;
 use rayon::prelude::*;
 use std::fmt;
 use std::ops::Range;
@@ -240,25 +241,23 @@ pub enum Compat {
     Reference,
 }
 
-impl Compat {
-    pub const ALL: [Compat; 2] = [Compat::Principled, Compat::Reference];
+crate::names::display_by_name!(Compat);
 
-    pub fn name(self) -> &'static str {
+impl Named for Compat {
+    const ALL: &'static [Compat] = &[Compat::Principled, Compat::Reference];
+
+    fn name(self) -> &'static str {
         match self {
             Compat::Principled => "principled",
             Compat::Reference => "reference",
         }
     }
-}
 
-impl std::str::FromStr for Compat {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Compat, String> {
-        Compat::ALL
-            .into_iter()
-            .find(|c| c.name() == s)
-            .ok_or_else(|| format!("{s:?}: expected principled or reference"))
+    fn help(self) -> &'static str {
+        match self {
+            Compat::Principled => "the model's own forward, and a score over a neuron that spans tokens divided by their number",
+            Compat::Reference => "the authors' code exactly, quirks included (implies --preprocess reference)",
+        }
     }
 }
 

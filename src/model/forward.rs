@@ -25,6 +25,8 @@ pub(super) struct Keep {
     pub residuals: bool,
     /// Just what branching at this block needs: see [`BranchPoint`].
     pub branch_point: Option<usize>,
+    /// The neuron values and the last block's output (a scan).
+    pub neurons: bool,
 }
 
 impl Keep {
@@ -33,6 +35,7 @@ impl Keep {
         tape: true,
         residuals: false,
         branch_point: None,
+        neurons: false,
     };
 }
 
@@ -48,13 +51,15 @@ pub(super) struct BranchPoint {
 pub(super) struct ForwardOut {
     /// `[S, classes]`
     pub logits: Vec<f32>,
-    /// With [`Keep::residuals`]: the neuron site's values of each block run, after
-    /// its action: `[blocks][S * rows * intermediate]`.
+    /// With [`Keep::residuals`] or [`Keep::neurons`]: the neuron site's values of
+    /// each block run, after its action: `[blocks][S * rows * intermediate]`.
     pub neurons: Vec<Vec<f32>>,
     /// With [`Keep::residuals`]: the stream entering each block run and the output (`[blocks + 1]`).
     pub residual: Vec<Vec<f32>>,
     /// With [`Keep::residuals`]: the stream after each block's attention.
     pub mid: Vec<Vec<f32>>,
+    /// With [`Keep::neurons`] (and not residuals): the last block's output.
+    pub output: Vec<f32>,
     pub branch_point: Option<BranchPoint>,
     pub tape: Option<Tape>,
 }
@@ -95,6 +100,7 @@ impl Vit {
             neurons: Vec::new(),
             residual: Vec::new(),
             mid: Vec::new(),
+            output: Vec::new(),
             branch_point: None,
             tape: None,
         };
@@ -119,7 +125,7 @@ impl Vit {
                 .then(|| select_rows(&x, s, t, site_rows.clone(), d).into_owned());
             let post_at = intervention_at(interventions, l, Activation::MlpPost);
             let ffn = self.ffn_forward(block, &mut x, s, q, post_at, keep);
-            if keep.residuals {
+            if keep.residuals || keep.neurons {
                 out.neurons.push(match self.unit {
                     Activation::MlpPost => ffn.neurons,
                     Activation::AttnZ => attn.z,
@@ -150,6 +156,8 @@ impl Vit {
         out.logits = logits;
         if keep.residuals {
             out.residual.push(x);
+        } else if keep.neurons {
+            out.output = x;
         }
         if keep.tape {
             out.tape = Some(Tape {
@@ -265,7 +273,7 @@ impl Vit {
         let (t, d) = (c.tokens(), c.hidden);
         let width = v.len() / (s * q);
         let replaced = intervention.and_then(|i| self.apply(i, v, s, q, (width, unit)));
-        let kept = if keep.residuals && self.unit == activation {
+        let kept = if (keep.residuals || keep.neurons) && self.unit == activation {
             select_rows(v, s, q, clip(c.rows(self.neuron_tokens), q), width).into_owned()
         } else {
             Vec::new()

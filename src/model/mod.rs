@@ -6,6 +6,7 @@ pub mod attention;
 pub mod backward;
 pub mod branch;
 pub mod checkpoint;
+pub mod direct;
 pub mod family;
 pub mod fingerprint;
 pub mod forward;
@@ -25,4 +26,6 @@ pub use checkpoint::{load, LoadOptions};
 pub use family::{Compat, Family, FfnActivation, Readout};
 pub use fingerprint::fingerprint;
 pub use site::{Action, Activation, Intervention, Site, Tokens};
-pub use vit::{CleanTrace, Filter, Geometry, Layout, Normalization, Vit, VitConfig, ZeroShot};
+pub use vit::{
+    Activations, CleanTrace, Filter, Geometry, Layout, Normalization, Vit, VitConfig, ZeroShot,
+};

@@ -6,6 +6,7 @@
 //! [`Intervention`] pairs a site with an [`Action`]; the forward pass applies it,
 //! and the backward pass reports gradients keyed by site.
 
+use crate::names::Named;
 use anyhow::{bail, Context, Result};
 use std::fmt;
 use std::str::FromStr;
@@ -46,20 +47,31 @@ pub enum Tokens {
     All,
 }
 
-impl Tokens {
-    pub const ALL: [Tokens; 4] = [
+crate::names::display_by_name!(Tokens);
+
+impl Named for Tokens {
+    const ALL: &'static [Tokens] = &[
         Tokens::Cls,
         Tokens::Distillation,
         Tokens::Patches,
         Tokens::All,
     ];
 
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Tokens::Cls => "cls",
             Tokens::Distillation => "dist",
             Tokens::Patches => "patches",
             Tokens::All => "all",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Tokens::Cls => "the CLS token",
+            Tokens::Distillation => "DeiT's distillation token",
+            Tokens::Patches => "one channel across the patch tokens (the paper's neuron for MAE)",
+            Tokens::All => "one channel across every token",
         }
     }
 }
@@ -68,7 +80,7 @@ impl FromStr for Tokens {
     type Err = anyhow::Error;
 
     fn from_str(s: &str) -> Result<Tokens> {
-        match Tokens::ALL.into_iter().find(|t| t.name() == s) {
+        match Tokens::from_name(s) {
             Some(t) => Ok(t),
             None => bail!("unknown tokens {s:?} (known: cls, dist, patches, all)"),
         }
@@ -166,10 +178,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for (tokens, activation) in Tokens::ALL
-            .into_iter()
-            .zip(Activation::ALL.into_iter().cycle())
-        {
+        for (&tokens, activation) in Tokens::ALL.iter().zip(Activation::ALL.into_iter().cycle()) {
             let site = Site {
                 block: 11,
                 activation,

@@ -196,6 +196,17 @@ pub struct CleanTrace {
     pub logits: Vec<f32>,
 }
 
+/// One scan pass over a batch of `S` images ([`Vit::activations`]).
+pub struct Activations {
+    /// Each block's values at the neuron site, `[layers][S * rows * width]`.
+    pub neurons: Vec<Vec<f32>>,
+    /// The last block's output, `[S, tokens, hidden]` (rows the readout does not
+    /// read, nor the neuron site, are not computed).
+    pub output: Vec<f32>,
+    /// `[S, classes]`
+    pub logits: Vec<f32>,
+}
+
 impl Vit {
     /// The checkpoint's name for class `c`, when it has one.
     pub fn class_name(&self, c: usize) -> Option<String> {

@@ -4,6 +4,7 @@
 //! like it. One method's paths: the paper's method when present.
 
 use super::figures::{frequency_map, map_axes};
+use super::neurons::{link, Described};
 use super::palette::Palette;
 use super::{number, Model};
 use crate::experiments::stats::{ClassStats, PathStats};
@@ -15,9 +16,14 @@ pub fn class_name(index: usize, name: &Option<String>) -> String {
     name.clone().unwrap_or_else(|| format!("class {index}"))
 }
 
-pub fn section(stats: &PathStats, model: &Model, palette: &Palette) -> Result<Markup> {
+pub fn section(
+    stats: &PathStats,
+    model: &Model,
+    palette: &Palette,
+    described: &Described,
+) -> Result<Markup> {
     let axes = map_axes(&model.layer_names, stats.neurons)?;
-    let colour = palette.colour(&stats.method);
+    let colour = palette.colour(stats.method);
     let name_of = |class: usize| {
         let name = stats
             .classes
@@ -53,7 +59,7 @@ pub fn section(stats: &PathStats, model: &Model, palette: &Palette) -> Result<Ma
                         b { (name_of(class.class)) } " · " (class.images) " paths · "
                         a href={ "#" (super::images::anchor(Some(class.class))) } { "images" }
                         br;
-                        "class path: " (class_path(class))
+                        "class path: " (class_path(class, described))
                         @if let Some(most) = similarity(class.most_similar) { br; "most similar: " (most) }
                         @if let Some(least) = similarity(class.least_similar) { br; "least similar: " (least) }
                     }
@@ -77,14 +83,12 @@ pub fn section(stats: &PathStats, model: &Model, palette: &Palette) -> Result<Ma
     })
 }
 
-/// "L1 409 (35%) · L2 317 (20%) · …"
-fn class_path(class: &ClassStats) -> String {
-    class
-        .class_path
-        .iter()
-        .zip(&class.concentration)
-        .enumerate()
-        .map(|(l, (n, share))| format!("L{} {n} ({:.0}%)", l + 1, 100.0 * share))
-        .collect::<Vec<_>>()
-        .join(" · ")
+/// "L1 409 (35%) · L2 317 (20%) · …", each neuron linked to its card when it has one.
+fn class_path(class: &ClassStats, described: &Described) -> Markup {
+    html! {
+        @for (l, (&n, share)) in class.class_path.iter().zip(&class.concentration).enumerate() {
+            @if l > 0 { " · " }
+            "L" (l + 1) " " (link(described, l, n)) (format!(" ({:.0}%)", 100.0 * share))
+        }
+    }
 }

@@ -5,9 +5,11 @@
 
 use super::classes::class_name;
 use super::figures::{path_axes, path_figure, PathLine};
+use super::neurons::{link, Described};
 use super::palette::Palette;
 use super::{number, Model};
-use crate::experiments::manipulate::ManipulationRecord;
+use crate::attribution::Method;
+use crate::experiments::manipulate::{ManipulationRecord, Op};
 use crate::record::PathRecord;
 use anyhow::Result;
 use maud::{html, Markup};
@@ -17,7 +19,7 @@ use std::collections::HashMap;
 pub struct Manipulations<'a> {
     by_key: HashMap<String, &'a ManipulationRecord>,
     /// The operations present, in order of first appearance.
-    pub ops: Vec<String>,
+    pub ops: Vec<Op>,
 }
 
 impl<'a> Manipulations<'a> {
@@ -25,13 +27,13 @@ impl<'a> Manipulations<'a> {
         Manipulations {
             by_key: records
                 .iter()
-                .map(|m| (ManipulationRecord::key_of(&m.image, &m.method, &m.op), m))
+                .map(|m| (ManipulationRecord::key_of(&m.image, m.method, m.op), m))
                 .collect(),
             ops: super::methods::operations(records),
         }
     }
 
-    fn get(&self, image: &str, method: &str, op: &str) -> Option<&'a ManipulationRecord> {
+    fn get(&self, image: &str, method: Method, op: Op) -> Option<&'a ManipulationRecord> {
         self.by_key
             .get(&ManipulationRecord::key_of(image, method, op))
             .copied()
@@ -68,7 +70,7 @@ impl<'a> ImageView<'a> {
             views[i].records.push(r);
         }
         for view in &mut views {
-            view.records.sort_by_key(|r| palette.rank(&r.method));
+            view.records.sort_by_key(|r| palette.rank(r.method));
         }
         views
     }
@@ -86,6 +88,8 @@ pub struct Cards<'a> {
     /// PNG data URIs by image key.
     pub thumbnails: &'a HashMap<String, String>,
     pub manipulations: Manipulations<'a>,
+    /// The neurons with a card, which the tables link to.
+    pub described: &'a Described,
 }
 
 /// The image section, grouped under one heading per true class.
@@ -121,7 +125,7 @@ pub fn section(views: &[ImageView], cards: &Cards) -> Result<Markup> {
             h2 { "Images" }
             p.note {
                 "Each image's paths: layer on x, neuron index on y, one line per method. "
-                "On the thick line (" (cards.palette.primary().unwrap_or_default()) ") a marker's area grows with "
+                "On the thick line (" (cards.palette.primary().map(|m| m.to_string()).unwrap_or_default()) ") a marker's area grows with "
                 "the neuron's contribution (activation \u{d7} mean gradient) relative to the largest "
                 "of the image's paths; hollow markers contribute negatively. The table gives each "
                 "path's JAS and per layer its neuron, shaded the same way (orange: positive, grey: "
@@ -165,7 +169,7 @@ fn card(view: &ImageView, cards: &Cards) -> Result<Markup> {
         .map(|(r, drawn)| PathLine {
             neurons: drawn,
             weight: r.contribution.iter().map(|&c| weight(c)).collect(),
-            colour: palette.colour(&r.method),
+            colour: palette.colour(r.method),
         })
         .collect();
     let figure = path_figure(&model.layer_names, model.neurons, &lines[0], &lines[1..])?;
@@ -204,13 +208,13 @@ fn card(view: &ImageView, cards: &Cards) -> Result<Markup> {
                 }
                 @for (r, line) in view.records.iter().zip(&lines) {
                     tr {
-                        td { span.swatch style={ "background:" (palette.css(&r.method)) } {} (r.method) }
+                        td { span.swatch style={ "background:" (palette.css(r.method)) } {} (r.method) }
                         td { (number(r.score)) }
-                        @for ((ns, c), w) in r.path.0.iter().zip(&r.contribution).zip(&line.weight) {
-                            td class=[shade(*w)] title=(number(*c)) { (neuron_list(ns)) }
+                        @for (layer, ((ns, c), w)) in r.path.0.iter().zip(&r.contribution).zip(&line.weight).enumerate() {
+                            td class=[shade(*w)] title=(number(*c)) { (neuron_list(layer, ns, cards.described)) }
                         }
                         @for op in &manipulations.ops {
-                            @match manipulations.get(view.key, &r.method, op) {
+                            @match manipulations.get(view.key, r.method, *op) {
                                 Some(m) => td.flipped[m.predicted_after != m.predicted_before] {
                                     (number(m.prob_after as f64))
                                 },
@@ -224,10 +228,15 @@ fn card(view: &ImageView, cards: &Cards) -> Result<Markup> {
     })
 }
 
-/// A layer's neurons as the table shows them: `409`, or `409+413+278` (top-K).
-fn neuron_list(neurons: &[usize]) -> String {
-    let names: Vec<String> = neurons.iter().map(|n| n.to_string()).collect();
-    names.join("+")
+/// A layer's neurons as the table shows them: `409`, or `409+413+278` (top-K),
+/// each linked to its neuron card when it has one.
+fn neuron_list(layer: usize, neurons: &[usize], described: &Described) -> Markup {
+    html! {
+        @for (i, &n) in neurons.iter().enumerate() {
+            @if i > 0 { "+" }
+            (link(described, layer, n))
+        }
+    }
 }
 
 /// The CSS class shading a table cell for a contribution of signed `weight`

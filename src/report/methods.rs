@@ -6,7 +6,8 @@
 use super::figures::{bars, box_plots, Group};
 use super::number;
 use super::palette::Palette;
-use crate::experiments::manipulate::{summarize, ManipulationRecord, ManipulationSummary};
+use crate::attribution::Method;
+use crate::experiments::manipulate::{summarize, ManipulationRecord, ManipulationSummary, Op};
 use crate::experiments::stats::{mean, median};
 use crate::record::PathRecord;
 use anyhow::Result;
@@ -16,14 +17,14 @@ use maud::{html, Markup};
 fn groups<T>(
     items: &[T],
     palette: &Palette,
-    method: impl Fn(&T) -> &str,
+    method: impl Fn(&T) -> Method,
     value: impl Fn(&T) -> f64,
 ) -> Vec<Group> {
     palette
         .methods()
         .iter()
-        .map(|m| Group {
-            method: m.clone(),
+        .map(|&m| Group {
+            method: m,
             colour: palette.colour(m),
             values: items
                 .iter()
@@ -35,11 +36,11 @@ fn groups<T>(
 }
 
 /// The operations in `manipulations`, in order of first appearance.
-pub fn operations(manipulations: &[ManipulationRecord]) -> Vec<String> {
-    let mut ops: Vec<String> = Vec::new();
+pub fn operations(manipulations: &[ManipulationRecord]) -> Vec<Op> {
+    let mut ops: Vec<Op> = Vec::new();
     for m in manipulations {
         if !ops.contains(&m.op) {
-            ops.push(m.op.clone());
+            ops.push(m.op);
         }
     }
     ops
@@ -57,18 +58,18 @@ pub fn section(
     manipulations: &[ManipulationRecord],
     palette: &Palette,
 ) -> Result<Markup> {
-    let jas = groups(records, palette, |r| r.method.as_str(), |r| r.score);
+    let jas = groups(records, palette, |r| r.method, |r| r.score);
     let mut figures = vec![figure("jas", box_plots("JAS", &jas)?, "JAS per image")];
     let ops = operations(manipulations);
     let summaries = summarize(manipulations);
-    let summary = |method: &str, op: &str| -> Option<&ManipulationSummary> {
+    let summary = |method: Method, op: Op| -> Option<&ManipulationSummary> {
         summaries.iter().find(|s| s.method == method && s.op == op)
     };
-    for op in &ops {
-        let changes: Vec<(&str, f64)> = manipulations
+    for &op in &ops {
+        let changes: Vec<(Method, f64)> = manipulations
             .iter()
-            .filter(|m| &m.op == op)
-            .filter_map(|m| Some((m.method.as_str(), 100.0 * m.prob_change()?)))
+            .filter(|m| m.op == op)
+            .filter_map(|m| Some((m.method, 100.0 * m.prob_change()?)))
             .collect();
         let change = groups(&changes, palette, |c| c.0, |c| c.1);
         figures.push(figure(
@@ -79,8 +80,8 @@ pub fn section(
         let accuracy: Vec<_> = palette
             .methods()
             .iter()
-            .filter_map(|m| {
-                summary(m, op).map(|s| (m.clone(), palette.colour(m), 100.0 * s.accuracy_deviation))
+            .filter_map(|&m| {
+                summary(m, op).map(|s| (m, palette.colour(m), 100.0 * s.accuracy_deviation))
             })
             .collect();
         figures.push(figure(
@@ -109,12 +110,12 @@ pub fn section(
                 }
                 @for g in &jas {
                     tr {
-                        td { span.swatch style={ "background:" (palette.css(&g.method)) } {} (g.method) }
+                        td { span.swatch style={ "background:" (palette.css(g.method)) } {} (g.method) }
                         td.num { (g.values.len()) }
                         td.num { (number(median(&g.values))) }
                         td.num { (number(mean(&g.values))) }
-                        @for op in &ops {
-                            @match summary(&g.method, op) {
+                        @for &op in &ops {
+                            @match summary(g.method, op) {
                                 Some(s) => {
                                     td.num { (format!("{:+.1}%", 100.0 * s.prob_deviation)) }
                                     td.num { (format!("{:.1}% → {:.1}%", 100.0 * s.accuracy_before, 100.0 * s.accuracy_after)) }

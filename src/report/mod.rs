@@ -13,12 +13,15 @@ mod classes;
 mod figures;
 mod images;
 mod methods;
+mod neurons;
 mod palette;
 mod thumbnails;
 
 use crate::experiments::manipulate::ManipulationRecord;
 use crate::experiments::stats::{all_stats, StatsFile};
+use crate::names::Named;
 use crate::record::PathRecord;
+use crate::roles::NeuronRecord;
 use anyhow::{bail, Result};
 use maud::{html, DOCTYPE};
 use palette::Palette;
@@ -34,6 +37,10 @@ pub struct Inputs {
     pub stats: Option<StatsFile>,
     /// The folder the records' image keys are relative to; thumbnails are read there.
     pub images: PathBuf,
+    /// Neuron descriptions (`neuronpath neurons`); none: no neuron cards.
+    pub neurons: Vec<NeuronRecord>,
+    /// The folder the neuron records' exemplar keys are relative to.
+    pub neuron_images: PathBuf,
     /// The input files, named in the page's header.
     pub sources: Vec<String>,
 }
@@ -80,13 +87,26 @@ pub fn number(x: f64) -> String {
     }
 }
 
+/// Class names as the path records give them (true and predicted classes).
+fn class_names(records: &[PathRecord]) -> std::collections::HashMap<usize, String> {
+    let named = |c: usize, n: &Option<String>| n.clone().map(|n| (c, n));
+    (records.iter())
+        .flat_map(|r| {
+            let truth = r.label.and_then(|l| named(l, &r.label_name));
+            truth
+                .into_iter()
+                .chain(named(r.predicted, &r.predicted_name))
+        })
+        .collect()
+}
+
 /// Builds the page.
 pub fn render(inputs: &Inputs) -> Result<Report> {
     let records = &inputs.records;
     if records.is_empty() {
         bail!("no path records to report");
     }
-    let palette = Palette::new(records.iter().map(|r| r.method.as_str()));
+    let palette = Palette::new(records.iter().map(|r| r.method));
     let model = Model::from_records(records);
     let computed;
     let stats = match &inputs.stats {
@@ -103,8 +123,14 @@ pub fn render(inputs: &Inputs) -> Result<Report> {
     let views = images::ImageView::group(records, &palette);
     let thumbnails = thumbnails::load(views.iter().map(|v| v.key), &inputs.images);
     let methods = methods::section(records, &inputs.manipulations, &palette)?;
+    let on_paths: std::collections::BTreeSet<(usize, usize)> =
+        records.iter().flat_map(|r| r.path.neurons()).collect();
+    let carded: Vec<&NeuronRecord> = (inputs.neurons.iter())
+        .filter(|n| on_paths.contains(&(n.layer, n.neuron)))
+        .collect();
+    let described: neurons::Described = carded.iter().map(|n| (n.layer, n.neuron)).collect();
     let classes = class_stats
-        .map(|s| classes::section(s, &model, &palette))
+        .map(|s| classes::section(s, &model, &palette, &described))
         .transpose()?;
     let images = images::section(
         &views,
@@ -113,8 +139,19 @@ pub fn render(inputs: &Inputs) -> Result<Report> {
             palette: &palette,
             thumbnails: &thumbnails.uris,
             manipulations: images::Manipulations::new(&inputs.manipulations),
+            described: &described,
         },
     )?;
+    let exemplars = (carded.iter()).flat_map(|n| n.top.iter().map(|e| e.image.as_str()));
+    let exemplar_thumbnails = thumbnails::load(exemplars, &inputs.neuron_images);
+    let names = class_names(records);
+    let neuron_cards = (!carded.is_empty()).then(|| {
+        let cards = neurons::Cards {
+            thumbnails: &exemplar_thumbnails.uris,
+            names: &names,
+        };
+        neurons::section(&carded, &cards)
+    });
     let distinct = |field: &dyn Fn(&PathRecord) -> String| {
         let values: std::collections::BTreeSet<String> = records.iter().map(field).collect();
         values.into_iter().collect::<Vec<_>>().join(", ")
@@ -154,18 +191,20 @@ pub fn render(inputs: &Inputs) -> Result<Report> {
                     } "." }
                     p.legend {
                         @for m in palette.methods() {
-                            span.swatch style={ "background:" (palette.css(m)) } {} (m) " "
+                            span.swatch style={ "background:" (palette.css(*m)) } {} (m) " "
                         }
                     }
                     nav {
                         a href="#methods" { "Methods" } " · "
                         @if classes.is_some() { a href="#classes" { "Classes" } " · " }
                         a href="#images" { "Images" }
+                        @if neuron_cards.is_some() { " · " a href="#neurons" { "Neurons" } }
                     }
                 }
                 (methods)
                 @if let Some(classes) = &classes { (classes) }
                 (images)
+                @if let Some(cards) = &neuron_cards { (cards) }
             }
         }
     };

@@ -51,22 +51,28 @@ pub fn thumbnail_uri(path: &Path) -> Result<String> {
     } else {
         image
     };
-    let png_bytes = encode_png(&image)
-        .with_context(|| format!("{}: cannot encode a thumbnail", path.display()))?;
-    Ok(format!(
-        "data:image/png;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(&png_bytes)
-    ))
+    let (w, h) = (image.width, image.height);
+    png_uri(w, h, png::ColorType::Rgb, &image.pixels)
+        .with_context(|| format!("{}: cannot encode a thumbnail", path.display()))
 }
 
-fn encode_png(image: &crate::data::RgbImage) -> Result<Vec<u8>> {
+/// A PNG `data:` URI of `width x height` pixels of `color`, 8 bits per channel.
+pub fn png_uri(
+    width: usize,
+    height: usize,
+    color: png::ColorType,
+    pixels: &[u8],
+) -> Result<String> {
     let mut bytes = Vec::new();
-    let mut encoder = png::Encoder::new(&mut bytes, image.width as u32, image.height as u32);
-    encoder.set_color(png::ColorType::Rgb);
+    let mut encoder = png::Encoder::new(&mut bytes, width as u32, height as u32);
+    encoder.set_color(color);
     encoder.set_depth(png::BitDepth::Eight);
     encoder.set_compression(png::Compression::High);
     let mut writer = encoder.write_header()?;
-    writer.write_image_data(&image.pixels)?;
+    writer.write_image_data(pixels)?;
     writer.finish()?;
-    Ok(bytes)
+    Ok(format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&bytes)
+    ))
 }

@@ -2,6 +2,20 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+
+/// CIFAR-10's classes, in the order of its labels (and of the bundled model's).
+pub const CIFAR10: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 use std::process::Command;
 
 pub fn shared(rel: &str) -> PathBuf {
@@ -86,4 +100,15 @@ pub fn image_folder(dir: &Path, classes: &[&str], per_class: usize) -> PathBuf {
         }
     }
     root
+}
+
+/// The lines of a text file, sorted (files whose line order may differ).
+pub fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    lines
 }

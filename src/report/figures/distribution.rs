@@ -2,13 +2,14 @@
 //! probability change) and bars of per-method rates (accuracy change).
 
 use super::{at, plot_error, svg, Chart, Frame, LABEL_PX};
+use crate::attribution::Method;
 use anyhow::Result;
 use maud::Markup;
 use plotters::prelude::*;
 
 /// One method's values.
 pub struct Group {
-    pub method: String,
+    pub method: Method,
     pub colour: RGBColor,
     pub values: Vec<f64>,
 }
@@ -93,7 +94,7 @@ fn offset(chart: &Chart, slot: usize, anchor: f64, v: f64) -> i32 {
 
 /// One box plot per group, side by side, in the groups' colours.
 pub fn box_plots(y_desc: &str, groups: &[Group]) -> Result<Markup> {
-    let names: Vec<String> = groups.iter().map(|g| g.method.clone()).collect();
+    let names: Vec<String> = groups.iter().map(|g| g.method.to_string()).collect();
     let range = y_range(groups.iter().flat_map(|g| g.values.iter().copied()));
     svg(&frame(&names, y_desc, range), |chart| {
         for (slot, group) in groups.iter().enumerate() {
@@ -130,8 +131,8 @@ pub fn box_plots(y_desc: &str, groups: &[Group]) -> Result<Markup> {
 }
 
 /// One bar per group (its single value), labelled with the value.
-pub fn bars(y_desc: &str, groups: &[(String, RGBColor, f64)]) -> Result<Markup> {
-    let names: Vec<String> = groups.iter().map(|g| g.0.clone()).collect();
+pub fn bars(y_desc: &str, groups: &[(Method, RGBColor, f64)]) -> Result<Markup> {
+    let names: Vec<String> = groups.iter().map(|g| g.0.to_string()).collect();
     let range = y_range(groups.iter().map(|g| g.2));
     svg(&frame(&names, y_desc, range), |chart| {
         for (slot, (_, colour, value)) in groups.iter().enumerate() {

@@ -1,0 +1,82 @@
+//! Which neurons to describe: given as `layer:neuron`, every neuron on some path,
+//! or every neuron of some layers.
+
+use crate::record::PathRecord;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+/// One FFN neuron: its block (counted from 0, as a path's layers) and its index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Neuron {
+    pub layer: usize,
+    pub neuron: usize,
+}
+
+impl fmt::Display for Neuron {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}:{}", self.layer, self.neuron)
+    }
+}
+
+impl FromStr for Neuron {
+    type Err = anyhow::Error;
+
+    /// `layer:neuron`, e.g. `3:120`.
+    fn from_str(s: &str) -> Result<Neuron> {
+        let (layer, neuron) = s
+            .split_once(':')
+            .with_context(|| format!("{s:?}: a neuron is layer:neuron, e.g. 3:120"))?;
+        let number = |part: &str, what: &str| {
+            part.trim()
+                .parse::<usize>()
+                .with_context(|| format!("{s:?}: the {what} {part:?} is not a number"))
+        };
+        Ok(Neuron {
+            layer: number(layer, "layer")?,
+            neuron: number(neuron, "neuron")?,
+        })
+    }
+}
+
+impl Neuron {
+    /// Every neuron on some path of `records` (all methods, every rank), sorted.
+    pub fn on_paths(records: &[PathRecord]) -> Vec<Neuron> {
+        let set: BTreeSet<Neuron> = records
+            .iter()
+            .flat_map(|r| r.path.neurons())
+            .map(|(layer, neuron)| Neuron { layer, neuron })
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// Every neuron of `layers`, each with `width` neurons.
+    pub fn of_layers(layers: &[usize], width: usize) -> Vec<Neuron> {
+        layers
+            .iter()
+            .flat_map(|&layer| (0..width).map(move |neuron| Neuron { layer, neuron }))
+            .collect()
+    }
+
+    /// `neurons` sorted and without repeats, each checked against a model of
+    /// `layers` blocks of `width` neurons.
+    pub fn checked(neurons: &[Neuron], layers: usize, width: usize) -> Result<Vec<Neuron>> {
+        if neurons.is_empty() {
+            bail!("no neuron to describe");
+        }
+        if let Some(n) = neurons
+            .iter()
+            .find(|n| n.layer >= layers || n.neuron >= width)
+        {
+            bail!(
+                "neuron {n}: the model has {layers} layers (0 to {}) of {width} neurons (0 to {})",
+                layers - 1,
+                width - 1
+            );
+        }
+        let set: BTreeSet<Neuron> = neurons.iter().copied().collect();
+        Ok(set.into_iter().collect())
+    }
+}
