@@ -65,14 +65,26 @@ impl ImageContext {
         target: Target,
     ) -> Result<ImageContext> {
         let pixels = data::load_image(&entry.path, vit, norm)?;
-        let mut image = ImageContext::new(vit, entry.key.clone(), pixels, 0);
+        ImageContext::with_target(vit, entry.key.clone(), pixels, entry.label, target)
+    }
+
+    /// Runs prepared pixels and picks the class to explain (`label`, the image's
+    /// class, for [`Target::Label`]); an error says what is wrong with them.
+    pub fn with_target(
+        vit: &Vit,
+        key: String,
+        pixels: Vec<f32>,
+        label: Option<usize>,
+        target: Target,
+    ) -> Result<ImageContext> {
+        let mut image = ImageContext::new(vit, key, pixels, 0);
         let logits = &image.clean.logits;
         if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
             bail!("the model's logit {i} is {} for this image", logits[i]);
         }
         image.target = match target {
             Target::Predicted => crate::numeric::argmax(logits),
-            Target::Label => match entry.label {
+            Target::Label => match label {
                 Some(l) if l < vit.config.classes => l,
                 Some(l) => bail!(
                     "label {l} is outside the model's {} classes",

@@ -2,15 +2,12 @@
 //! the change in the prediction, per method.
 
 use anyhow::{bail, Context, Result};
-use neuronpath::attribution::{ImageContext, Method};
-use neuronpath::data;
-use neuronpath::experiments::manipulate::{self, check_path, ManipulationRecord, Op};
-use neuronpath::experiments::{check_clean_prob, check_inputs};
-use neuronpath::model::{fingerprint, Vit};
-use neuronpath::names::Named;
+use neuronpath::attribution::Method;
+use neuronpath::experiments::manipulate::{summarize, ManipulationRecord, ManipulationSummary, Op};
+use neuronpath::jobs::{self, manipulate, Pixels};
 use neuronpath::record::{read_all, read_paths, unrecorded, PathRecord, RecordFile, Setting};
 use neuronpath::shards::{Kind, ShardPlan};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -55,14 +52,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             );
         }
     }
-    let norm = super::as_found(&mut vit, &records, &args.input.paths)?;
-    for r in &records {
-        check_path(&vit, r).with_context(|| args.input.paths.display().to_string())?;
-    }
-    let model = fingerprint(&args.input.run.model.model, &vit)?;
+    let norm = jobs::as_found(&mut vit, &records, &args.input.paths)?;
+    manipulate::check_paths(&vit, &records, &args.input.paths)?;
     let plan = ShardPlan::new(args.sharding.shard, image_keys(&records));
     records.retain(|r| plan.mine(&r.image));
-    check_inputs(&records, &model, &args.input.run.images, &args.input.paths)?;
+    let pixels = Pixels::Files(&args.input.run.images);
+    let model = &args.input.run.model.model;
+    manipulate::check_sources(&vit, model, &records, pixels, &args.input.paths)?;
     let ops: &[Op] = match args.op {
         OpChoice::Remove => &[Op::Remove],
         OpChoice::Enhance => &[Op::Enhance],
@@ -78,29 +74,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &shard_settings(&args, ops, &settings)?,
         |k| !before.contains(k),
     )?;
-    // One batch per image, in file order: every (path, op) of it not yet in the output.
-    let mut images: Vec<(&str, Vec<(&PathRecord, Op)>)> = Vec::new();
-    let mut position: HashMap<&str, usize> = HashMap::new();
-    for r in &records {
-        let i = *position.entry(&r.image).or_insert_with(|| {
-            images.push((&r.image, Vec::new()));
-            images.len() - 1
-        });
-        for &op in ops {
-            match out.get(&ManipulationRecord::key_of(&r.image, r.method, op)) {
-                None => images[i].1.push((r, op)),
-                Some(m) if m.path_fingerprint != Some(r.fingerprint()) => bail!(
-                    "{}: the {} record of {} ({}) was made from another path record than {} holds; write to another file to start afresh",
-                    args.out.display(),
-                    op.name(),
-                    r.image,
-                    r.method,
-                    args.input.paths.display()
-                ),
-                Some(_) => {}
-            }
-        }
-    }
+    let mut images = manipulate::plan(&records, ops, Some(&out), &args.out, &args.input.paths)?;
     let total = images.len();
     images.retain(|(_, items)| !items.is_empty());
     eprintln!(
@@ -108,33 +82,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
         records.len(),
         images.len()
     );
-    let bar = super::progress(images.len(), "images");
-    let mut failed = 0usize;
-    super::with_threads(args.input.run.threads, || -> Result<()> {
-        for (key, items) in &images {
-            let path = data::folder::path_of(&args.input.run.images, key);
-            match data::load_image(&path, &vit, &norm) {
-                Ok(pixels) => {
-                    for written in run_image(&vit, key, pixels, items)
-                        .with_context(|| args.input.paths.display().to_string())?
-                    {
-                        out.append(written)?;
-                    }
-                }
-                Err(e) => {
-                    bar.suspend(|| eprintln!("skipped {}: {e:#}", path.display()));
-                    failed += 1;
-                }
-            }
-            bar.inc(1);
-        }
-        Ok(())
+    let bar = super::Bar::new();
+    let mut sink = |record| out.append(record);
+    let failed = super::with_threads(args.input.run.threads, || {
+        let paths = &args.input.paths;
+        manipulate::run(&vit, &norm, pixels, &images, paths, &mut sink, &bar)
     })??;
-    bar.finish_and_clear();
     let after = pending(&records, ops, &out);
     shard.finish(|k| !after.contains(k))?;
     let all: Vec<ManipulationRecord> = read_all(&args.out)?;
-    print_summary(&manipulate::summarize(&all));
+    print_summary(&summarize(&all));
     eprintln!("records in {}; {failed} images failed", args.out.display());
     Ok(if failed > 0 && failed == images.len() {
         ExitCode::FAILURE
@@ -182,34 +139,7 @@ fn pending<'a>(
         .collect()
 }
 
-/// The image's items grouped by target (normally one), each group one batch; an
-/// error when the clean pass is not the one the paths were found with.
-fn run_image(
-    vit: &Vit,
-    key: &str,
-    pixels: Vec<f32>,
-    items: &[(&PathRecord, Op)],
-) -> Result<Vec<ManipulationRecord>> {
-    let mut targets: Vec<usize> = items.iter().map(|(r, _)| r.target).collect();
-    targets.sort_unstable();
-    targets.dedup();
-    let mut written = Vec::new();
-    for target in targets {
-        let image = ImageContext::new(vit, key.to_string(), pixels.clone(), target);
-        let group: Vec<(&PathRecord, Op)> = items
-            .iter()
-            .filter(|(r, _)| r.target == target)
-            .copied()
-            .collect();
-        for (r, _) in &group {
-            check_clean_prob(vit, &image, r)?;
-        }
-        written.extend(manipulate::manipulate(vit, &image, &group));
-    }
-    Ok(written)
-}
-
-fn print_summary(summary: &[manipulate::ManipulationSummary]) {
+fn print_summary(summary: &[ManipulationSummary]) {
     println!(
         "{:<12} {:<8} {:>7} {:>12} {:>9} {:>9} {:>9}",
         "method", "op", "images", "prob dev", "acc", "acc after", "acc dev"

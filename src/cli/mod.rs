@@ -270,30 +270,6 @@ impl Unit {
     }
 }
 
-/// Sets `vit` up as the paths of `records` (read from `file`) were found: the same
-/// arithmetic and neuron tokens; returns the preprocessing they were found with.
-pub fn as_found(
-    vit: &mut neuronpath::model::Vit,
-    records: &[neuronpath::record::PathRecord],
-    file: &std::path::Path,
-) -> anyhow::Result<neuronpath::model::Normalization> {
-    use neuronpath::record;
-    vit.compat = record::compat_of(records, file)?;
-    if let Some((unit, tokens)) = record::unit_of(records, file)? {
-        if vit.config.rows(tokens).is_empty() {
-            anyhow::bail!(
-                "{}: paths of neurons at the {} token, which this model has not",
-                file.display(),
-                tokens.name()
-            );
-        }
-        vit.neuron_tokens = tokens;
-        vit.unit = unit;
-    }
-    let preset = record::preprocess_of(records, file)?;
-    Ok(neuronpath::data::normalization(vit, preset))
-}
-
 /// A progress bar over `len` items named `unit`, with rate and ETA.
 pub fn progress(len: usize, unit: &str) -> indicatif::ProgressBar {
     indicatif::ProgressBar::new(len as u64).with_style(

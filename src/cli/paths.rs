@@ -1,16 +1,13 @@
 //! `neuronpath paths`: influential neuron paths of every image, resumable.
 
-use anyhow::{bail, Context, Result};
-use neuronpath::attribution::{
-    Attributor, ImageContext, Integration, Method, NeuronPath, Rule, ScoreForm, Search, Target,
-};
-use neuronpath::data::{self, ImageEntry, ImageSet, Preset};
-use neuronpath::model::{fingerprint, Compat, Tokens, Vit};
-use neuronpath::names::Named;
-use neuronpath::numeric::{self, argmax};
+use anyhow::Result;
+use neuronpath::attribution::{Method, Rule, ScoreForm, Search, Target};
+use neuronpath::data::Preset;
+use neuronpath::jobs::paths::{check_labels, Input, PathsJob};
+use neuronpath::model::{Compat, Tokens};
 use neuronpath::record::{PathRecord, Record, RecordFile};
 use neuronpath::shards::{Kind, ShardPlan};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -90,99 +87,59 @@ pub struct Args {
     sharding: super::Sharding,
 }
 
-/// The methods to run: those asked for, or the default for the search.
-fn methods(asked: &[Method], search: Search) -> Result<Vec<Method>> {
-    let top_k_methods = [Method::Jas, Method::Activation];
-    match (asked.is_empty(), search.top_k) {
-        (true, 1) => Ok(Method::ALL.to_vec()),
-        (true, _) => Ok(top_k_methods.to_vec()),
-        (false, 1) => Ok(asked.to_vec()),
-        (false, k) => match asked.iter().find(|m| !top_k_methods.contains(m)) {
-            Some(m) => bail!(
-                "--top-k {k}: only jas and activation find top-K paths, not {}",
-                m.name()
-            ),
-            None => Ok(asked.to_vec()),
-        },
+impl Args {
+    /// The job these options ask for.
+    fn job(&self) -> PathsJob {
+        PathsJob {
+            methods: self.method.clone(),
+            search: Search {
+                top_k: self.top_k,
+                beam: self.beam,
+                paths: self.paths_per_image,
+            },
+            seed: self.seed,
+            rule: self.integration.with(self.steps),
+            form: self.score_form,
+            target: self.target,
+            preprocess: self.preprocess,
+            compat: self.compat,
+            tokens: self.tokens,
+            unit: self.unit.activation(),
+            batch: self.batch,
+        }
     }
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut vit = args.run.model.load()?;
-    vit.compat = args.compat;
-    if let Some(tokens) = args.tokens {
-        if vit.config.rows(tokens).is_empty() {
-            bail!("--tokens {}: this model has no such token", tokens.name());
-        }
-        vit.neuron_tokens = tokens;
-    }
-    vit.unit = args.unit.activation();
-    let search = Search {
-        top_k: args.top_k,
-        beam: args.beam,
-        paths: args.paths_per_image,
-    };
-    search.check(vit.units())?;
-    if args.unit == super::Unit::Head && search != Search::GREEDY {
-        bail!("--unit head: head paths are searched greedily (no --top-k, --beam or --paths-per-image)");
-    }
-    let asked = methods(&args.method, search)?;
-    let preprocess = args.preprocess.unwrap_or(match args.compat {
-        Compat::Principled => Preset::Checkpoint,
-        Compat::Reference => Preset::Reference,
-    });
+    let job = args.job();
+    job.configure(&mut vit)?;
     let mut set = super::image_set(&args.run.images, &vit, args.labels.label_map.as_deref())?;
     let plan = ShardPlan::new(
         args.sharding.shard,
         set.entries.iter().map(|e| e.key.clone()).collect(),
     );
     set.entries.retain(|e| plan.mine(&e.key));
-    let rule = args.integration.with(args.steps);
-    let probe = Attributor {
-        vit: &vit,
-        rule,
-        form: args.score_form,
-    };
-    let (methods, skipped): (Vec<Method>, Vec<Method>) =
-        asked.iter().partition(|&&m| probe.supports(m));
-    if !skipped.is_empty() {
-        eprintln!(
-            "{}: not defined for this unit, skipped",
-            super::names(&skipped)
-        );
-    }
-    if methods.is_empty() {
-        bail!("no method left to run for this unit");
-    }
-    // A head's value is its scale: its paths are scored by the paper's form.
-    let form = match args.unit {
-        super::Unit::Head => ScoreForm::Paper,
-        super::Unit::Neuron => args.score_form,
-    };
-    let common = shared_fields(&args, &vit, preprocess, rule, form)?;
-    let mut out = RecordFile::<PathRecord>::open(&args.out, &common.settings())?;
-    check_labels(&out, &set, &args.out)?;
-    let methods = &methods;
-    let settings = [common.settings(), vec![("methods", super::names(methods))]].concat();
+    let bar = super::Bar::new();
+    let run = job.prepare(&vit, &args.run.model.model, &bar)?;
+    let mut out = RecordFile::<PathRecord>::open(&args.out, &run.common.settings())?;
+    let inputs: Vec<Input> = set.entries.iter().map(Input::File).collect();
+    check_labels(&out, &inputs, &args.out)?;
+    let methods = &run.methods;
+    let settings = [
+        run.common.settings(),
+        vec![("methods", super::names(methods))],
+    ]
+    .concat();
     let shard = plan.begin(&args.out, Kind::Paths, &settings, |k| {
         done(&out, methods, k)
     })?;
-    let todo: Vec<&ImageEntry> = set
-        .entries
-        .iter()
-        .filter(|e| !done(&out, methods, &e.key))
+    let todo: Vec<Input> = inputs
+        .into_iter()
+        .filter(|input| !done(&out, methods, input.key()))
         .collect();
-    let batch = args.batch.unwrap_or_else(|| {
-        (8192 / (vit.config.tokens() * args.steps * args.beam).max(1)).clamp(1, 16)
-    });
-    let attributor = Attributor {
-        vit: &vit,
-        rule,
-        form,
-    };
-    let norm = data::normalization(&vit, preprocess);
     eprintln!(
-        "{} images ({} already in {}), {} layers x {} units at {}, {} steps {rule}, batch {batch}",
+        "{} images ({} already in {}), {} layers x {} units at {}, {} steps {}, batch {}",
         set.entries.len(),
         set.entries.len() - todo.len(),
         args.out.display(),
@@ -191,71 +148,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
         vit.neuron_site(0)
             .to_string()
             .replace("blocks.0.", "blocks.N."),
-        args.steps
+        args.steps,
+        job.rule,
+        run.batch
     );
-    let bar = super::progress(todo.len(), "images");
-    let (mut written, mut failed) = (0usize, 0usize);
-    super::with_threads(args.run.threads, || -> Result<()> {
-        for chunk in todo.chunks(batch) {
-            let mut ready: Vec<(&ImageEntry, ImageContext)> = Vec::new();
-            for entry in chunk {
-                match ImageContext::load(&vit, entry, &norm, args.target) {
-                    Ok(ctx) => ready.push((entry, ctx)),
-                    Err(e) => {
-                        bar.suspend(|| eprintln!("skipped {}: {e:#}", entry.path.display()));
-                        failed += 1;
-                        bar.inc(1);
-                    }
-                }
-            }
-            if ready.is_empty() {
-                continue;
-            }
-            let contexts: Vec<&ImageContext> = ready.iter().map(|(_, c)| c).collect();
-            let found =
-                attributor.find_and_score_with(&contexts, methods, args.seed, search, |i, m| {
-                    !out.contains(&PathRecord::key_of(&ready[i].0.key, m))
-                });
-            for found in found {
-                let (entry, ctx) = &ready[found.image];
-                let probs = ctx.probabilities(vit.config.classes);
-                let predicted = argmax(&probs);
-                let image = std::fs::read(&entry.path)
-                    .with_context(|| format!("{}: cannot read", entry.path.display()))?;
-                out.append(PathRecord {
-                    image: entry.key.clone(),
-                    label: entry.label,
-                    label_name: entry.label.and_then(|l| class_name(&vit, entry, l)),
-                    method: found.method,
-                    path: found.path,
-                    rank: found.rank,
-                    score: found.score.score,
-                    target: ctx.target,
-                    target_prob: probs[ctx.target],
-                    predicted,
-                    predicted_name: vit.class_name(predicted),
-                    predicted_prob: probs[predicted],
-                    contribution: found.score.contribution,
-                    activation: found.score.activation,
-                    gradient: found.score.gradient,
-                    image_fingerprint: Some(numeric::fingerprint(&image)),
-                    ..common.clone()
-                })?;
-            }
-            written += ready.len();
-            bar.inc(ready.len() as u64);
-        }
-        Ok(())
-    })??;
-    bar.finish_and_clear();
+    let tally = super::with_threads(args.run.threads, || run.run(&todo, &mut out, &bar))??;
     shard.finish(|k| done(&out, methods, k))?;
     eprintln!(
-        "done: {written} images written to {}, {} already there, {failed} failed",
+        "done: {} images written to {}, {} already there, {} failed",
+        tally.written,
         args.out.display(),
-        set.entries.len() - todo.len()
+        set.entries.len() - todo.len(),
+        tally.failed
     );
     // Failure only when there was work and none of it could be done.
-    Ok(if failed > 0 && written == 0 {
+    Ok(if tally.failed > 0 && tally.written == 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -267,71 +174,4 @@ fn done(out: &RecordFile<PathRecord>, methods: &[Method], key: &str) -> bool {
     methods
         .iter()
         .all(|&m| out.contains(&PathRecord::key_of(key, m)))
-}
-
-/// The fields every record of this run shares, which a resumed file must match.
-fn shared_fields(
-    args: &Args,
-    vit: &Vit,
-    preprocess: Preset,
-    rule: Integration,
-    form: ScoreForm,
-) -> Result<PathRecord> {
-    Ok(PathRecord {
-        image: String::new(),
-        label: None,
-        label_name: None,
-        method: Method::Jas,
-        path: NeuronPath(vec![]),
-        beam: args.beam,
-        rank: 0,
-        neurons: vit.units(),
-        score: 0.0,
-        target: 0,
-        target_source: args.target,
-        target_prob: 0.0,
-        predicted: 0,
-        predicted_name: None,
-        predicted_prob: 0.0,
-        activation: vec![],
-        gradient: vec![],
-        contribution: vec![],
-        integration: rule.rule(),
-        steps: rule.steps(),
-        score_form: form,
-        model: args.run.model.model.display().to_string(),
-        preprocess,
-        sites: (0..vit.config.layers).map(|l| vit.neuron_site(l)).collect(),
-        compat: args.compat,
-        model_fingerprint: Some(fingerprint(&args.run.model.model, vit)?),
-        image_fingerprint: None,
-        seed: Some(args.seed),
-    })
-}
-
-/// The name of class `label`: the model's, else the image's class folder.
-fn class_name(vit: &Vit, entry: &ImageEntry, label: usize) -> Option<String> {
-    vit.class_name(label)
-        .or_else(|| entry.key.split('/').next().map(String::from))
-}
-
-/// Refuses to resume when an image's label in the file is not its label now (the
-/// folders were renamed, or labels were assigned otherwise).
-fn check_labels(out: &RecordFile<PathRecord>, set: &ImageSet, file: &Path) -> Result<()> {
-    for entry in &set.entries {
-        let old = Method::ALL
-            .iter()
-            .find_map(|&m| out.get(&PathRecord::key_of(&entry.key, m)));
-        if let Some(old) = old.filter(|old| old.label != entry.label) {
-            bail!(
-                "{}: {} has label {:?} ({}) there, but {:?} in this run (class folders now match the model's class names, or were renamed); write to another file to start afresh",
-                file.display(),
-                entry.key,
-                old.label,
-                old.label_name.as_deref().unwrap_or("-"),
-                entry.label
-            );
-        }
-    }
-    Ok(())
 }

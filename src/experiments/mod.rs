@@ -21,17 +21,7 @@ use std::path::Path;
 /// older versions carry neither; for them the clean probability is compared
 /// instead (see [`check_clean_prob`]).
 pub fn check_inputs(records: &[PathRecord], model: &str, images: &Path, file: &Path) -> Result<()> {
-    if let Some(r) = records
-        .iter()
-        .find(|r| r.model_fingerprint.as_ref().is_some_and(|fp| fp != model))
-    {
-        bail!(
-            "{}: the paths were found on another model ({}, fingerprint {}) than this one (fingerprint {model}); pass the --model the paths were found with",
-            file.display(),
-            r.model,
-            r.model_fingerprint.as_deref().unwrap_or_default()
-        );
-    }
+    check_model(records, model, file)?;
     let mut seen = HashSet::new();
     for r in records.iter().filter(|r| seen.insert(&r.image)) {
         let Some(want) = &r.image_fingerprint else {
@@ -49,6 +39,22 @@ pub fn check_inputs(records: &[PathRecord], model: &str, images: &Path, file: &P
                 file.display()
             );
         }
+    }
+    Ok(())
+}
+
+/// Checks that the records' model fingerprint (where they carry one) is `model`.
+pub fn check_model(records: &[PathRecord], model: &str, file: &Path) -> Result<()> {
+    if let Some(r) = records
+        .iter()
+        .find(|r| r.model_fingerprint.as_ref().is_some_and(|fp| fp != model))
+    {
+        bail!(
+            "{}: the paths were found on another model ({}, fingerprint {}) than this one (fingerprint {model}); pass the --model the paths were found with",
+            file.display(),
+            r.model,
+            r.model_fingerprint.as_deref().unwrap_or_default()
+        );
     }
     Ok(())
 }

@@ -15,13 +15,18 @@ pub static GEMM_FLOPS: AtomicU64 = AtomicU64::new(0);
 /// Keeps freed activation buffers in the process heap instead of returning them to
 /// the kernel: every pass allocates gigabytes of same-sized buffers, and without
 /// this glibc maps and zero-faults them afresh each time (measured: 16% of run time).
-/// 32 MiB is the largest mmap threshold glibc accepts.
+/// 32 MiB is the largest mmap threshold glibc accepts. The top pad keeps a thread
+/// arena's heaps (64 MiB each) when they empty instead of unmapping them: without
+/// it, whether they were kept hung on where small long-lived allocations landed
+/// (a run driven from a pool thread, as the CLI's, faulted 3-6x the pages, +5-10%
+/// CPU time, after an unrelated change to its loop).
 pub fn reuse_freed_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes glibc's allocator thresholds.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 128 << 20);
     }
 }
 

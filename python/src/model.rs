@@ -1,0 +1,415 @@
+//! `neuronpath.load` and the model: its description, the clean forward pass, JAS
+//! of any neurons, and the paths run (`neuronpath::jobs::paths`, as the CLI runs it).
+
+use crate::options::{JasOptions, PathsOptions};
+use crate::progress::PyProgress;
+use crate::to_py;
+use anyhow::{bail, Result};
+use neuronpath::attribution::{Attributor, ImageContext, NeuronPath};
+use neuronpath::data::{self, labels::Labels, ImageEntry, ImageSet, Preset};
+use neuronpath::jobs::paths::{check_labels, Input, PathsJob, Sink};
+use neuronpath::model::{LoadOptions, Vit};
+use neuronpath::names::Named;
+use neuronpath::record::{PathRecord, Record, RecordFile};
+use numpy::ndarray::Array;
+use numpy::{IntoPyArray, PyArray2, PyArrayDyn, PyReadonlyArray4, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::path::{Path, PathBuf};
+
+/// A loaded checkpoint (every layout the command line loads).
+#[pyclass(module = "neuronpath._native")]
+pub struct Model {
+    pub(crate) vit: Vit,
+    /// The checkpoint as given (records name it so).
+    pub(crate) file: PathBuf,
+}
+
+/// Loads a checkpoint: a Hugging Face folder, a timm .safetensors, a PyTorch
+/// .pth/.pt state dict, or a Google ViT .npz (see `neuronpath inspect`).
+#[pyfunction]
+#[pyo3(signature = (path, heads=None, classifier=None, logit_scale=None, class_names=None))]
+pub fn load(
+    py: Python<'_>,
+    path: PathBuf,
+    heads: Option<usize>,
+    classifier: Option<PathBuf>,
+    logit_scale: Option<f32>,
+    class_names: Option<PathBuf>,
+) -> PyResult<Model> {
+    let options = LoadOptions {
+        heads,
+        classifier,
+        logit_scale,
+        class_names,
+    };
+    let vit = py
+        .detach(|| neuronpath::model::load(&path, &options))
+        .map_err(to_py)?;
+    Ok(Model { vit, file: path })
+}
+
+/// Logits and neuron activations.
+type Forward<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArrayDyn<f32>>);
+/// Pixels, labels and keys of images.
+type Loaded<'py> = (Bound<'py, PyArrayDyn<f32>>, Vec<Option<usize>>, Vec<String>);
+
+/// Where a paths run's images come from.
+enum Images<'a> {
+    Set(ImageSet),
+    Array(&'a [f32], Vec<Option<usize>>),
+}
+
+impl Images<'_> {
+    fn inputs(&self) -> Vec<Input<'_>> {
+        match self {
+            Images::Set(set) => set.entries.iter().map(Input::File).collect(),
+            Images::Array(pixels, labels) => {
+                let per_image = pixels.len() / labels.len().max(1);
+                let images = pixels.chunks_exact(per_image.max(1));
+                (images.zip(labels).enumerate())
+                    .map(|(i, (pixels, &label))| Input::Pixels {
+                        key: i.to_string(),
+                        label,
+                        pixels,
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// The records of a run kept in memory, and appended to a file when one is given.
+struct Records {
+    file: Option<RecordFile<PathRecord>>,
+    got: Vec<PathRecord>,
+}
+
+impl Sink for Records {
+    fn has(&self, key: &str, method: neuronpath::attribution::Method) -> bool {
+        self.file.as_ref().is_some_and(|f| f.has(key, method))
+    }
+
+    fn put(&mut self, record: PathRecord) -> Result<()> {
+        if let Some(file) = &mut self.file {
+            file.append(record.clone())?;
+        }
+        self.got.push(record);
+        Ok(())
+    }
+}
+
+/// Checks `pixels` as `[N, 3, size, size]` for `vit`, in place: its data, C-contiguous.
+fn pixels_of<'a>(vit: &Vit, pixels: &'a PyReadonlyArray4<'_, f32>) -> PyResult<&'a [f32]> {
+    let size = vit.config.image_size;
+    let shape = pixels.shape();
+    if shape[1..] != [3, size, size] {
+        return Err(to_py(anyhow::anyhow!(
+            "pixels of shape {shape:?}: the model takes [N, 3, {size}, {size}] (normalised)"
+        )));
+    }
+    pixels.as_slice().map_err(|e| {
+        to_py(anyhow::anyhow!(
+            "pixels: {e} (pass a C-contiguous float32 array)"
+        ))
+    })
+}
+
+impl Model {
+    /// Runs `f`, which sets the model up for a run (arithmetic, neuron tokens,
+    /// unit), and sets it back as loaded.
+    pub(crate) fn set_up<T>(&mut self, f: impl FnOnce(&mut Vit) -> Result<T>) -> Result<T> {
+        let loaded = (self.vit.compat, self.vit.neuron_tokens, self.vit.unit);
+        let result = f(&mut self.vit);
+        (self.vit.compat, self.vit.neuron_tokens, self.vit.unit) = loaded;
+        result
+    }
+
+    /// The images of a folder, a file or a list of files (`labels` for a list).
+    fn image_set(
+        &self,
+        images: &Bound<'_, PyAny>,
+        labels: Option<Vec<Option<usize>>>,
+        label_map: Option<&Path>,
+    ) -> Result<ImageSet> {
+        let labels_of = Labels {
+            names: self.vit.class_names.as_deref(),
+            classes: self.vit.config.classes,
+            map: label_map,
+        };
+        if let Ok(root) = images.extract::<PathBuf>() {
+            return ImageSet::open(&root, &labels_of);
+        }
+        let Ok(files) = images.extract::<Vec<PathBuf>>() else {
+            bail!("images: a folder, an image file, a list of image files, or a [N, 3, H, W] float32 array");
+        };
+        let labels = labels.unwrap_or_else(|| vec![None; files.len()]);
+        if labels.len() != files.len() {
+            bail!("labels: {} for {} images", labels.len(), files.len());
+        }
+        let entries = files
+            .into_iter()
+            .zip(labels)
+            .map(|(path, label)| ImageEntry {
+                key: path.display().to_string(),
+                path,
+                label,
+            });
+        Ok(ImageSet {
+            root: PathBuf::new(),
+            classes: Vec::new(),
+            entries: entries.collect(),
+            notes: Vec::new(),
+        })
+    }
+}
+
+#[pymethods]
+impl Model {
+    /// The architecture: family, layers, neurons (per layer), classes, and more.
+    #[getter]
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (vit, c) = (&self.vit, &self.vit.config);
+        let info = PyDict::new(py);
+        info.set_item("family", c.family.to_string())?;
+        info.set_item("layout", vit.layout.to_string())?;
+        info.set_item("layers", c.layers)?;
+        info.set_item("neurons", c.intermediate)?;
+        info.set_item("classes", c.classes)?;
+        info.set_item("class_names", vit.class_names.clone())?;
+        info.set_item("hidden", c.hidden)?;
+        info.set_item("heads", c.heads)?;
+        info.set_item("image_size", c.image_size)?;
+        info.set_item("patch_size", c.patch_size)?;
+        info.set_item("tokens", c.tokens())?;
+        info.set_item("parameters", vit.parameter_count())?;
+        info.set_item("checkpoint", self.file.display().to_string())?;
+        Ok(info)
+    }
+
+    /// The clean forward pass of `[N, 3, H, W]` normalised pixels: logits `[N,
+    /// classes]` and each layer's FFN activations at the neuron tokens (the CLS token
+    /// for a ViT), `[N, layers, neurons]` (`[N, layers, tokens, neurons]` for a site
+    /// of several tokens, as MAE's patches).
+    fn forward<'py>(
+        &self,
+        py: Python<'py>,
+        pixels: PyReadonlyArray4<'py, f32>,
+    ) -> PyResult<Forward<'py>> {
+        let data = pixels_of(&self.vit, &pixels)?;
+        let vit = &self.vit;
+        let n = pixels.shape()[0];
+        let (logits, neurons) = py.detach(|| {
+            let (mut logits, mut neurons) = (Vec::new(), Vec::new());
+            for image in data.chunks_exact(data.len() / n.max(1)).take(n) {
+                let clean = vit.clean_forward(image);
+                logits.extend(clean.logits);
+                neurons.extend(clean.neurons.into_iter().flatten());
+            }
+            (logits, neurons)
+        });
+        let (layers, rows, width) = (vit.config.layers, vit.neuron_rows(), vit.unit_width());
+        let shape = match rows {
+            1 => vec![n, layers, width],
+            _ => vec![n, layers, rows, width],
+        };
+        let logits = Array::from_shape_vec((n, vit.config.classes), logits).map_err(shape_error)?;
+        let neurons = Array::from_shape_vec(shape, neurons).map_err(shape_error)?;
+        Ok((logits.into_pyarray(py), neurons.into_pyarray(py)))
+    }
+
+    /// The JAS of one neuron set (a path: per layer a neuron, or a list of them) on
+    /// each image of `[N, 3, H, W]` pixels for its target class; one score dict
+    /// (JSON text) per image.
+    fn jas(
+        &self,
+        py: Python<'_>,
+        pixels: PyReadonlyArray4<'_, f32>,
+        neurons: &str,
+        targets: Vec<usize>,
+        options: JasOptions,
+    ) -> PyResult<Vec<String>> {
+        let data = pixels_of(&self.vit, &pixels)?;
+        let attributor = Attributor {
+            vit: &self.vit,
+            rule: options.rule().map_err(to_py)?,
+            form: crate::options::score_form(&options.score_form).map_err(to_py)?,
+        };
+        let path = self.path_of(neurons).map_err(to_py)?;
+        let scores = py.detach(|| jas_of(&attributor, data, &path, &targets));
+        let scores = scores.map_err(to_py)?;
+        scores.iter().map(json).collect()
+    }
+
+    /// The normalised pixels `[N, 3, H, W]` of a folder, an image file or a list of
+    /// files, as `paths` prepares them; with the images' labels and keys.
+    #[pyo3(signature = (images, preprocess="checkpoint", label_map=None))]
+    fn pixels<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        preprocess: &str,
+        label_map: Option<PathBuf>,
+    ) -> PyResult<Loaded<'py>> {
+        let set = self
+            .image_set(images, None, label_map.as_deref())
+            .map_err(to_py)?;
+        let preset = Preset::from_name(preprocess).ok_or_else(|| {
+            to_py(anyhow::anyhow!(
+                "preprocess {preprocess:?}: one of checkpoint, reference"
+            ))
+        })?;
+        let norm = data::normalization(&self.vit, preset);
+        let vit = &self.vit;
+        let loaded: Result<Vec<Vec<f32>>> = py.detach(|| {
+            let load = |e: &ImageEntry| {
+                data::load_image(&e.path, vit, &norm)
+                    .map_err(|err| err.context(e.path.display().to_string()))
+            };
+            set.entries.iter().map(load).collect()
+        });
+        let size = vit.config.image_size;
+        let shape = vec![set.entries.len(), 3, size, size];
+        let pixels =
+            Array::from_shape_vec(shape, loaded.map_err(to_py)?.concat()).map_err(shape_error)?;
+        let labels = set.entries.iter().map(|e| e.label).collect();
+        let keys = set.entries.iter().map(|e| e.key.clone()).collect();
+        Ok((pixels.into_pyarray(py), labels, keys))
+    }
+
+    /// Finds the paths of `images` (a folder, a file, a list of files, or `[N, 3, H,
+    /// W]` pixels) as `neuronpath paths` does; records as JSON text. With `out`, they
+    /// are appended to that file and what it holds is skipped (resumed).
+    #[pyo3(signature = (images, options, out=None, progress=None))]
+    fn paths(
+        &mut self,
+        py: Python<'_>,
+        images: &Bound<'_, PyAny>,
+        options: PathsOptions,
+        out: Option<PathBuf>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Vec<String>> {
+        let job = options.job().map_err(to_py)?;
+        let array = images.extract::<PyReadonlyArray4<f32>>().ok();
+        let source = match &array {
+            Some(a) => {
+                let labels = options
+                    .labels
+                    .clone()
+                    .unwrap_or_else(|| vec![None; a.shape()[0]]);
+                if labels.len() != a.shape()[0] {
+                    return Err(to_py(anyhow::anyhow!(
+                        "labels: {} for {} images",
+                        labels.len(),
+                        a.shape()[0]
+                    )));
+                }
+                Images::Array(pixels_of(&self.vit, a)?, labels)
+            }
+            None => Images::Set(
+                self.image_set(images, options.labels.clone(), options.label_map.as_deref())
+                    .map_err(to_py)?,
+            ),
+        };
+        let progress = PyProgress::new(progress);
+        let file = self.file.clone();
+        let found = progress.watch(py, || {
+            self.set_up(|vit| {
+                job.configure(vit)?;
+                run_paths(vit, &job, &file, &source, out.as_deref(), &progress)
+            })
+        });
+        progress.result(found)?.iter().map(json).collect()
+    }
+}
+
+impl Model {
+    /// A neuron set as the records write a path, checked against the model.
+    fn path_of(&self, neurons: &str) -> Result<NeuronPath> {
+        let path: NeuronPath = serde_json::from_str(neurons).map_err(|e| {
+            anyhow::anyhow!("neurons: not a path (per layer a neuron or a list of neurons): {e}")
+        })?;
+        let (layers, units) = (self.vit.config.layers, self.vit.units());
+        if path.layers() != layers {
+            bail!(
+                "neurons: {} layers, but the model has {layers}",
+                path.layers()
+            );
+        }
+        if let Some((l, n)) = path.neurons().find(|&(_, n)| n >= units) {
+            bail!("neurons: neuron {n} at layer {l} is out of range: the model's layers have {units} neurons");
+        }
+        Ok(path)
+    }
+}
+
+/// The JAS of `path` on each image of `data` for its target.
+fn jas_of(
+    attributor: &Attributor,
+    data: &[f32],
+    path: &NeuronPath,
+    targets: &[usize],
+) -> Result<Vec<neuronpath::attribution::PathScore>> {
+    let vit = attributor.vit;
+    let images: Vec<&[f32]> = data
+        .chunks_exact(3 * vit.config.image_size.pow(2))
+        .collect();
+    if targets.len() != images.len() {
+        bail!("targets: {} for {} images", targets.len(), images.len());
+    }
+    if let Some(t) = targets.iter().find(|&&t| t >= vit.config.classes) {
+        bail!(
+            "target {t}: outside the model's {} classes",
+            vit.config.classes
+        );
+    }
+    let contexts: Vec<ImageContext> = (images.iter().zip(targets).enumerate())
+        .map(|(i, (pixels, &target))| {
+            ImageContext::new(vit, i.to_string(), pixels.to_vec(), target)
+        })
+        .collect();
+    let items: Vec<(&ImageContext, &NeuronPath)> = contexts.iter().map(|c| (c, path)).collect();
+    Ok(attributor.score(&items))
+}
+
+/// A paths run of `job` on `vit` (set up for it), into memory and `out`.
+fn run_paths(
+    vit: &Vit,
+    job: &PathsJob,
+    model: &Path,
+    images: &Images,
+    out: Option<&Path>,
+    progress: &PyProgress,
+) -> Result<Vec<PathRecord>> {
+    if let Images::Set(set) = images {
+        for note in &set.notes {
+            neuronpath::progress::Progress::note(progress, &format!("note: {note}"));
+        }
+    }
+    let run = job.prepare(vit, model, progress)?;
+    let mut inputs = images.inputs();
+    let file = match out {
+        Some(path) => {
+            let file = RecordFile::open(path, &run.common.settings())?;
+            check_labels(&file, &inputs, path)?;
+            Some(file)
+        }
+        None => None,
+    };
+    let mut records = Records {
+        file,
+        got: Vec::new(),
+    };
+    inputs.retain(|input| run.methods.iter().any(|&m| !records.has(input.key(), m)));
+    run.run(&inputs, &mut records, progress)?;
+    Ok(records.got)
+}
+
+fn shape_error(e: numpy::ndarray::ShapeError) -> PyErr {
+    to_py(anyhow::anyhow!("array shape: {e}"))
+}
+
+/// A value as JSON text (a record, exactly as the JSON lines hold it).
+pub fn json<T: serde::Serialize>(value: &T) -> PyResult<String> {
+    serde_json::to_string(value).map_err(|e| to_py(e.into()))
+}

@@ -1,0 +1,174 @@
+"""The Python package against reference numbers and against the command line run
+on the same inputs (never against values the package itself produced).
+
+The command line is `$NEURONPATH_BIN`, else `neuronpath` in the cargo target folder
+(`$CARGO_TARGET_DIR`, else `target/`, release build); the ground truth is
+`../shared` beside the repository."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import neuronpath
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+MODEL = REPO / "assets" / "vit-cifar10"
+IMAGES = REPO / "assets" / "images"
+TINY = SHARED / "fixtures" / "tiny-vit-hf"
+
+
+def cli_binary() -> Path:
+    given = os.environ.get("NEURONPATH_BIN")
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    binary = Path(given) if given else target / "release" / "neuronpath"
+    if not binary.is_file():
+        pytest.fail(f"{binary}: no neuronpath binary (cargo build --release, or set NEURONPATH_BIN)")
+    return binary
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(cli_binary()), *args], capture_output=True, text=True)
+
+
+def read(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def cli_paths(tmp_path_factory) -> Path:
+    """`neuronpath paths` (all methods) on the bundled model and images."""
+    out = tmp_path_factory.mktemp("cli") / "paths.jsonl"
+    run = cli("paths", "--model", str(MODEL), "--images", str(IMAGES), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def model() -> neuronpath.Model:
+    return neuronpath.load(str(MODEL))
+
+
+def test_forward_equals_the_pytorch_reference():
+    reference = np.load(SHARED / "fixtures" / "tiny-vit-reference.npz")
+    tiny = neuronpath.load(TINY)
+    logits, activations = tiny.forward(reference["pixels"])
+    assert logits.shape == reference["logits"].shape
+    np.testing.assert_allclose(logits, reference["logits"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(activations, reference["cls_ffn_activations"], rtol=0, atol=1e-4)
+    assert tiny.info["layers"] == 3 and tiny.info["neurons"] == 64 and tiny.info["classes"] == 5
+
+
+def test_paths_on_the_bundled_images_equal_the_cli(model, cli_paths):
+    records = model.paths(IMAGES, progress=False)
+    assert records == read(cli_paths)
+
+
+def test_paths_on_pixels_equal_the_cli(model, cli_paths):
+    pixels, labels, keys = model.pixels(IMAGES)
+    assert pixels.shape == (20, 3, 32, 32) and pixels.dtype == np.float32
+    records = model.paths(pixels, labels=labels, method=["jas", "activation"], progress=False)
+    by_key = {(r["image"], r["method"]): r for r in read(cli_paths)}
+    assert len(records) == 40
+    for r in records:
+        want = by_key[(keys[int(r["image"])], r["method"])]
+        for field in ["path", "score", "target_prob", "activation", "gradient", "contribution"]:
+            assert r[field] == want[field], (r["image"], r["method"], field)
+
+
+def test_jas_of_a_record_path_equals_its_score(model, cli_paths):
+    pixels, _, keys = model.pixels(IMAGES)
+    for r in read(cli_paths)[:10]:
+        score = model.jas(pixels[keys.index(r["image"])], r["path"], r["target"])
+        assert score["score"] == pytest.approx(r["score"], rel=1e-9, abs=1e-12), r["method"]
+        assert score["contribution"] == pytest.approx(r["contribution"], rel=1e-9, abs=1e-12)
+
+
+def test_manipulate_and_stats_equal_the_cli(model, cli_paths, tmp_path):
+    out = tmp_path / "manipulate.jsonl"
+    run = cli("manipulate", "--model", str(MODEL), "--images", str(IMAGES), "--paths", str(cli_paths), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    records = read(cli_paths)
+    assert neuronpath.manipulate(model, records, IMAGES, progress=False) == read(out)
+    stats = tmp_path / "stats.json"
+    run = cli("stats", "--paths", str(cli_paths), "--out", str(stats))
+    assert run.returncode == 0, run.stderr
+    assert neuronpath.stats(records) == json.loads(stats.read_text())
+    summary = neuronpath.summarize(read(out))
+    assert {(s["method"], s["op"]) for s in summary} == {(r["method"], r["op"]) for r in read(out)}
+    page = neuronpath.report(records, tmp_path / "report.html", manipulations=read(out), images=IMAGES)
+    assert "<title>neuronpath report</title>" in Path(page).read_text()
+
+
+def test_a_bad_checkpoint_raises_naming_the_file_and_tensor(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(TINY / "config.json", broken / "config.json")
+    data = (TINY / "model.safetensors").read_bytes()
+    name = b"vit.encoder.layer.1.output.dense.weight"
+    assert data.count(name) == 1
+    (broken / "model.safetensors").write_bytes(data.replace(name, name[:-1] + b"X"))
+    with pytest.raises(neuronpath.NeuronpathError) as raised:
+        neuronpath.load(broken)
+    message = str(raised.value)
+    assert "model.safetensors" in message and "vit.encoder.layer.1.output.dense.weigh" in message
+    run = cli("inspect", "--model", str(broken))
+    assert run.returncode != 0 and run.stderr.strip() == f"error: {message}"
+    assert isinstance(raised.value, ValueError)
+
+
+def test_progress_is_reported_and_a_raising_callback_stops_the_run(model, tmp_path):
+    files = sorted(str(p) for p in IMAGES.glob("*/*.jpg"))[:3]
+    calls = []
+    model.paths(files, method="random", target="predicted", progress=lambda done, total: calls.append((done, total)))
+    assert calls and calls[-1] == (3, 3)
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "paths.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        model.paths(files, method="random", target="predicted", batch=1, out=out, progress=stop)
+    assert len(read(out)) == 1  # the batch in flight is kept, nothing after it
+
+
+def test_ctrl_c_stops_after_the_batch_in_flight(tmp_path):
+    out = tmp_path / "paths.jsonl"
+    script = (
+        "import sys, neuronpath\n"
+        "neuronpath.load(sys.argv[1]).paths(sys.argv[2], method='jas', batch=1, out=sys.argv[3], progress=False)\n"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", script, str(MODEL), str(IMAGES), str(out)], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not (out.exists() and out.read_text().count("\n") >= 1) and time.time() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode != 0 and "KeyboardInterrupt" in stderr, stderr
+    records = read(out)  # whole records only
+    assert 1 <= len(records) < 20
+
+
+def test_errors_carry_the_cli_message(model, tmp_path):
+    with pytest.raises(neuronpath.NeuronpathError, match="no such image file or folder"):
+        model.paths(tmp_path / "missing", progress=False)
+    with pytest.raises(neuronpath.NeuronpathError, match="one of jas, activation"):
+        model.paths(IMAGES, method="best", progress=False)
+
+
+def test_to_pandas(cli_paths):
+    pd = pytest.importorskip("pandas")
+    records = read(cli_paths)
+    table = neuronpath.to_pandas(records)
+    assert isinstance(table, pd.DataFrame)
+    assert len(table) == len(records) and list(table.columns) == list(records[0].keys())
