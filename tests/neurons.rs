@@ -314,7 +314,7 @@ fn a_stopped_scan_resumes_to_the_same_records() {
     };
     let state = neuronpath::roles::run::state_file(&parted);
     let stop = StopAfter(std::sync::atomic::AtomicUsize::new(0), 2);
-    let (_, finished) = job.scan(&mut vit, &state, &stop).unwrap();
+    let (_, finished) = job.scan(&mut vit, Some(&state), &stop).unwrap();
     assert!(!finished && state.exists());
     // Another --top is refused, naming it, with the state untouched.
     let before = std::fs::read(&state).unwrap();
@@ -379,7 +379,7 @@ fn descriptions_of_parts_merge_into_the_whole() {
         };
         let state = dir.join(name);
         let (scan, finished) = job
-            .scan(&mut vit, &state, &neuronpath::progress::Silent)
+            .scan(&mut vit, Some(&state), &neuronpath::progress::Silent)
             .unwrap();
         assert!(finished);
         job.records(&mut vit, &scan, &neuronpath::progress::Silent)

@@ -29,6 +29,7 @@ __all__ = [
     "NeuronpathError",
     "load",
     "manipulate",
+    "neurons",
     "read_records",
     "report",
     "stats",
@@ -277,6 +278,45 @@ def manipulate(
     return _records(_native.manipulate(model._native, _texts(records), images, op, out, _Progress(progress)))
 
 
+def neurons(
+    model: Model,
+    images: Any,
+    paths: Optional[Sequence[Record]] = None,
+    *,
+    neurons: Sequence[Sequence[int]] = (),
+    layers: Union[str, Sequence[int]] = (),
+    top: int = 16,
+    rank: Optional[str] = None,
+    preprocess: Optional[str] = None,
+    batch: Optional[int] = None,
+    label_map: Optional[PathLike] = None,
+    out: Optional[PathLike] = None,
+    progress: ProgressArg = None,
+) -> List[Record]:
+    """What neurons do, read off the images (a folder, a file or a list of files),
+    as ``neuronpath neurons``: one record per neuron with its ``top`` exemplars
+    (activation, heatmap over the patches), its class profile and its direct effect
+    on the logits. The neurons: those on the path records ``paths`` (the model's
+    arithmetic and preprocessing as they were found with), ``neurons`` as
+    ``(layer, neuron)`` pairs, or every neuron of ``layers`` (``"all"``). ``rank``:
+    ``cls``, ``patch-max`` or ``patch-mean``. With ``out`` the records are appended
+    there, and a stopped scan resumes from its state beside it."""
+    if isinstance(layers, str):
+        if layers != "all":
+            raise NeuronpathError(f"layers {layers!r}: 'all' or a list of layer numbers")
+        layers = list(range(model.info["layers"]))
+    texts = None if paths is None else _texts(paths)
+    pairs = [(int(layer), int(neuron)) for layer, neuron in neurons]
+    label_map = None if label_map is None else os.fspath(label_map)
+    out = None if out is None else os.fspath(out)
+    return _records(
+        _native.neurons(
+            model._native, _images(images), texts, pairs, list(layers), top, rank, preprocess, batch,
+            label_map, out, _Progress(progress),
+        )
+    )
+
+
 def summarize(manipulations: Sequence[Record]) -> List[Record]:
     """Per method and operation: images, mean probability deviation (p_after /
     p_before - 1), accuracy before and after, and the accuracy deviation."""
@@ -297,13 +337,20 @@ def report(
     manipulations: Sequence[Record] = (),
     stats: Optional[Dict[str, Any]] = None,
     images: Optional[PathLike] = None,
+    neurons: Sequence[Record] = (),
+    neuron_images: Optional[PathLike] = None,
 ) -> str:
     """Writes the self-contained HTML report of the records (as ``neuronpath
     report``) to ``out`` and returns its path; ``images``: the folder the paths were
-    found on (thumbnails)."""
+    found on (thumbnails). ``neurons`` (records of :func:`neurons`) adds a card per
+    path neuron; ``neuron_images``: the folder they were described on, when not
+    ``images``."""
     stats_text = None if stats is None else json.dumps(stats)
     images = None if images is None else os.fspath(images)
-    missing = _native.report(_texts(records), os.fspath(out), _texts(manipulations), stats_text, images)
+    neuron_images = None if neuron_images is None else os.fspath(neuron_images)
+    missing = _native.report(
+        _texts(records), os.fspath(out), _texts(manipulations), stats_text, images, _texts(neurons), neuron_images
+    )
     if missing:
         print(f"{len(missing)} images shown without a thumbnail; first: {missing[0]}", file=sys.stderr)
     return os.path.abspath(os.fspath(out))

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 const RECORDS: &str = "records";
 
 /// Records from JSON text; an error names the record that does not parse.
-fn parse<T: DeserializeOwned>(records: &[String], kind: &str) -> PyResult<Vec<T>> {
+pub fn parse<T: DeserializeOwned>(records: &[String], kind: &str) -> PyResult<Vec<T>> {
     let parse = |(i, r): (usize, &String)| {
         serde_json::from_str(r).with_context(|| format!("{RECORDS}[{i}]: not a {kind} record"))
     };
@@ -134,7 +134,8 @@ pub fn stats(records: Vec<String>) -> PyResult<String> {
 /// Writes the HTML report of path records (and manipulation records, stats) to
 /// `out`; returns the images shown without a thumbnail (one message each).
 #[pyfunction]
-#[pyo3(signature = (records, out, manipulations=vec![], stats=None, images=None))]
+#[pyo3(signature = (records, out, manipulations=vec![], stats=None, images=None, neurons=vec![], neuron_images=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn report(
     py: Python<'_>,
     records: Vec<String>,
@@ -142,6 +143,8 @@ pub fn report(
     manipulations: Vec<String>,
     stats: Option<String>,
     images: Option<PathBuf>,
+    neurons: Vec<String>,
+    neuron_images: Option<PathBuf>,
 ) -> PyResult<Vec<String>> {
     let records: Vec<PathRecord> = parse(&records, "path")?;
     let stats: Option<StatsFile> = match stats {
@@ -156,10 +159,9 @@ pub fn report(
         records: records.into_iter().filter(|r| r.rank == 0).collect(),
         manipulations: parse(&manipulations, "manipulation")?,
         stats,
+        neuron_images: neuron_images.or(images.clone()).unwrap_or_default(),
         images: images.unwrap_or_default(),
-        // Neuron cards come with `neurons`, whose binding is not here yet.
-        neurons: Vec::new(),
-        neuron_images: PathBuf::new(),
+        neurons: parse(&neurons, "neuron")?,
         sources: vec![RECORDS.into()],
     };
     let page = py.detach(|| -> Result<_> {

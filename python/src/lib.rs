@@ -6,6 +6,7 @@ mod experiments;
 mod model;
 mod options;
 mod progress;
+mod roles;
 
 use pyo3::prelude::*;
 
@@ -33,5 +34,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(experiments::summarize, m)?)?;
     m.add_function(wrap_pyfunction!(experiments::stats, m)?)?;
     m.add_function(wrap_pyfunction!(experiments::report, m)?)?;
+    m.add_function(wrap_pyfunction!(roles::neurons, m)?)?;
     Ok(())
 }

@@ -126,7 +126,7 @@ impl Model {
     }
 
     /// The images of a folder, a file or a list of files (`labels` for a list).
-    fn image_set(
+    pub(crate) fn image_set(
         &self,
         images: &Bound<'_, PyAny>,
         labels: Option<Vec<Option<usize>>>,

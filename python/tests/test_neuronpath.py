@@ -108,6 +108,24 @@ def test_manipulate_and_stats_equal_the_cli(model, cli_paths, tmp_path):
     assert "<title>neuronpath report</title>" in Path(page).read_text()
 
 
+def test_neurons_equal_the_cli_and_make_cards(model, cli_paths, tmp_path):
+    out = tmp_path / "neurons.jsonl"
+    run = cli("neurons", "--model", str(MODEL), "--images", str(IMAGES), "--paths", str(cli_paths), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    records = read(cli_paths)
+    described = neuronpath.neurons(model, IMAGES, records, progress=False)
+    assert described == read(out)
+    given = neuronpath.neurons(model, IMAGES, neurons=[(0, 1), (5, 7)], top=3, rank="patch-max", progress=False)
+    assert [(r["layer"], r["neuron"], r["ranked_by"], len(r["top"])) for r in given] == [
+        (0, 1, "patch-max", 3),
+        (5, 7, "patch-max", 3),
+    ]
+    with pytest.raises(neuronpath.NeuronpathError, match="rank"):
+        neuronpath.neurons(model, IMAGES, neurons=[(0, 1)], rank="median", progress=False)
+    page = neuronpath.report(records, tmp_path / "report.html", images=IMAGES, neurons=described)
+    assert 'class="neuron-card"' in Path(page).read_text()
+
+
 def test_a_bad_checkpoint_raises_naming_the_file_and_tensor(tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()

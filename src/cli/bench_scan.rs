@@ -47,7 +47,6 @@ pub fn run(images: &Path, count: usize) -> Result<()> {
         },
         model: (String::new(), String::new()),
     };
-    let state = std::env::temp_dir().join(format!("neuronpath-bench-scan-{}", std::process::id()));
     println!("\nneuron scan: {} neurons (every neuron of the bundled model), {count} images of {}, top 16, batch {BATCH}", job.neurons.len(), images.display());
     println!(
         "{:<28} {:>10} {:>10} {:>10}",
@@ -63,12 +62,11 @@ pub fn run(images: &Path, count: usize) -> Result<()> {
         );
         super::bench::reset_peak_rss();
         let start = Instant::now();
-        let (scan, _) = job.scan(&mut vit, &state, &Silent)?;
+        let (scan, _) = job.scan(&mut vit, None, &Silent)?;
         let scanned = count as f64 / start.elapsed().as_secs_f64();
         let start = Instant::now();
         let records = job.records(&mut vit, &scan, &Silent);
         let winners = start.elapsed().as_secs_f64();
-        std::fs::remove_file(&state).ok();
         let ratio = format!("{:.2}x", scanned / plain);
         println!(
             "{:<28} {:>10.0} {:>10} {:>10.2}",

@@ -138,7 +138,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let options = Options {
         rank,
         top: args.top,
-        batch: args.batch.unwrap_or_else(|| default_batch(&vit, rank)),
+        batch: args
+            .batch
+            .unwrap_or_else(|| Options::default_batch(&vit, rank)),
         preprocess,
     };
     let job = NeuronScan {
@@ -160,13 +162,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
             ExitCode::SUCCESS
         },
     )
-}
-
-/// Images per pass: as many as keep the kept activations near 256 MB.
-fn default_batch(vit: &Vit, rank: Rank) -> usize {
-    let c = &vit.config;
-    let kept_per_image = c.rows(rank.tokens()).len() * c.intermediate * c.layers * 4;
-    ((256 << 20) / kept_per_image.max(1)).clamp(1, 64)
 }
 
 /// Identifies a set of neurons (the shards of a run describe the same).
@@ -194,7 +189,7 @@ fn describe(
     let state = run::state_file(&args.out);
     let bar = super::Bar::new();
     let found = super::with_threads(args.run.threads, || -> Result<_> {
-        let (scan, finished) = job.scan(vit, &state, &bar)?;
+        let (scan, finished) = job.scan(vit, Some(&state), &bar)?;
         Ok(finished.then(|| (job.records(vit, &scan, &bar), scan.failed)))
     })??;
     let Some((records, failed)) = found else {

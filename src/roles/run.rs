@@ -28,6 +28,15 @@ pub struct Options {
     pub preprocess: Preset,
 }
 
+impl Options {
+    /// Images per pass: as many as keep the kept activations near 256 MB.
+    pub fn default_batch(vit: &Vit, rank: Rank) -> usize {
+        let c = &vit.config;
+        let kept_per_image = c.rows(rank.tokens()).len() * c.intermediate * c.layers * 4;
+        ((256 << 20) / kept_per_image.max(1)).clamp(1, 64)
+    }
+}
+
 /// A scan of `set` for `neurons`, and where its state is kept between runs.
 pub struct NeuronScan<'a> {
     pub set: &'a ImageSet,
@@ -91,9 +100,9 @@ impl NeuronScan<'_> {
         .collect()
     }
 
-    /// The saved state at `file`, or a new scan; a state of another scan is refused.
-    pub fn resume(&self, vit: &Vit, file: &Path) -> Result<(Scan, usize)> {
-        if !file.exists() {
+    /// The saved state at `state`, or a new scan; a state of another scan is refused.
+    pub fn resume(&self, vit: &Vit, state: Option<&Path>) -> Result<(Scan, usize)> {
+        let Some(file) = state.filter(|f| f.exists()) else {
             let scan = Scan::new(
                 self.neurons.clone(),
                 self.options.rank,
@@ -101,7 +110,7 @@ impl NeuronScan<'_> {
                 vit.config.classes,
             );
             return Ok((scan, 0));
-        }
+        };
         let bytes =
             std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
         let saved: Saved = serde_json::from_slice(&bytes).with_context(|| {
@@ -125,7 +134,10 @@ impl NeuronScan<'_> {
         Ok((saved.scan, saved.done))
     }
 
-    fn save(&self, file: &Path, scan: &Scan, done: usize) -> Result<()> {
+    fn save(&self, state: Option<&Path>, scan: &Scan, done: usize) -> Result<()> {
+        let Some(file) = state else {
+            return Ok(());
+        };
         let saved = Saved {
             started_with: self.started_with(),
             done,
@@ -137,21 +149,22 @@ impl NeuronScan<'_> {
         std::fs::rename(&tmp, file).with_context(|| format!("{}: cannot write", file.display()))
     }
 
-    /// Scans the images from entry `done` on, saving the state to `file` now and
-    /// then; returns false when `progress` stopped it (the state saved).
+    /// Scans the images, from where the saved `state` got to (when given, it is
+    /// saved now and then); returns false when `progress` stopped it (the state
+    /// saved).
     pub fn scan(
         &self,
         vit: &mut Vit,
-        file: &Path,
+        state: Option<&Path>,
         progress: &dyn Progress,
     ) -> Result<(Scan, bool)> {
-        let (mut scan, mut done) = self.resume(vit, file)?;
+        let (mut scan, mut done) = self.resume(vit, state)?;
         set_site(vit, self.options.rank.tokens());
         progress.start(self.set.entries.len() - done, "images");
         let mut saved_at = Instant::now();
         while done < self.set.entries.len() {
             if progress.stopped() {
-                self.save(file, &scan, done)?;
+                self.save(state, &scan, done)?;
                 return Ok((scan, false));
             }
             let chunk =
@@ -169,11 +182,11 @@ impl NeuronScan<'_> {
             done += chunk.len();
             progress.advance(chunk.len());
             if saved_at.elapsed() > SAVE_EVERY {
-                self.save(file, &scan, done)?;
+                self.save(state, &scan, done)?;
                 saved_at = Instant::now();
             }
         }
-        self.save(file, &scan, done)?;
+        self.save(state, &scan, done)?;
         Ok((scan, true))
     }
 

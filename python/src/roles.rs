@@ -1,0 +1,168 @@
+//! `neuronpath.neurons`: what neurons do, read off a dataset (`neuronpath::roles`,
+//! as `neuronpath neurons` runs it). Records cross as JSON text.
+
+use crate::experiments::parse;
+use crate::model::{json, Model};
+use crate::progress::PyProgress;
+use crate::to_py;
+use anyhow::{bail, Result};
+use neuronpath::data::{self, ImageSet, Preset};
+use neuronpath::model::{Activation, Vit};
+use neuronpath::names::Named;
+use neuronpath::record::{self, PathRecord, RecordFile};
+use neuronpath::roles::{run, Neuron, NeuronRecord, NeuronScan, Options, Rank};
+use pyo3::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// Which neurons, and how to read them.
+pub struct Asked {
+    paths: Option<Vec<PathRecord>>,
+    neurons: Vec<(usize, usize)>,
+    layers: Vec<usize>,
+    top: usize,
+    rank: Option<Rank>,
+    preprocess: Option<Preset>,
+    batch: Option<usize>,
+}
+
+/// Describes neurons over `images` (a folder, a file or a list of files), as
+/// `neuronpath neurons`: those on the paths of `paths` (records), the `neurons`
+/// given as (layer, neuron), or every neuron of `layers`. With `out`, the records
+/// are appended there and the scan's state is kept beside it (resumable).
+#[pyfunction]
+#[pyo3(signature = (model, images, paths=None, neurons=vec![], layers=vec![], top=16, rank=None, preprocess=None, batch=None, label_map=None, out=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn neurons(
+    py: Python<'_>,
+    mut model: PyRefMut<'_, Model>,
+    images: &Bound<'_, PyAny>,
+    paths: Option<Vec<String>>,
+    neurons: Vec<(usize, usize)>,
+    layers: Vec<usize>,
+    top: usize,
+    rank: Option<String>,
+    preprocess: Option<String>,
+    batch: Option<usize>,
+    label_map: Option<PathBuf>,
+    out: Option<PathBuf>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Vec<String>> {
+    let asked = Asked {
+        paths: paths.map(|p| parse(&p, "path")).transpose()?,
+        neurons,
+        layers,
+        top,
+        rank: rank.map(|r| choice("rank", &r)).transpose()?,
+        preprocess: preprocess.map(|p| choice("preprocess", &p)).transpose()?,
+        batch,
+    };
+    let set = model
+        .image_set(images, None, label_map.as_deref())
+        .map_err(to_py)?;
+    let progress = PyProgress::new(progress);
+    let model: &mut Model = &mut model;
+    let file = model.file.clone();
+    let found = progress.watch(py, || {
+        model.set_up(|vit| describe(vit, &file, &set, &asked, out.as_deref(), &progress))
+    });
+    progress.result(found)?.iter().map(json).collect()
+}
+
+/// A library choice by name, or an error listing the names.
+fn choice<T: Named>(what: &str, name: &str) -> PyResult<T> {
+    T::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = T::ALL.iter().map(|v| v.name()).collect();
+        to_py(anyhow::anyhow!(
+            "{what} {name:?}: one of {}",
+            names.join(", ")
+        ))
+    })
+}
+
+/// The neurons asked for, checked; sets `vit` up as the paths were found.
+fn chosen(vit: &mut Vit, asked: &Asked) -> Result<(Vec<Neuron>, Preset)> {
+    let (layers, width) = (vit.config.layers, vit.config.intermediate);
+    let source = Path::new("paths");
+    let (neurons, found) = match &asked.paths {
+        Some(records) => {
+            neuronpath::jobs::as_found(vit, records, source)?;
+            if vit.unit != Activation::MlpPost {
+                bail!("paths of attention heads: neurons describes FFN neurons");
+            }
+            (
+                Neuron::on_paths(records),
+                record::preprocess_of(records, source)?,
+            )
+        }
+        None if !asked.neurons.is_empty() => {
+            let given = asked
+                .neurons
+                .iter()
+                .map(|&(layer, neuron)| Neuron { layer, neuron });
+            (given.collect(), Preset::Checkpoint)
+        }
+        None => (Neuron::of_layers(&asked.layers, width), Preset::Checkpoint),
+    };
+    Ok((
+        Neuron::checked(&neurons, layers, width)?,
+        asked.preprocess.unwrap_or(found),
+    ))
+}
+
+/// The scan and the records, kept in memory and appended to `out` when given.
+fn describe(
+    vit: &mut Vit,
+    model: &Path,
+    set: &ImageSet,
+    asked: &Asked,
+    out: Option<&Path>,
+    progress: &PyProgress,
+) -> Result<Vec<NeuronRecord>> {
+    let (neurons, preprocess) = chosen(vit, asked)?;
+    let rank = asked.rank.unwrap_or_else(|| Rank::default_for(vit));
+    let fingerprint = neuronpath::model::fingerprint(model, vit)?;
+    let settings = [
+        ("model fingerprint", fingerprint.clone()),
+        ("rank", rank.name().into()),
+        ("preprocessing", preprocess.name().into()),
+    ];
+    let mut file = out
+        .map(|o| RecordFile::<NeuronRecord>::open(o, &settings))
+        .transpose()?;
+    let todo: Vec<Neuron> = (neurons.into_iter())
+        .filter(|n| !file.as_ref().is_some_and(|f| f.contains(&n.to_string())))
+        .collect();
+    if todo.is_empty() {
+        return Ok(Vec::new());
+    }
+    let norm = data::normalization(vit, preprocess);
+    let job = NeuronScan {
+        set,
+        norm: &norm,
+        neurons: todo,
+        options: Options {
+            rank,
+            top: asked.top,
+            batch: asked
+                .batch
+                .unwrap_or_else(|| Options::default_batch(vit, rank)),
+            preprocess,
+        },
+        model: (model.display().to_string(), fingerprint),
+    };
+    let state = out.map(run::state_file);
+    let (scan, finished) = job.scan(vit, state.as_deref(), progress)?;
+    if !finished {
+        bail!("stopped (the scan's state is kept beside out; run again to resume)");
+    }
+    let records = job.records(vit, &scan, progress);
+    if let Some(file) = &mut file {
+        for record in &records {
+            file.append(record.clone())?;
+        }
+    }
+    if let Some(state) = &state {
+        std::fs::remove_file(state).ok();
+    }
+    Ok(records)
+}
