@@ -4,6 +4,7 @@
 use super::record::{DirectEffect, Exemplar, NeuronRecord};
 use super::scan::{direct_tokens, Rank, Scan, Seen};
 use super::select::Neuron;
+use super::topk::Hit;
 use crate::data::{self, ImageEntry, ImageSet, Preset};
 use crate::model::{Activation, Activations, Normalization, Site, Tokens, Vit};
 use crate::names::Named;
@@ -257,87 +258,96 @@ impl NeuronScan<'_> {
         scan: &Scan,
         progress: &dyn Progress,
     ) -> Vec<NeuronRecord> {
+        let exemplars = self.exemplars(vit, scan, progress);
+        set_site(vit, self.options.rank.tokens());
+        (scan.neurons.iter().zip(exemplars).enumerate())
+            .map(|(k, (&n, top))| self.record(vit, scan, k, n, top))
+            .collect()
+    }
+
+    /// Every neuron's exemplars, with their heatmaps and frozen readout scales
+    /// from one more pass over the winning images.
+    fn exemplars(&self, vit: &mut Vit, scan: &Scan, progress: &dyn Progress) -> Vec<Vec<Exemplar>> {
+        let by_key: HashMap<&str, &ImageEntry> = (self.set.entries.iter())
+            .map(|e| (e.key.as_str(), e))
+            .collect();
+        // Each winning image's places: (neuron, rank among its exemplars).
         let mut places: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
+        let mut exemplars: Vec<Vec<Exemplar>> = Vec::new();
         for (k, top) in scan.hits.iter().enumerate() {
             for (j, hit) in top.hits.iter().enumerate() {
                 places.entry(hit.image.as_str()).or_default().push((k, j));
             }
+            let entry = |h: &Hit| by_key.get(h.image.as_str()).copied();
+            exemplars.push(top.hits.iter().map(|h| exemplar(h, entry(h))).collect());
         }
-        let by_key: HashMap<&str, &ImageEntry> = self
-            .set
-            .entries
-            .iter()
-            .map(|e| (e.key.as_str(), e))
-            .collect();
-        let winners: Vec<ImageEntry> = places
-            .keys()
+        let winners: Vec<ImageEntry> = (places.keys())
             .filter_map(|k| by_key.get(k))
             .map(|e| (*e).clone())
             .collect();
         set_site(vit, Tokens::All);
-        let mut exemplars: Vec<Vec<Exemplar>> = scan
-            .hits
-            .iter()
-            .map(|top| {
-                top.hits
-                    .iter()
-                    .map(|h| exemplar(h.image.clone(), h.score, by_key.get(h.image.as_str())))
-                    .collect()
-            })
-            .collect();
         progress.start(winners.len(), "exemplar images");
         let mut failed = Vec::new();
         for chunk in winners.chunks(self.options.batch) {
-            if let Some((pass, ok)) = self.pass(vit, chunk, &mut failed, progress) {
-                for (at, entry) in ok {
-                    let view = ImageView::of(vit, &pass, at);
-                    for &(k, j) in &places[entry.key.as_str()] {
-                        let n = scan.neurons[k];
-                        let e = &mut exemplars[k][j];
-                        e.heatmap = view.heatmap(vit, n);
-                        e.norm_scale = view.norm_scale;
-                    }
+            let Some((pass, ok)) = self.pass(vit, chunk, &mut failed, progress) else {
+                progress.advance(chunk.len());
+                continue;
+            };
+            for (at, entry) in ok {
+                let view = ImageView::of(vit, &pass, at);
+                for &(k, j) in &places[entry.key.as_str()] {
+                    let e = &mut exemplars[k][j];
+                    e.heatmap = view.heatmap(vit, scan.neurons[k]);
+                    e.norm_scale = view.norm_scale;
                 }
             }
             progress.advance(chunk.len());
         }
         progress.finish();
-        set_site(vit, self.options.rank.tokens());
-        let direct = direct_tokens(vit);
-        (scan.neurons.iter().zip(exemplars).enumerate())
-            .map(|(k, (n, top))| {
-                let direction = vit.neuron_direction(n.layer, n.neuron);
-                let mut record = NeuronRecord {
-                    layer: n.layer,
-                    neuron: n.neuron,
-                    site: Site::mlp_post(n.layer, self.options.rank.tokens()),
-                    ranked_by: self.options.rank,
-                    top_k: self.options.top,
-                    top,
-                    class_mean: Vec::new(),
-                    class_count: scan.class_counts.clone(),
-                    class_sum: scan.class_sums[k].clone(),
-                    selective: Vec::new(),
-                    direct_effect: vit.unit_effect(direct, &direction).map(DirectEffect::of),
-                    images: scan.images,
-                    failed: scan.failed.len(),
-                    model: self.model.0.clone(),
-                    model_fingerprint: self.model.1.clone(),
-                    preprocess: self.options.preprocess,
-                };
-                record.derive();
-                record
-            })
-            .collect()
+        exemplars
+    }
+
+    /// The record of the `k`th neuron of `scan`, `n`, with its exemplars `top`.
+    fn record(
+        &self,
+        vit: &Vit,
+        scan: &Scan,
+        k: usize,
+        n: Neuron,
+        top: Vec<Exemplar>,
+    ) -> NeuronRecord {
+        let direction = vit.neuron_direction(n.layer, n.neuron);
+        let mut record = NeuronRecord {
+            layer: n.layer,
+            neuron: n.neuron,
+            site: Site::mlp_post(n.layer, self.options.rank.tokens()),
+            ranked_by: self.options.rank,
+            top_k: self.options.top,
+            top,
+            class_mean: Vec::new(),
+            class_count: scan.class_counts.clone(),
+            class_sum: scan.class_sums[k].clone(),
+            selective: Vec::new(),
+            direct_effect: vit
+                .unit_effect(direct_tokens(vit), &direction)
+                .map(DirectEffect::of),
+            images: scan.images,
+            failed: scan.failed.len(),
+            model: self.model.0.clone(),
+            model_fingerprint: self.model.1.clone(),
+            preprocess: self.options.preprocess,
+        };
+        record.derive();
+        record
     }
 }
 
 /// An exemplar before its winners' pass.
-fn exemplar(image: String, activation: f32, entry: Option<&&ImageEntry>) -> Exemplar {
+fn exemplar(hit: &Hit, entry: Option<&ImageEntry>) -> Exemplar {
     Exemplar {
-        image,
+        image: hit.image.clone(),
         label: entry.and_then(|e| e.label),
-        activation,
+        activation: hit.score,
         heatmap: Vec::new(),
         norm_scale: None,
     }
