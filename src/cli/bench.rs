@@ -71,7 +71,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     Integration::GaussLegendre(args.fast_steps),
                 ),
             ] {
-                reset_peak_rss();
+                super::rss::reset_peak();
                 GEMM_FLOPS.store(0, Ordering::Relaxed);
                 let start = Instant::now();
                 find_paths(&vit, &images, rule);
@@ -89,7 +89,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     mode,
                     per_image,
                     ratio,
-                    peak_rss_gib(),
+                    super::rss::peak_gib(),
                     flops / 1e9,
                     flops / per_image / 1e9,
                     100.0 * flops / per_image / peak.0
@@ -263,20 +263,4 @@ fn peak_flops() -> (f64, usize, f64) {
         })
         .unwrap_or(2600.0);
     (cores as f64 * 32.0 * mhz * 1e6, cores, mhz / 1000.0)
-}
-
-pub fn reset_peak_rss() {
-    // Writing 5 to clear_refs resets the peak resident set size (Linux >= 4.0).
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-pub fn peak_rss_gib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / (1024.0 * 1024.0))
 }

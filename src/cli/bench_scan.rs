@@ -60,7 +60,7 @@ pub fn run(images: &Path, count: usize) -> Result<()> {
             "{:<28} {:>10.0} {:>10} {:>10}",
             "plain forward (logits)", plain, "1.00x", "-"
         );
-        super::bench::reset_peak_rss();
+        super::rss::reset_peak();
         let start = Instant::now();
         let (scan, _) = job.scan(&mut vit, None, &Silent)?;
         let scanned = count as f64 / start.elapsed().as_secs_f64();
@@ -73,7 +73,7 @@ pub fn run(images: &Path, count: usize) -> Result<()> {
             "scan (all neurons)",
             scanned,
             ratio,
-            super::bench::peak_rss_gib()
+            super::rss::peak_gib()
         );
         let exemplars: std::collections::BTreeSet<&str> = records
             .iter()

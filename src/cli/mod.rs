@@ -10,6 +10,7 @@ mod neurons;
 mod paths;
 mod prune;
 mod report;
+mod rss;
 mod stats;
 mod status;
 

@@ -78,7 +78,7 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Array> {
         "<f2" => NpyData::F32(
             need(2)?
                 .chunks_exact(2)
-                .map(|b| super::checkpoint::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .map(|b| crate::numeric::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
                 .collect(),
         ),
         "|u1" | "<u1" => NpyData::U8(need(1)?.to_vec()),

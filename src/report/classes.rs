@@ -6,15 +6,10 @@
 use super::figures::{frequency_map, map_axes};
 use super::neurons::{link, Described};
 use super::palette::Palette;
-use super::{number, Model};
+use super::{class_name, number, Model};
 use crate::experiments::stats::{ClassStats, PathStats};
 use anyhow::Result;
 use maud::{html, Markup};
-
-/// A class's name, or its index where the records carry none.
-pub fn class_name(index: usize, name: &Option<String>) -> String {
-    name.clone().unwrap_or_else(|| format!("class {index}"))
-}
 
 pub fn section(
     stats: &PathStats,

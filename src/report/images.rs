@@ -3,11 +3,10 @@
 //! contributions, and (when there are manipulation results) what removing or
 //! enhancing the path did to the target's probability.
 
-use super::classes::class_name;
 use super::figures::{path_axes, path_figure, PathLine};
 use super::neurons::{link, Described};
 use super::palette::Palette;
-use super::{number, Model};
+use super::{class_name, number, Model};
 use crate::attribution::Method;
 use crate::experiments::manipulate::{ManipulationRecord, Op};
 use crate::record::PathRecord;

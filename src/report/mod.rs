@@ -87,6 +87,11 @@ pub fn number(x: f64) -> String {
     }
 }
 
+/// A class's name, or its index where the records carry none.
+pub fn class_name(index: usize, name: &Option<String>) -> String {
+    name.clone().unwrap_or_else(|| format!("class {index}"))
+}
+
 /// Class names as the path records give them (true and predicted classes).
 fn class_names(records: &[PathRecord]) -> std::collections::HashMap<usize, String> {
     let named = |c: usize, n: &Option<String>| n.clone().map(|n| (c, n));

@@ -89,7 +89,7 @@ impl Tensors {
                     .collect(),
                 safetensors::Dtype::F16 => data
                     .chunks_exact(2)
-                    .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                    .map(|b| crate::numeric::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
                     .collect(),
                 safetensors::Dtype::BF16 => data
                     .chunks_exact(2)
@@ -451,22 +451,4 @@ impl Scope<'_> {
 
 pub(crate) fn block_count(tensors: &Tensors, name_of: impl Fn(usize) -> String) -> usize {
     (0..).take_while(|&i| tensors.contains(&name_of(i))).count()
-}
-
-/// IEEE half to single precision.
-pub fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let mant = (h & 0x3ff) as u32;
-    let bits = match (exp, mant) {
-        (0, 0) => sign,
-        (0, m) => {
-            // subnormal: renormalise
-            let shift = m.leading_zeros() - 21;
-            sign | ((127 - 15 + 1 - shift) << 23) | (((m << shift) & 0x3ff) << 13)
-        }
-        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
-        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
-    };
-    f32::from_bits(bits)
 }

@@ -209,7 +209,7 @@ impl View {
         let at = |w: usize| &bytes[i * w..(i + 1) * w];
         match self.dtype {
             DType::F32 => f32::from_le_bytes(at(4).try_into().unwrap()),
-            DType::F16 => super::f16_to_f32(u16::from_le_bytes(at(2).try_into().unwrap())),
+            DType::F16 => crate::numeric::f16_to_f32(u16::from_le_bytes(at(2).try_into().unwrap())),
             DType::BF16 => {
                 f32::from_bits(u32::from(u16::from_le_bytes(at(2).try_into().unwrap())) << 16)
             }
