@@ -8,7 +8,7 @@
 
 use crate::attribution::{Method, NeuronPath, Rule, ScoreForm, Target};
 use crate::data::Preset;
-use crate::model::{Activation, Compat, Site, Tokens};
+use crate::model::{Activation, Compat, Normalization, Site, Tokens, Vit};
 use crate::names::Named;
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
@@ -437,6 +437,29 @@ pub fn unit_of(records: &[PathRecord], file: &Path) -> Result<Option<(Activation
     Ok(tokens(first))
 }
 
+/// Sets `vit` up as the paths of `records` (read from `file`) were found: the same
+/// arithmetic and neuron tokens (older files, without sites: the family's
+/// neurons); returns the preprocessing they were found with.
+pub fn as_found(vit: &mut Vit, records: &[PathRecord], file: &Path) -> Result<Normalization> {
+    vit.compat = compat_of(records, file)?;
+    if let Some((unit, tokens)) = unit_of(records, file)? {
+        if vit.config.rows(tokens).is_empty() {
+            bail!(
+                "{}: paths of neurons at the {} token, which this model has not",
+                file.display(),
+                tokens.name()
+            );
+        }
+        vit.neuron_tokens = tokens;
+        vit.unit = unit;
+    } else {
+        vit.neuron_tokens = vit.config.family.neuron_tokens();
+        vit.unit = crate::model::Activation::MlpPost;
+    }
+    let preset = preprocess_of(records, file)?;
+    Ok(crate::data::normalization(vit, preset))
+}
+
 /// Creates the folder `path` will be written in, when missing.
 fn create_parent(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -468,6 +491,16 @@ pub fn check_output(path: &Path, marker: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes `bytes` to `path` whole or not at all: a temporary file beside it, renamed
+/// over it (a reader or a kill never sees half a file).
+pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// Writes a whole output file (stats, pruning results, the report) whose text holds

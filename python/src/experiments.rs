@@ -8,7 +8,7 @@ use crate::to_py;
 use anyhow::{Context, Result};
 use neuronpath::experiments::manipulate::{summarize as summaries, ManipulationRecord, Op};
 use neuronpath::experiments::stats::{all_stats, StatsFile};
-use neuronpath::jobs::{self, manipulate as job, Pixels};
+use neuronpath::jobs::{manipulate as job, Pixels};
 use neuronpath::record::{unrecorded, PathRecord, RecordFile};
 use numpy::PyReadonlyArray4;
 use pyo3::prelude::*;
@@ -91,7 +91,7 @@ fn run_manipulate(
     progress: &PyProgress,
 ) -> Result<Vec<ManipulationRecord>> {
     let source = Path::new(RECORDS);
-    let norm = jobs::as_found(vit, records, source)?;
+    let norm = neuronpath::record::as_found(vit, records, source)?;
     job::check_paths(vit, records, source)?;
     job::check_sources(vit, model, records, pixels, source)?;
     let made_with = records.iter().find_map(|r| r.model_fingerprint.clone());

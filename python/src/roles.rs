@@ -85,7 +85,7 @@ fn chosen(vit: &mut Vit, asked: &Asked) -> Result<(Vec<Neuron>, Preset)> {
     let source = Path::new("paths");
     let (neurons, found) = match &asked.paths {
         Some(records) => {
-            neuronpath::jobs::as_found(vit, records, source)?;
+            neuronpath::record::as_found(vit, records, source)?;
             if vit.unit != Activation::MlpPost {
                 bail!("paths of attention heads: neurons describes FFN neurons");
             }

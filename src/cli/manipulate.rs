@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use neuronpath::attribution::Method;
 use neuronpath::experiments::manipulate::{summarize, ManipulationRecord, ManipulationSummary, Op};
-use neuronpath::jobs::{self, manipulate, Pixels};
+use neuronpath::jobs::{manipulate, Pixels};
 use neuronpath::record::{read_all, read_paths, unrecorded, PathRecord, RecordFile, Setting};
 use neuronpath::shards::{Kind, ShardPlan};
 use std::collections::HashSet;
@@ -52,7 +52,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             );
         }
     }
-    let norm = jobs::as_found(&mut vit, &records, &args.input.paths)?;
+    let norm = neuronpath::record::as_found(&mut vit, &records, &args.input.paths)?;
     manipulate::check_paths(&vit, &records, &args.input.paths)?;
     let plan = ShardPlan::new(args.sharding.shard, image_keys(&records));
     records.retain(|r| plan.mine(&r.image));

@@ -62,7 +62,7 @@ fn chosen(args: &Args, vit: &mut Vit) -> Result<(Vec<Neuron>, Preset)> {
     let preset = args.preprocess.unwrap_or(Preset::Checkpoint);
     if let Some(file) = &args.paths {
         let records = read_paths(file)?;
-        neuronpath::jobs::as_found(vit, &records, file)?;
+        neuronpath::record::as_found(vit, &records, file)?;
         if vit.unit != Activation::MlpPost {
             bail!(
                 "{}: paths of attention heads; `neurons` describes FFN neurons",

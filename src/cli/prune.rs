@@ -84,7 +84,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let model = fingerprint(&args.input.run.model.model, &vit)?;
     check_inputs(&records, &model, &args.input.run.images, &args.input.paths)?;
     let build_paths = stats.classes.iter().map(|c| c.images).sum();
-    let norm = neuronpath::jobs::as_found(&mut vit, &records, &args.input.paths)?;
+    let norm = neuronpath::record::as_found(&mut vit, &records, &args.input.paths)?;
     let settings = PruneSettings {
         top_k: args.top_k,
         fraction: args.fraction,

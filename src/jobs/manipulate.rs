@@ -18,7 +18,7 @@ use std::path::Path;
 pub type ImageItems<'r> = (&'r str, Vec<(&'r PathRecord, Op)>);
 
 /// Checks that the paths of `records` (from `file`) fit `vit`, set up as they
-/// were found ([`super::as_found`]).
+/// were found ([`crate::record::as_found`]).
 pub fn check_paths(vit: &Vit, records: &[PathRecord], file: &Path) -> Result<()> {
     for r in records {
         check_path(vit, r).with_context(|| file.display().to_string())?;

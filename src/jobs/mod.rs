@@ -7,8 +7,6 @@ pub mod manipulate;
 pub mod paths;
 
 use crate::model::{Normalization, Vit};
-use crate::names::Named;
-use crate::record::{self, PathRecord};
 use anyhow::{bail, Result};
 use std::path::Path;
 
@@ -40,27 +38,4 @@ impl Pixels<'_> {
             }
         }
     }
-}
-
-/// Sets `vit` up as the paths of `records` (read from `file`) were found: the same
-/// arithmetic and neuron tokens (older files, without sites: the family's
-/// neurons); returns the preprocessing they were found with.
-pub fn as_found(vit: &mut Vit, records: &[PathRecord], file: &Path) -> Result<Normalization> {
-    vit.compat = record::compat_of(records, file)?;
-    if let Some((unit, tokens)) = record::unit_of(records, file)? {
-        if vit.config.rows(tokens).is_empty() {
-            bail!(
-                "{}: paths of neurons at the {} token, which this model has not",
-                file.display(),
-                tokens.name()
-            );
-        }
-        vit.neuron_tokens = tokens;
-        vit.unit = unit;
-    } else {
-        vit.neuron_tokens = vit.config.family.neuron_tokens();
-        vit.unit = crate::model::Activation::MlpPost;
-    }
-    let preset = record::preprocess_of(records, file)?;
-    Ok(crate::data::normalization(vit, preset))
 }

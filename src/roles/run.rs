@@ -48,14 +48,18 @@ pub struct NeuronScan<'a> {
     pub model: (String, String),
 }
 
+/// What a scan was started with, by name (model, images, neurons, options).
+type Started = BTreeMap<String, String>;
+
 /// A scan's state on disk (`<out>.scan`): what it was started with, how far it got.
 #[derive(Serialize, Deserialize)]
-struct Saved {
+/// Written from borrows (`Saved<&Started, &Scan>`), read as owned values.
+struct Saved<M, S> {
     /// The model, the images (keys and labels) and the options, fingerprinted.
-    started_with: BTreeMap<String, String>,
+    started_with: M,
     /// Entries of the image set done, in order.
     done: usize,
-    scan: Scan,
+    scan: S,
 }
 
 /// Where the state of a scan writing `out` is kept.
@@ -77,7 +81,7 @@ pub fn scanned(out: &Path) -> Option<usize> {
 }
 
 impl NeuronScan<'_> {
-    fn started_with(&self) -> BTreeMap<String, String> {
+    fn started_with(&self) -> Started {
         let images: Vec<String> = (self.set.entries.iter())
             .map(|e| format!("{}\t{:?}", e.key, e.label))
             .collect();
@@ -102,7 +106,7 @@ impl NeuronScan<'_> {
     }
 
     /// The saved state at `state`, or a new scan; a state of another scan is refused.
-    pub fn resume(&self, vit: &Vit, state: Option<&Path>) -> Result<(Scan, usize)> {
+    fn resume(&self, vit: &Vit, state: Option<&Path>, want: &Started) -> Result<(Scan, usize)> {
         let Some(file) = state.filter(|f| f.exists()) else {
             let scan = Scan::new(
                 self.neurons.clone(),
@@ -114,13 +118,12 @@ impl NeuronScan<'_> {
         };
         let bytes =
             std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
-        let saved: Saved = serde_json::from_slice(&bytes).with_context(|| {
+        let saved: Saved<Started, Scan> = serde_json::from_slice(&bytes).with_context(|| {
             format!(
                 "{}: not the state of a neurons scan; move it away to start afresh",
                 file.display()
             )
         })?;
-        let want = self.started_with();
         if let Some((name, old)) = saved
             .started_with
             .iter()
@@ -135,19 +138,22 @@ impl NeuronScan<'_> {
         Ok((saved.scan, saved.done))
     }
 
-    fn save(&self, state: Option<&Path>, scan: &Scan, done: usize) -> Result<()> {
+    fn save(
+        &self,
+        state: Option<&Path>,
+        started_with: &Started,
+        scan: &Scan,
+        done: usize,
+    ) -> Result<()> {
         let Some(file) = state else {
             return Ok(());
         };
         let saved = Saved {
-            started_with: self.started_with(),
+            started_with,
             done,
-            scan: scan.clone(),
+            scan,
         };
-        let tmp = PathBuf::from(format!("{}.tmp", file.display()));
-        std::fs::write(&tmp, serde_json::to_vec(&saved)?)
-            .with_context(|| format!("{}: cannot write", tmp.display()))?;
-        std::fs::rename(&tmp, file).with_context(|| format!("{}: cannot write", file.display()))
+        crate::record::write_whole(file, &serde_json::to_vec(&saved)?)
     }
 
     /// Scans the images, from where the saved `state` got to (when given, it is
@@ -159,13 +165,14 @@ impl NeuronScan<'_> {
         state: Option<&Path>,
         progress: &dyn Progress,
     ) -> Result<(Scan, bool)> {
-        let (mut scan, mut done) = self.resume(vit, state)?;
+        let started_with = self.started_with();
+        let (mut scan, mut done) = self.resume(vit, state, &started_with)?;
         set_site(vit, self.options.rank.tokens());
         progress.start(self.set.entries.len() - done, "images");
         let mut saved_at = Instant::now();
         while done < self.set.entries.len() {
             if progress.stopped() {
-                self.save(state, &scan, done)?;
+                self.save(state, &started_with, &scan, done)?;
                 return Ok((scan, false));
             }
             let chunk =
@@ -183,11 +190,11 @@ impl NeuronScan<'_> {
             done += chunk.len();
             progress.advance(chunk.len());
             if saved_at.elapsed() > SAVE_EVERY {
-                self.save(state, &scan, done)?;
+                self.save(state, &started_with, &scan, done)?;
                 saved_at = Instant::now();
             }
         }
-        self.save(state, &scan, done)?;
+        self.save(state, &started_with, &scan, done)?;
         Ok((scan, true))
     }
 

@@ -100,13 +100,7 @@ impl Manifest {
 
     /// Writes the manifest beside `out` whole: a temporary file, renamed.
     pub fn write(&self, out: &Path) -> Result<()> {
-        let path = manifest_path(out);
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(format!(".{}.tmp", std::process::id()));
-        let json = serde_json::to_vec_pretty(self)?;
-        std::fs::write(&tmp, json)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .with_context(|| format!("{}: cannot write", path.display()))
+        crate::record::write_whole(&manifest_path(out), &serde_json::to_vec_pretty(self)?)
     }
 
     /// This shard's image keys (all of them for a merged output).
