@@ -7,10 +7,10 @@ use crate::progress::PyProgress;
 use crate::to_py;
 use anyhow::{bail, Result};
 use neuronpath::data::{self, ImageSet, Preset};
-use neuronpath::model::{Activation, Vit};
+use neuronpath::model::Vit;
 use neuronpath::names::Named;
-use neuronpath::record::{self, PathRecord, RecordFile};
-use neuronpath::roles::{run, Neuron, NeuronRecord, NeuronScan, Options, Rank};
+use neuronpath::record::{PathRecord, RecordFile};
+use neuronpath::roles::{run, Choice, Neuron, NeuronRecord, NeuronScan, Options, Rank};
 use pyo3::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -79,33 +79,25 @@ fn choice<T: Named>(what: &str, name: &str) -> PyResult<T> {
     })
 }
 
-/// The neurons asked for, checked; sets `vit` up as the paths were found.
+/// The neurons asked for, checked, and the preprocessing; sets `vit` up as the
+/// paths were found.
 fn chosen(vit: &mut Vit, asked: &Asked) -> Result<(Vec<Neuron>, Preset)> {
-    let (layers, width) = (vit.config.layers, vit.config.intermediate);
-    let source = Path::new("paths");
-    let (neurons, found) = match &asked.paths {
-        Some(records) => {
-            neuronpath::record::as_found(vit, records, source)?;
-            if vit.unit != Activation::MlpPost {
-                bail!("paths of attention heads: neurons describes FFN neurons");
-            }
-            (
-                Neuron::on_paths(records),
-                record::preprocess_of(records, source)?,
-            )
-        }
-        None if !asked.neurons.is_empty() => {
-            let given = asked
-                .neurons
-                .iter()
-                .map(|&(layer, neuron)| Neuron { layer, neuron });
-            (given.collect(), Preset::Checkpoint)
-        }
-        None => (Neuron::of_layers(&asked.layers, width), Preset::Checkpoint),
+    let choice = match &asked.paths {
+        Some(records) => Choice::OnPaths {
+            records,
+            file: Path::new("paths"),
+        },
+        None if !asked.neurons.is_empty() => Choice::Given(
+            (asked.neurons.iter())
+                .map(|&(layer, neuron)| Neuron { layer, neuron })
+                .collect(),
+        ),
+        None => Choice::Layers(Some(asked.layers.clone())),
     };
+    let (neurons, found) = choice.resolve(vit)?;
     Ok((
-        Neuron::checked(&neurons, layers, width)?,
-        asked.preprocess.unwrap_or(found),
+        neurons,
+        asked.preprocess.or(found).unwrap_or(Preset::Checkpoint),
     ))
 }
 
@@ -121,11 +113,7 @@ fn describe(
     let (neurons, preprocess) = chosen(vit, asked)?;
     let rank = asked.rank.unwrap_or_else(|| Rank::default_for(vit));
     let fingerprint = neuronpath::model::fingerprint(model, vit)?;
-    let settings = [
-        ("model fingerprint", fingerprint.clone()),
-        ("rank", rank.name().into()),
-        ("preprocessing", preprocess.name().into()),
-    ];
+    let settings = NeuronRecord::shared(&fingerprint, rank, preprocess);
     let mut file = out
         .map(|o| RecordFile::<NeuronRecord>::open(o, &settings))
         .transpose()?;
@@ -151,11 +139,9 @@ fn describe(
         model: (model.display().to_string(), fingerprint),
     };
     let state = out.map(run::state_file);
-    let (scan, finished) = job.scan(vit, state.as_deref(), progress)?;
-    if !finished {
+    let Some((records, _)) = job.describe(vit, state.as_deref(), progress)? else {
         bail!("stopped (the scan's state is kept beside out; run again to resume)");
-    }
-    let records = job.records(vit, &scan, progress);
+    };
     if let Some(file) = &mut file {
         for record in &records {
             file.append(record.clone())?;

@@ -3,10 +3,9 @@
 
 use anyhow::{bail, Result};
 use neuronpath::data::Preset;
-use neuronpath::model::{fingerprint, Activation, Vit};
-use neuronpath::names::Named;
+use neuronpath::model::{fingerprint, Vit};
 use neuronpath::record::{read_paths, RecordFile};
-use neuronpath::roles::{run, Neuron, NeuronRecord, NeuronScan, Options, Rank};
+use neuronpath::roles::{run, Choice, Neuron, NeuronRecord, NeuronScan, Options, Rank};
 use neuronpath::shards::{Kind, ShardPlan};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -55,46 +54,32 @@ pub struct Args {
     sharding: super::Sharding,
 }
 
-/// The neurons asked for, checked against the model; sets the model up as the
-/// paths were found when they come from a paths file.
+/// The neurons asked for, checked against the model, and the preprocessing; sets
+/// the model up as the paths were found when they come from a paths file.
 fn chosen(args: &Args, vit: &mut Vit) -> Result<(Vec<Neuron>, Preset)> {
-    let (layers, width) = (vit.config.layers, vit.config.intermediate);
-    let preset = args.preprocess.unwrap_or(Preset::Checkpoint);
-    if let Some(file) = &args.paths {
-        let records = read_paths(file)?;
-        neuronpath::record::as_found(vit, &records, file)?;
-        if vit.unit != Activation::MlpPost {
-            bail!(
-                "{}: paths of attention heads; `neurons` describes FFN neurons",
-                file.display()
-            );
+    let records;
+    let choice = if let Some(file) = &args.paths {
+        records = read_paths(file)?;
+        Choice::OnPaths {
+            records: &records,
+            file,
         }
-        let found = neuronpath::record::preprocess_of(&records, file)?;
-        let neurons = Neuron::on_paths(&records);
-        return Ok((
-            Neuron::checked(&neurons, layers, width)?,
-            args.preprocess.unwrap_or(found),
-        ));
-    }
-    if !args.neurons.is_empty() {
-        return Ok((Neuron::checked(&args.neurons, layers, width)?, preset));
-    }
-    if args.layers.is_empty() {
+    } else if !args.neurons.is_empty() {
+        Choice::Given(args.neurons.clone())
+    } else if args.layers.is_empty() {
         bail!("say which neurons to describe: --paths FILE, --neurons 3:120,5:7, or --layers all");
-    }
-    let picked: Vec<usize> = if args.layers.iter().any(|l| l == "all") {
-        (0..layers).collect()
+    } else if args.layers.iter().any(|l| l == "all") {
+        Choice::Layers(None)
     } else {
-        (args.layers.iter())
-            .map(|l| {
-                l.trim()
-                    .parse::<usize>()
-                    .map_err(|_| anyhow::anyhow!("--layers {l:?}: a layer number or `all`"))
-            })
-            .collect::<Result<_>>()?
+        let number = |l: &String| {
+            (l.trim().parse::<usize>())
+                .map_err(|_| anyhow::anyhow!("--layers {l:?}: a layer number or `all`"))
+        };
+        Choice::Layers(Some(args.layers.iter().map(number).collect::<Result<_>>()?))
     };
-    let neurons = Neuron::of_layers(&picked, width);
-    Ok((Neuron::checked(&neurons, layers, width)?, preset))
+    let (neurons, found) = choice.resolve(vit)?;
+    let preset = args.preprocess.or(found).unwrap_or(Preset::Checkpoint);
+    Ok((neurons, preset))
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -102,11 +87,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let (neurons, preprocess) = chosen(&args, &mut vit)?;
     let rank = args.rank.unwrap_or_else(|| Rank::default_for(&vit));
     let model = fingerprint(&args.run.model.model, &vit)?;
-    let settings = [
-        ("model fingerprint", model.clone()),
-        ("rank", rank.name().into()),
-        ("preprocessing", preprocess.name().into()),
-    ];
+    let settings = NeuronRecord::shared(&model, rank, preprocess);
     let mut out = RecordFile::<NeuronRecord>::open(&args.out, &settings)?;
     let todo: Vec<Neuron> = (neurons.iter().copied())
         .filter(|n| !out.contains(&n.to_string()))
@@ -118,11 +99,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     );
     set.entries.retain(|e| plan.mine(&e.key));
     let described = fingerprint_of(&neurons);
-    let shard_settings = [
-        &settings[..],
-        &[("top", args.top.to_string()), ("neurons", described)],
-    ]
-    .concat();
+    let more = vec![("top", args.top.to_string()), ("neurons", described)];
+    let shard_settings = [settings, more].concat();
     let shard = plan.begin(&args.out, Kind::Neurons, &shard_settings, |_| {
         todo.is_empty()
     })?;
@@ -188,10 +166,7 @@ fn describe(
     );
     let state = run::state_file(&args.out);
     let bar = super::Bar::new();
-    let found = super::with_threads(args.run.threads, || -> Result<_> {
-        let (scan, finished) = job.scan(vit, Some(&state), &bar)?;
-        Ok(finished.then(|| (job.records(vit, &scan, &bar), scan.failed)))
-    })??;
+    let found = super::with_threads(args.run.threads, || job.describe(vit, Some(&state), &bar))??;
     let Some((records, failed)) = found else {
         eprintln!("stopped; run again to resume from {}", state.display());
         return Ok(None);

@@ -16,5 +16,5 @@ mod topk;
 pub use record::{ClassValue, DirectEffect, Exemplar, NeuronRecord};
 pub use run::{NeuronScan, Options};
 pub use scan::Rank;
-pub use select::Neuron;
+pub use select::{Choice, Neuron};
 pub use topk::{Hit, TopK};

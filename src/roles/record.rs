@@ -98,6 +98,16 @@ impl DirectEffect {
 }
 
 impl NeuronRecord {
+    /// What every record of one output file shares: a resumed file is checked
+    /// against it.
+    pub fn shared(model_fingerprint: &str, rank: Rank, preprocess: Preset) -> Vec<Setting> {
+        vec![
+            ("model fingerprint", model_fingerprint.to_string()),
+            ("rank", rank.name().into()),
+            ("preprocessing", preprocess.name().into()),
+        ]
+    }
+
     /// Adds the description of the same neuron over other images (a shard of the
     /// same run): the exemplars merged, the sums and counts added. The result equals
     /// the description over both image sets.
@@ -185,12 +195,8 @@ impl Record for NeuronRecord {
     }
 
     fn settings(&self) -> Vec<Setting> {
-        vec![
-            ("model fingerprint", self.model_fingerprint.clone()),
-            ("rank", self.ranked_by.name().into()),
-            ("top", self.top_k.to_string()),
-            ("preprocessing", self.preprocess.name().into()),
-        ]
+        let shared = NeuronRecord::shared(&self.model_fingerprint, self.ranked_by, self.preprocess);
+        [shared, vec![("top", self.top_k.to_string())]].concat()
     }
 }
 

@@ -257,6 +257,18 @@ fn set_site(vit: &mut Vit, tokens: Tokens) {
 }
 
 impl NeuronScan<'_> {
+    /// The scan, then the records and the keys of the images that failed; none
+    /// when `progress` stopped it (its state kept at `state`).
+    pub fn describe(
+        &self,
+        vit: &mut Vit,
+        state: Option<&Path>,
+        progress: &dyn Progress,
+    ) -> Result<Option<(Vec<NeuronRecord>, Vec<String>)>> {
+        let (scan, finished) = self.scan(vit, state, progress)?;
+        Ok(finished.then(|| (self.records(vit, &scan, progress), scan.failed)))
+    }
+
     /// The records of a finished scan: its winners run again with the neurons at
     /// every token, for their heatmaps and their frozen readout scales.
     pub fn records(

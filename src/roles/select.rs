@@ -1,11 +1,14 @@
 //! Which neurons to describe: given as `layer:neuron`, every neuron on some path,
 //! or every neuron of some layers.
 
-use crate::record::PathRecord;
+use crate::data::Preset;
+use crate::model::{Activation, Vit};
+use crate::record::{self, PathRecord};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 
 /// One FFN neuron: its block (counted from 0, as a path's layers) and its index.
@@ -41,9 +44,50 @@ impl FromStr for Neuron {
     }
 }
 
+/// Which neurons to describe.
+pub enum Choice<'a> {
+    /// Every neuron on some path of `records` (all methods, every rank), read from
+    /// `file` (which errors name).
+    OnPaths {
+        records: &'a [PathRecord],
+        file: &'a Path,
+    },
+    Given(Vec<Neuron>),
+    /// Every neuron of these layers; none: of every layer (an atlas).
+    Layers(Option<Vec<usize>>),
+}
+
+impl Choice<'_> {
+    /// The neurons, sorted, without repeats and checked against `vit`, and the
+    /// preprocessing of the paths they come from. For paths, `vit` is set up as
+    /// they were found; paths of attention heads are refused.
+    pub fn resolve(self, vit: &mut Vit) -> Result<(Vec<Neuron>, Option<Preset>)> {
+        let (layers, width) = (vit.config.layers, vit.config.intermediate);
+        let (neurons, found) = match self {
+            Choice::OnPaths { records, file } => {
+                record::as_found(vit, records, file)?;
+                if vit.unit != Activation::MlpPost {
+                    bail!(
+                        "{}: paths of attention heads; `neurons` describes FFN neurons",
+                        file.display()
+                    );
+                }
+                let found = record::preprocess_of(records, file)?;
+                (Neuron::on_paths(records), Some(found))
+            }
+            Choice::Given(neurons) => (neurons, None),
+            Choice::Layers(picked) => {
+                let picked = picked.unwrap_or_else(|| (0..layers).collect());
+                (Neuron::of_layers(&picked, width), None)
+            }
+        };
+        Ok((Neuron::checked(&neurons, layers, width)?, found))
+    }
+}
+
 impl Neuron {
     /// Every neuron on some path of `records` (all methods, every rank), sorted.
-    pub fn on_paths(records: &[PathRecord]) -> Vec<Neuron> {
+    fn on_paths(records: &[PathRecord]) -> Vec<Neuron> {
         let set: BTreeSet<Neuron> = records
             .iter()
             .flat_map(|r| r.path.neurons())
@@ -62,7 +106,7 @@ impl Neuron {
 
     /// `neurons` sorted and without repeats, each checked against a model of
     /// `layers` blocks of `width` neurons.
-    pub fn checked(neurons: &[Neuron], layers: usize, width: usize) -> Result<Vec<Neuron>> {
+    fn checked(neurons: &[Neuron], layers: usize, width: usize) -> Result<Vec<Neuron>> {
         if neurons.is_empty() {
             bail!("no neuron to describe");
         }
