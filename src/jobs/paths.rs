@@ -333,6 +333,8 @@ impl PathsRun<'_> {
             self.search,
             |i, m| !sink.has(ready[i].0.key(), m),
         );
+        // Each image's file is read for its fingerprint once, not once per method.
+        let mut prints: Vec<Option<String>> = vec![None; ready.len()];
         for found in found {
             let (input, ctx) = &ready[found.image];
             let probs = ctx.probabilities(vit.config.classes);
@@ -353,7 +355,10 @@ impl PathsRun<'_> {
                 contribution: found.score.contribution,
                 activation: found.score.activation,
                 gradient: found.score.gradient,
-                image_fingerprint: Some(input.fingerprint()?),
+                image_fingerprint: Some(match &prints[found.image] {
+                    Some(print) => print.clone(),
+                    None => prints[found.image].insert(input.fingerprint()?).clone(),
+                }),
                 ..self.common.clone()
             })?;
         }
