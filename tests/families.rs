@@ -1,31 +1,18 @@
-//! DeiT (distilled), the CLIP vision tower (zero-shot) and DINOv2 (registers; GELU
-//! and SwiGLU), each saved by its own library, against PyTorch
-//! (`../shared/fixtures/families/<name>/reference.npz`). Tolerances: logits 1e-4
-//! (relative to the largest for CLIP, whose logits carry a large common offset),
-//! probabilities 1e-5, activations 1e-5 of each image and layer's largest (at least
-//! 1e-5: the float32 reference itself is off by up to 1.2e-5 absolute, 1.5e-6 of the
+//! Every family fixture (`common::family_fixtures`), each saved by its own library,
+//! against PyTorch (its `reference.npz`): DeiT (distilled), the CLIP vision tower
+//! (zero-shot) and DINOv2 (registers; GELU and SwiGLU) of `../shared`, and this
+//! repository's Hugging Face `CLIPModel` and open_clip (class rows from their own
+//! text towers), timm's CLIP towers, DINOv2 run at another size than it was trained
+//! at, and backbones with linear probes. Tolerances: logits 1e-4 (relative to the
+//! largest for zero-shot models, whose logits carry a common offset), probabilities
+//! 1e-5, activations 1e-5 of each image and layer's largest (at least 1e-5: the
+//! float32 reference itself is off by up to 1.2e-5 absolute, 1.5e-6 of the
 //! largest, per the READMEs), gradients 1e-3 of each image and layer's largest, at
 //! the CLS token and at every token.
 
 mod common;
-use neuronpath::model::{self, npy::Array, LoadOptions, Site, Tokens, Vit};
+use neuronpath::model::{npy::Array, Site, Tokens};
 use std::collections::HashMap;
-
-const FAMILIES: [&str; 4] = [
-    "deit-distilled",
-    "clip-vision",
-    "dinov2-registers",
-    "dinov2-registers-swiglu",
-];
-
-fn load(name: &str) -> Vit {
-    let dir = common::shared(&format!("fixtures/families/{name}"));
-    let options = LoadOptions {
-        classifier: (name == "clip-vision").then(|| dir.join("text.npy")),
-        ..LoadOptions::default()
-    };
-    model::load(&dir, &options).unwrap_or_else(|e| panic!("{name}: {e:#}"))
-}
 
 fn values(reference: &HashMap<String, Array>, key: &str) -> Vec<f32> {
     reference[key].to_f32().unwrap()
@@ -48,8 +35,9 @@ fn max_abs(x: &[f32]) -> f32 {
 
 #[test]
 fn families_match_pytorch() {
-    for name in FAMILIES {
-        let reference = common::npz(&format!("fixtures/families/{name}/reference.npz"));
+    for fixture in common::family_fixtures() {
+        let name = fixture.name;
+        let reference = fixture.reference();
         let pixels = values(&reference, "pixel_values");
         let targets: Vec<usize> = values(&reference, "target")
             .iter()
@@ -58,7 +46,7 @@ fn families_match_pytorch() {
         let images = targets.len();
         let per_image = pixels.len() / images;
         for tokens in [Tokens::Cls, Tokens::All] {
-            let mut vit = load(name);
+            let mut vit = fixture.load();
             vit.neuron_tokens = tokens;
             let (t, f, layers) = (
                 vit.config.tokens(),
@@ -79,10 +67,9 @@ fn families_match_pytorch() {
             let sites: Vec<Site> = (0..layers).map(|l| vit.neuron_site(l)).collect();
             let grads = vit.gradients(x, 0, &[], &targets, &sites);
             let want_logits = values(&reference, "logits");
-            let logit_tol = if name == "clip-vision" {
-                1e-4 * max_abs(&want_logits)
-            } else {
-                1e-4
+            let logit_tol = match vit.zero_shot {
+                Some(_) => 1e-4 * max_abs(&want_logits).max(1.0),
+                None => 1e-4,
             };
             for (b, p) in pixels.chunks_exact(per_image).enumerate() {
                 let clean = vit.clean_forward(p);
@@ -119,7 +106,7 @@ fn families_match_pytorch() {
 
 #[test]
 fn inspect_names_each_family_and_its_options() {
-    for (name, family, expect) in [
+    let expected = [
         (
             "deit-distilled",
             "DeiT (distilled)",
@@ -128,14 +115,41 @@ fn inspect_names_each_family_and_its_options() {
         ("clip-vision", "CLIP vision tower", "QuickGelu"),
         ("dinov2-registers", "DINOv2 with registers", "4 registers"),
         ("dinov2-registers-swiglu", "DINOv2 with registers", "SwiGlu"),
-    ] {
-        let dir = common::shared(&format!("fixtures/families/{name}"));
-        let mut cmd = common::neuronpath();
-        cmd.args(["inspect", "--model"]).arg(&dir);
-        if name == "clip-vision" {
-            cmd.arg("--classifier").arg(dir.join("text.npy"));
-        }
-        let out = cmd.output().unwrap();
+        ("clip-hf", "CLIP (vision and text towers)", "GeluErf"),
+        ("open-clip safetensors", "open_clip state dict", "QuickGelu"),
+        ("open-clip bin", "CLIP (open_clip)", "QuickGelu"),
+        (
+            "timm-clip-quickgelu",
+            "CLIP image tower (timm)",
+            "QuickGelu",
+        ),
+        ("timm-clip", "CLIP image tower (timm)", "GeluErf"),
+        ("dinov2-resized", "DINOv2", "32x32x3, patch 8 -> 17 tokens"),
+        (
+            "dinov2-registers-resized",
+            "DINOv2 with registers",
+            "32x32x3, patch 8 -> 19 tokens",
+        ),
+        (
+            "dinov2-backbone",
+            "DINOv2 backbone + linear probe",
+            "[CLS, mean of the patch tokens]",
+        ),
+        (
+            "timm-dinov2-backbone",
+            "backbone + linear probe",
+            "CLS token -> norm -> head",
+        ),
+    ];
+    let fixtures = common::family_fixtures();
+    assert_eq!(fixtures.len(), expected.len());
+    for (name, family, expect) in expected {
+        let fixture = fixtures.iter().find(|f| f.name == name).unwrap();
+        let out = common::neuronpath()
+            .arg("inspect")
+            .args(fixture.args())
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),

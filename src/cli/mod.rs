@@ -97,6 +97,67 @@ pub struct ModelArgs {
     /// Class names of the zero-shot classifier, one per line, in its row order.
     #[arg(long)]
     pub class_names: Option<std::path::PathBuf>,
+    /// Zero-shot classes by name, their rows computed with the checkpoint's own text
+    /// tower and tokenizer (a Hugging Face CLIPModel, open_clip): "cat,dog,ship", or a
+    /// file with one class per line. Logit scale: the checkpoint's (or --logit-scale).
+    #[arg(long, value_name = "A,B,C|FILE")]
+    pub classes: Option<String>,
+    /// The prompt a class name is put in for --classes, {} standing for the name
+    /// (default: "a photo of a {}."). Repeated: each class's row is the normalised mean
+    /// of its prompts' embeddings, as open_clip's zero-shot classifiers are built.
+    #[arg(long = "prompt", value_name = "TEMPLATE")]
+    pub prompts: Vec<String>,
+    /// The text tower's vocabulary for --classes: a tokenizer.json (or a folder holding
+    /// one) or an open_clip BPE merges file (bpe_simple_vocab_16e6.txt.gz). Default: the
+    /// tokenizer.json of the checkpoint's folder, else OpenAI's CLIP vocabulary (bundled,
+    /// the one open_clip ships).
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// The FFN activation of a checkpoint that does not say it: timm's CLIP towers
+    /// (quick-gelu for OpenAI's weights, gelu as timm runs vit_*_clip_* and for LAION's),
+    /// open_clip state dicts without their open_clip_config.json.
+    #[arg(long, value_enum)]
+    pub activation: Option<ActivationArg>,
+    /// Run a DINOv2 checkpoint at this image size (a multiple of its patch size), its
+    /// position embeddings interpolated (bicubic) as Hugging Face does at every forward
+    /// (default: the centre crop of its preprocessor_config.json, else its config's size).
+    #[arg(long, value_parser = in_range(1, 1 << 16))]
+    pub image_size: Option<usize>,
+    /// A linear head for a backbone saved without one (Dinov2Model, a timm model with
+    /// num_classes=0, a CLIP vision tower without projection): W.npy [classes, features]
+    /// and an optional bias b.npy [classes]. Features: the final norm at the CLS token
+    /// (width d), or [CLS, mean of the patch tokens] (width 2d, DINOv2's linear probe).
+    #[arg(long, value_name = "W.npy[,b.npy]", value_parser = parse_probe)]
+    pub head: Option<neuronpath::model::Probe>,
+}
+
+/// `--activation`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActivationArg {
+    /// x * sigmoid(1.702 x), OpenAI CLIP's.
+    QuickGelu,
+    /// The exact (erf) GELU.
+    Gelu,
+}
+
+fn parse_probe(s: &str) -> Result<neuronpath::model::Probe, String> {
+    s.parse()
+}
+
+/// `--classes`: a file with one class per line, else comma-separated names.
+fn class_list(value: &str) -> anyhow::Result<Vec<String>> {
+    let path = std::path::Path::new(value);
+    let text = match path.is_file() {
+        true => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?,
+        false => value.replace(',', "\n"),
+    };
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
 }
 
 /// The model, the images and the threads of a command that runs the model on images.
@@ -173,6 +234,7 @@ pub struct ExperimentRun {
 
 impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<neuronpath::model::Vit> {
+        use neuronpath::model::FfnActivation;
         neuronpath::model::load(
             &self.model,
             &neuronpath::model::LoadOptions {
@@ -180,6 +242,15 @@ impl ModelArgs {
                 classifier: self.classifier.clone(),
                 logit_scale: self.logit_scale,
                 class_names: self.class_names.clone(),
+                classes: self.classes.as_deref().map(class_list).transpose()?,
+                prompts: self.prompts.clone(),
+                tokenizer: self.tokenizer.clone(),
+                activation: self.activation.map(|a| match a {
+                    ActivationArg::QuickGelu => FfnActivation::QuickGelu,
+                    ActivationArg::Gelu => FfnActivation::GeluErf,
+                }),
+                image_size: self.image_size,
+                head: self.head.clone(),
             },
         )
     }

@@ -6,11 +6,13 @@ use anyhow::{Context, Result};
 use std::path::Path;
 
 /// Hash of the weights file's bytes (`model.safetensors` of a Hugging Face folder),
-/// the loaded configuration (covering `--heads`), normalisation and class names:
-/// the same for a copy or a move of the checkpoint, different for any other model.
+/// the loaded configuration (covering `--heads`), normalisation and class names,
+/// and what was given beside the file: a zero-shot classifier's rows and scale
+/// (`--classifier`, or `--classes` with their prompts), a `--head` probe. The same
+/// for a copy or a move of the checkpoint, different for any other model.
 pub fn fingerprint(checkpoint: &Path, vit: &Vit) -> Result<String> {
     let weights = if checkpoint.is_dir() {
-        checkpoint.join("model.safetensors")
+        super::checkpoint::weights_file(checkpoint)
     } else {
         checkpoint.to_path_buf()
     };
@@ -22,6 +24,19 @@ pub fn fingerprint(checkpoint: &Path, vit: &Vit) -> Result<String> {
         vit.normalization.std,
         &vit.class_names,
     ))?;
-    let both = [crate::numeric::fingerprint(&bytes), described].concat();
+    let mut both = [crate::numeric::fingerprint(&bytes), described].concat();
+    // Only for the models that have them, so that other fingerprints stay as they were.
+    if let Some(z) = &vit.zero_shot {
+        both += &floats(z.text.iter().chain([&z.scale]));
+    }
+    if vit.config.family.name.ends_with("linear probe") {
+        both += &floats(vit.head.w.iter().chain(&vit.head.b));
+    }
     Ok(crate::numeric::fingerprint(both.as_bytes()))
+}
+
+/// The fingerprint of some numbers' bits.
+fn floats<'a>(values: impl Iterator<Item = &'a f32>) -> String {
+    let bytes: Vec<u8> = values.flat_map(|v| v.to_le_bytes()).collect();
+    crate::numeric::fingerprint(&bytes)
 }

@@ -22,7 +22,7 @@ pub mod vit;
 
 pub use backward::Gradients;
 pub use branch::Progression;
-pub use checkpoint::{load, LoadOptions};
+pub use checkpoint::{load, LoadOptions, Probe, DEFAULT_PROMPT};
 pub use family::{Compat, Family, FfnActivation, Readout};
 pub use fingerprint::fingerprint;
 pub use site::{Action, Activation, Intervention, Site, Tokens};

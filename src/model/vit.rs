@@ -85,6 +85,7 @@ pub enum Layout {
     Timm,
     PyTorch,
     GoogleNpz,
+    OpenClip,
 }
 
 impl std::fmt::Display for Layout {
@@ -94,6 +95,7 @@ impl std::fmt::Display for Layout {
             Layout::Timm => "timm safetensors",
             Layout::PyTorch => "PyTorch state dict (timm names)",
             Layout::GoogleNpz => "Google ViT .npz",
+            Layout::OpenClip => "open_clip state dict",
         })
     }
 }

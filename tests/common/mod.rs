@@ -112,3 +112,186 @@ pub fn sorted_lines(path: &Path) -> Vec<String> {
     lines.sort();
     lines
 }
+
+/// The classes of the zero-shot fixtures' references (tests/fixtures/families).
+pub const FIXTURE_CLASSES: [&str; 5] = [
+    "tench",
+    "goldfish",
+    "great white shark",
+    "jack-o'-lantern",
+    "potter's wheel",
+];
+
+/// A family fixture: a checkpoint saved by its own library, the options it loads
+/// with, and its PyTorch reference.
+pub struct Fixture {
+    pub name: &'static str,
+    pub model: PathBuf,
+    pub options: neuronpath::model::LoadOptions,
+    pub reference: PathBuf,
+}
+
+impl Fixture {
+    pub fn load(&self) -> neuronpath::model::Vit {
+        neuronpath::model::load(&self.model, &self.options)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", self.name))
+    }
+
+    /// The command-line flags that load it as `options` says.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        use neuronpath::model::FfnActivation;
+        let o = &self.options;
+        let mut args: Vec<std::ffi::OsString> = vec!["--model".into(), self.model.clone().into()];
+        let mut flag = |name: &str, value: std::ffi::OsString| {
+            args.push(name.into());
+            args.push(value);
+        };
+        if let Some(c) = &o.classifier {
+            flag("--classifier", c.into());
+        }
+        if let Some(c) = &o.classes {
+            flag("--classes", c.join(",").into());
+        }
+        if let Some(t) = &o.tokenizer {
+            flag("--tokenizer", t.into());
+        }
+        if let Some(a) = o.activation {
+            let name = if a == FfnActivation::QuickGelu {
+                "quick-gelu"
+            } else {
+                "gelu"
+            };
+            flag("--activation", name.into());
+        }
+        if let Some(h) = &o.head {
+            let mut value = h.weight.clone().into_os_string();
+            if let Some(b) = &h.bias {
+                value.push(",");
+                value.push(b);
+            }
+            flag("--head", value);
+        }
+        args
+    }
+
+    pub fn reference(&self) -> std::collections::HashMap<String, neuronpath::model::npy::Array> {
+        neuronpath::model::npy::read_npz(&self.reference)
+            .unwrap()
+            .into_iter()
+            .collect()
+    }
+}
+
+/// This repository's fixtures (`tests/fixtures/families`).
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/families")
+        .join(rel)
+}
+
+/// Every family fixture: the shared ones (DeiT, the CLIP vision tower, DINOv2) and
+/// this repository's (Hugging Face CLIPModel, open_clip in both files, timm's CLIP
+/// towers, DINOv2 run at another size than it was trained at, backbones with probes).
+pub fn family_fixtures() -> Vec<Fixture> {
+    use neuronpath::model::{FfnActivation, LoadOptions, Probe};
+    let classes = Some(FIXTURE_CLASSES.iter().map(|c| c.to_string()).collect());
+    let mut out: Vec<Fixture> = [
+        "deit-distilled",
+        "clip-vision",
+        "dinov2-registers",
+        "dinov2-registers-swiglu",
+    ]
+    .into_iter()
+    .map(|name| {
+        let dir = shared(&format!("fixtures/families/{name}"));
+        Fixture {
+            name,
+            options: LoadOptions {
+                classifier: (name == "clip-vision").then(|| dir.join("text.npy")),
+                ..LoadOptions::default()
+            },
+            reference: dir.join("reference.npz"),
+            model: dir,
+        }
+    })
+    .collect();
+    let own = |name: &'static str, model: &str, options: LoadOptions| Fixture {
+        name,
+        model: fixture(model),
+        options,
+        reference: fixture(&format!(
+            "{}/reference.npz",
+            model.split('/').next().unwrap()
+        )),
+    };
+    let probe = |dir: &str| {
+        Some(Probe {
+            weight: fixture(&format!("{dir}/head.npy")),
+            bias: Some(fixture(&format!("{dir}/bias.npy"))),
+        })
+    };
+    let open_clip = LoadOptions {
+        classes: classes.clone(),
+        tokenizer: Some(fixture("open-clip/vocab.txt.gz")),
+        ..LoadOptions::default()
+    };
+    out.extend([
+        own(
+            "clip-hf",
+            "clip-hf",
+            LoadOptions {
+                classes,
+                ..LoadOptions::default()
+            },
+        ),
+        own(
+            "open-clip safetensors",
+            "open-clip/open_clip_model.safetensors",
+            open_clip.clone(),
+        ),
+        own(
+            "open-clip bin",
+            "open-clip/open_clip_pytorch_model.bin",
+            open_clip,
+        ),
+        own(
+            "timm-clip-quickgelu",
+            "timm-clip-quickgelu",
+            LoadOptions {
+                classifier: Some(fixture("timm-clip-quickgelu/text.npy")),
+                ..LoadOptions::default()
+            },
+        ),
+        own(
+            "timm-clip",
+            "timm-clip/model.safetensors",
+            LoadOptions {
+                activation: Some(FfnActivation::GeluErf),
+                ..LoadOptions::default()
+            },
+        ),
+        own("dinov2-resized", "dinov2-resized", LoadOptions::default()),
+        own(
+            "dinov2-registers-resized",
+            "dinov2-registers-resized",
+            LoadOptions::default(),
+        ),
+        own(
+            "dinov2-backbone",
+            "dinov2-backbone",
+            LoadOptions {
+                head: probe("dinov2-backbone"),
+                ..LoadOptions::default()
+            },
+        ),
+        own(
+            "timm-dinov2-backbone",
+            "timm-dinov2-backbone",
+            LoadOptions {
+                head: probe("timm-dinov2-backbone"),
+                ..LoadOptions::default()
+            },
+        ),
+    ]);
+    out
+}

@@ -1,11 +1,17 @@
-//! Hugging Face directories (`config.json` + `model.safetensors`, as
-//! `save_pretrained` writes them; transformers 5 renames some modules on load but
-//! writes the older names, which are the ones read here). One table per
-//! `model_type` maps names to parts: ViT, DeiT (distilled or not), the CLIP vision
-//! tower with its projection, DINOv2 (with or without registers, GELU or SwiGLU).
+//! Hugging Face directories (`config.json` + `model.safetensors` or
+//! `pytorch_model.bin`, as `save_pretrained` writes them; transformers 5 renames
+//! some modules on load but writes the older names, which are the ones read here).
+//! One table per `model_type` maps names to parts: ViT, DeiT (distilled or not), CLIP
+//! (the vision tower with its projection, or `CLIPModel` with its text tower, which
+//! computes the zero-shot class rows), DINOv2 (with or without registers, GELU or
+//! SwiGLU, at any image size), and any of them saved as a backbone without its head
+//! (with a `--head` probe).
 
+use super::interpolate::{self, Bicubic};
+use super::text::{TextConfig, TextNames, TextTower};
+use super::zero_shot::Text;
 use super::{
-    assemble, average_heads, check_consumed, fold_scale, fuse_qkv, Scope, Tensors, IMAGENET_MEAN,
+    assemble, average_heads, check_consumed, join, BlockNames, Qkv, Tensors, IMAGENET_MEAN,
     IMAGENET_STD,
 };
 use crate::model::family::{Compat, Family, FfnActivation, Readout};
@@ -14,39 +20,60 @@ use crate::model::vit::{
 };
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// How one model type names a block's parts, under `{root}.{layers}.{i}`.
+/// How one model type names its parts: blocks under `{root}.{layers}.{i}`, the
+/// readout's norm under `root` (the root is absent when a backbone is saved alone).
 struct Names {
     root: &'static str,
     layers: &'static str,
-    q: &'static str,
-    k: &'static str,
-    v: &'static str,
-    out: &'static str,
-    ln1: &'static str,
-    ln2: &'static str,
-    fc1: &'static str,
-    fc2: &'static str,
-    /// The two layer scales (DINOv2).
-    scales: Option<(&'static str, &'static str)>,
-    /// The readout's norm, under `root`.
+    block: BlockNames,
     norm: &'static str,
 }
 
-const VIT_BLOCK: Names = Names {
-    root: "vit",
-    layers: "encoder.layer",
-    q: "attention.attention.query",
-    k: "attention.attention.key",
-    v: "attention.attention.value",
+const VIT_BLOCK: BlockNames = BlockNames {
+    qkv: Qkv::Split {
+        q: "attention.attention.query",
+        k: "attention.attention.key",
+        v: "attention.attention.value",
+    },
     out: "attention.output.dense",
     ln1: "layernorm_before",
     ln2: "layernorm_after",
     fc1: "intermediate.dense",
     fc2: "output.dense",
     scales: None,
+};
+
+const VIT: Names = Names {
+    root: "vit",
+    layers: "encoder.layer",
+    block: VIT_BLOCK,
     norm: "layernorm",
+};
+
+/// CLIP's blocks, in both towers.
+const CLIP_BLOCK: BlockNames = BlockNames {
+    qkv: Qkv::Split {
+        q: "self_attn.q_proj",
+        k: "self_attn.k_proj",
+        v: "self_attn.v_proj",
+    },
+    out: "self_attn.out_proj",
+    ln1: "layer_norm1",
+    ln2: "layer_norm2",
+    fc1: "mlp.fc1",
+    fc2: "mlp.fc2",
+    scales: None,
+};
+
+/// `CLIPModel`'s text tower, under `text_model`.
+const CLIP_TEXT: TextNames = TextNames {
+    token_embedding: "embeddings.token_embedding.weight",
+    positions: "embeddings.position_embedding.weight",
+    layers: "encoder.layers",
+    block: CLIP_BLOCK,
+    final_norm: "final_layer_norm",
 };
 
 /// The names and family of a model type, given its config.
@@ -56,11 +83,11 @@ fn names_for(kind: &str, json: &Value, swiglu: bool) -> Option<(Names, Family)> 
         .and_then(Value::as_u64)
         .unwrap_or(0) as usize;
     Some(match kind {
-        "vit" => (VIT_BLOCK, Family::VIT),
+        "vit" => (VIT, Family::VIT),
         "deit" => (
             Names {
                 root: "deit",
-                ..VIT_BLOCK
+                ..VIT
             },
             Family {
                 name: "DeiT",
@@ -71,15 +98,7 @@ fn names_for(kind: &str, json: &Value, swiglu: bool) -> Option<(Names, Family)> 
             Names {
                 root: "vision_model",
                 layers: "encoder.layers",
-                q: "self_attn.q_proj",
-                k: "self_attn.k_proj",
-                v: "self_attn.v_proj",
-                out: "self_attn.out_proj",
-                ln1: "layer_norm1",
-                ln2: "layer_norm2",
-                fc1: "mlp.fc1",
-                fc2: "mlp.fc2",
-                scales: None,
+                block: CLIP_BLOCK,
                 norm: "post_layernorm",
             },
             Family {
@@ -96,12 +115,15 @@ fn names_for(kind: &str, json: &Value, swiglu: bool) -> Option<(Names, Family)> 
                 } else {
                     "dinov2_with_registers"
                 },
-                ln1: "norm1",
-                ln2: "norm2",
-                fc1: if swiglu { "mlp.weights_in" } else { "mlp.fc1" },
-                fc2: if swiglu { "mlp.weights_out" } else { "mlp.fc2" },
-                scales: Some(("layer_scale1.lambda1", "layer_scale2.lambda1")),
-                ..VIT_BLOCK
+                block: BlockNames {
+                    ln1: "norm1",
+                    ln2: "norm2",
+                    fc1: if swiglu { "mlp.weights_in" } else { "mlp.fc1" },
+                    fc2: if swiglu { "mlp.weights_out" } else { "mlp.fc2" },
+                    scales: Some(("layer_scale1.lambda1", "layer_scale2.lambda1")),
+                    ..VIT_BLOCK
+                },
+                ..VIT
             },
             Family {
                 name: if registers > 0 {
@@ -128,6 +150,34 @@ fn names_for(kind: &str, json: &Value, swiglu: bool) -> Option<(Names, Family)> 
 struct Config<'a> {
     path: &'a Path,
     json: Value,
+    /// The model type's defaults, for configs saved without them.
+    defaults: Defaults,
+}
+
+/// What transformers assumes for a model type when its config leaves a field out.
+#[derive(Clone, Copy)]
+struct Defaults {
+    activation: &'static str,
+    eps: f64,
+}
+
+impl Defaults {
+    fn of(kind: &str) -> Defaults {
+        match kind {
+            "clip_vision_model" | "clip_text_model" => Defaults {
+                activation: "quick_gelu",
+                eps: 1e-5,
+            },
+            "dinov2" | "dinov2_with_registers" => Defaults {
+                activation: "gelu",
+                eps: 1e-6,
+            },
+            _ => Defaults {
+                activation: "gelu",
+                eps: 1e-12,
+            },
+        }
+    }
 }
 
 impl Config<'_> {
@@ -139,25 +189,45 @@ impl Config<'_> {
             .with_context(|| format!("{}: missing integer {key}", self.path.display()))
     }
 
+    fn eps(&self) -> f32 {
+        self.json
+            .get("layer_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(self.defaults.eps) as f32
+    }
+
     fn activation(&self, family: Family) -> Result<FfnActivation> {
         if family.activation == FfnActivation::SwiGlu {
             return Ok(FfnActivation::SwiGlu);
         }
-        Ok(match self.json.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu") {
+        let act = self.json.get("hidden_act").and_then(Value::as_str);
+        Ok(match act.unwrap_or(self.defaults.activation) {
             "gelu" => FfnActivation::GeluErf,
             "quick_gelu" => FfnActivation::QuickGelu,
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => FfnActivation::GeluTanh,
-            other => bail!("{}: hidden_act {other:?} is not supported (gelu, quick_gelu, gelu_pytorch_tanh)", self.path.display()),
+            other => bail!(
+                "{}: hidden_act {other:?} is not supported (gelu, quick_gelu, gelu_pytorch_tanh)",
+                self.path.display()
+            ),
         })
+    }
+}
+
+/// The weights of a Hugging Face folder: `model.safetensors`, else `pytorch_model.bin`.
+pub(super) fn weights_file(dir: &Path) -> PathBuf {
+    let bin = dir.join("pytorch_model.bin");
+    match dir.join("model.safetensors") {
+        st if !st.exists() && bin.exists() => bin,
+        st => st,
     }
 }
 
 pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
     let config_path = dir.join("config.json");
-    let weights_path = dir.join("model.safetensors");
+    let weights_path = weights_file(dir);
     if !config_path.exists() || !weights_path.exists() {
         bail!(
-            "{}: a Hugging Face checkpoint directory needs config.json and model.safetensors",
+            "{}: a Hugging Face checkpoint directory needs config.json and model.safetensors (or pytorch_model.bin)",
             dir.display()
         );
     }
@@ -165,64 +235,84 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
         .with_context(|| format!("{}: cannot read", config_path.display()))?;
     let json: Value = serde_json::from_str(&text)
         .with_context(|| format!("{}: invalid JSON", config_path.display()))?;
-    let cfg = Config {
-        path: &config_path,
-        json,
-    };
-    let kind = cfg
-        .json
+    let kind = json
         .get("model_type")
         .and_then(Value::as_str)
         .unwrap_or("vit");
+    // CLIPModel: the vision tower's settings are nested, the text tower beside them.
+    let clip_model = kind == "clip";
+    let (kind, vision_json) = match clip_model {
+        true => (
+            "clip_vision_model",
+            sub_config(&json, "vision_config", &config_path)?,
+        ),
+        false => (kind, json.clone()),
+    };
+    let cfg = Config {
+        path: &config_path,
+        json: vision_json,
+        defaults: Defaults::of(kind),
+    };
     let swiglu = cfg
         .json
         .get("use_swiglu_ffn")
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let Some((names, mut family)) = names_for(kind, &cfg.json, swiglu) else {
-        let arch = cfg
-            .json
+        let arch = json
             .pointer("/architectures/0")
             .and_then(Value::as_str)
             .unwrap_or("?");
+        let siglip = match kind.starts_with("siglip") {
+            true => ": SigLIP (no CLS token, an attention-pooling head, a sigmoid per class) is not modelled yet",
+            false => "",
+        };
         bail!(
-            "{}: model_type {kind:?} ({arch}) is not supported (vit, deit, clip_vision_model, dinov2, dinov2_with_registers)",
+            "{}: model_type {kind:?} ({arch}) is not supported{siglip} (vit, deit, clip, clip_vision_model, dinov2, dinov2_with_registers)",
             config_path.display()
         );
     };
     family.activation = cfg.activation(family)?;
-    let mut tensors = Tensors::from_safetensors(&weights_path)?;
-    let root = names.root;
-    family.distillation = tensors.contains(&format!("{root}.embeddings.distillation_token"));
+    if clip_model {
+        family.name = "CLIP (vision and text towers)";
+    }
+    let mut tensors = Tensors::read(&weights_path)?;
+    // A backbone saved alone (`Dinov2Model`, `ViTModel`) has no root prefix.
+    let root = match tensors.has_prefix(names.root) {
+        true => names.root,
+        false => "",
+    };
+    family.distillation = tensors.contains(&join(root, "embeddings.distillation_token"));
     if family.distillation {
         family.name = "DeiT (distilled)";
         family.readout = Readout::ClsAndDistillation;
     }
-    let fc1 = format!("{root}.{}.0.{}.weight", names.layers, names.fc1);
+    let fc1 = join(
+        root,
+        &format!("{}.0.{}.weight", names.layers, names.block.fc1),
+    );
     let f = tensors.dim(&fc1, 0)? / family.activation.fc1_width(1);
+    let trained = cfg.int("image_size")?;
+    let dinov2 = kind.starts_with("dinov2");
     let config = VitConfig {
-        image_size: cfg.int("image_size")?,
+        image_size: run_size(
+            options,
+            dinov2,
+            trained,
+            &dir.join("preprocessor_config.json"),
+        )?,
         patch_size: cfg.int("patch_size")?,
         channels: cfg.int("num_channels").unwrap_or(3),
         hidden: cfg.int("hidden_size")?,
         layers: cfg.int("num_hidden_layers")?,
         heads: cfg.int("num_attention_heads")?,
         intermediate: f,
-        classes: 0,
-        layer_norm_eps: cfg
-            .json
-            .get("layer_norm_eps")
-            .and_then(Value::as_f64)
-            .unwrap_or(1e-12) as f32,
+        classes: 1,
+        layer_norm_eps: cfg.eps(),
         family,
     };
-    // The classes come with the head, read below.
-    let sizes = VitConfig {
-        classes: 1,
-        ..config.clone()
-    };
-    super::check_config(&sizes).with_context(|| config_path.display().to_string())?;
-    let (patch_embed, prefix, pos_embed) = embeddings(&mut tensors, &config, kind, root)?;
+    super::check_config(&config).with_context(|| config_path.display().to_string())?;
+    let (patch_embed, prefix, pos_embed) = embeddings(&mut tensors, &config, trained, kind, root)?;
     let d = config.hidden;
     let eps = config.layer_norm_eps;
     let norm_pre = match family.norm_pre {
@@ -231,22 +321,22 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
     };
     let blocks = (0..config.layers)
         .map(|i| {
-            block(
-                &mut tensors.pp(&format!("{root}.{}.{i}", names.layers)),
-                &names,
-                &config,
-            )
+            let mut b = tensors.pp(&join(root, &format!("{}.{i}", names.layers)));
+            names.block.block(&mut b, d, f, eps, family.activation)
         })
         .collect::<Result<Vec<Block>>>()?;
     let norm = tensors.pp(root).norm(names.norm, d, eps)?;
-    let (head, zero_shot, names_of_classes) = head(&mut tensors, &cfg.json, &config, options)?;
+    let text = match clip_model {
+        true => Some(text_tower(&mut tensors, &json, &config_path, dir)?),
+        false => None,
+    };
     let mut config = config;
-    config.classes = zero_shot
-        .as_ref()
-        .map_or(head.b.len(), |z| z.text.len() / head.b.len());
+    let (head, zero_shot, names_of_classes) =
+        head(&mut tensors, &cfg.json, &mut config, options, text)?;
     check_consumed(&tensors)?;
     let normalization = read_preprocessor(&dir.join("preprocessor_config.json"))?;
     assemble(Vit {
+        neuron_tokens: config.family.neuron_tokens(),
         config,
         patch_embed,
         prefix,
@@ -257,7 +347,6 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
         head,
         zero_shot,
         compat: Compat::Principled,
-        neuron_tokens: family.neuron_tokens(),
         unit: crate::model::site::Activation::MlpPost,
         layout: Layout::HuggingFace,
         class_names: names_of_classes,
@@ -265,37 +354,141 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
     })
 }
 
-/// The head, the zero-shot classifier of a CLIP tower, and the class names.
+/// `json[key]`, a nested config (CLIPModel's `vision_config`, `text_config`).
+fn sub_config(json: &Value, key: &str, path: &Path) -> Result<Value> {
+    json.get(key)
+        .filter(|v| v.is_object())
+        .cloned()
+        .with_context(|| format!("{}: model_type clip without its {key}", path.display()))
+}
+
+/// The image size to run at: `--image-size`; for DINOv2 the centre crop of its
+/// `preprocessor_config.json` (what its image processor feeds it: 224 for a
+/// checkpoint trained at 518); else the size the config says. Only DINOv2's position
+/// embeddings are interpolated (as its library does at every forward).
+fn run_size(
+    options: &super::LoadOptions,
+    dinov2: bool,
+    trained: usize,
+    preprocessor: &Path,
+) -> Result<usize> {
+    match (options.image_size, dinov2) {
+        (Some(size), true) => Ok(size),
+        (Some(size), false) if size != trained => bail!(
+            "--image-size {size}: position embeddings are interpolated for DINOv2 checkpoints only (this one runs at {trained})"
+        ),
+        (_, true) => Ok(crop_size(preprocessor)?.unwrap_or(trained)),
+        (_, false) => Ok(trained),
+    }
+}
+
+/// `crop_size` of a `preprocessor_config.json` that centre-crops to a square.
+fn crop_size(path: &Path) -> Result<Option<usize>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let json: Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
+    if json.get("do_center_crop").and_then(Value::as_bool) != Some(true) {
+        return Ok(None);
+    }
+    let side = |k: &str| {
+        json.pointer(&format!("/crop_size/{k}"))
+            .and_then(Value::as_u64)
+    };
+    Ok(match (side("height"), side("width")) {
+        (Some(h), Some(w)) if h == w => Some(h as usize),
+        _ => None,
+    })
+}
+
+/// `CLIPModel`'s text tower (`text_model.*`, `text_projection`, `logit_scale`).
+fn text_tower(t: &mut Tensors, json: &Value, path: &Path, dir: &Path) -> Result<Text> {
+    let cfg = Config {
+        path,
+        json: sub_config(json, "text_config", path)?,
+        defaults: Defaults::of("clip_text_model"),
+    };
+    let text_config = TextConfig {
+        heads: cfg.int("num_attention_heads")?,
+        activation: cfg.activation(Family::VIT)?,
+        eps: cfg.eps(),
+    };
+    let e = t.dim("text_projection.weight", 0)?;
+    let w = t.dim("text_model.embeddings.token_embedding.weight", 1)?;
+    let projection = t.pp("").weight_only("text_projection", &[e, w])?;
+    let tower = TextTower::load(
+        &mut t.pp("text_model"),
+        &CLIP_TEXT,
+        &text_config,
+        projection,
+    )?;
+    Ok(Text {
+        tower,
+        scale: super::zero_shot::logit_scale(t)?,
+        folder: dir.to_path_buf(),
+        eot: cfg.int("eos_token_id").ok().map(|e| e as u32),
+    })
+}
+
+/// The head, the zero-shot classifier of a CLIP tower, and the class names; sets
+/// the classes (and a probe's readout) in `c`.
 #[allow(clippy::type_complexity)]
 fn head(
     t: &mut Tensors,
     json: &Value,
-    c: &VitConfig,
+    c: &mut VitConfig,
     options: &super::LoadOptions,
+    text: Option<Text>,
 ) -> Result<(Linear, Option<ZeroShot>, Option<Vec<String>>)> {
-    let (d, family) = (c.hidden, c.family);
-    if family.zero_shot {
+    let d = c.hidden;
+    let file = t.file().to_path_buf();
+    if c.family.zero_shot && t.contains("visual_projection.weight") {
         let embedding = t.dim("visual_projection.weight", 0)?;
-        let head = Linear {
-            w: t.take("visual_projection.weight", &[embedding, d])?,
-            b: vec![0.0; embedding],
-        };
-        let (zero_shot, names) = super::zero_shot::read(options, embedding, t.file())?;
+        let head = t.pp("").weight_only("visual_projection", &[embedding, d])?;
+        let (zero_shot, names) = super::zero_shot::classifier(options, embedding, &file, text)?;
+        c.classes = zero_shot.text.len() / embedding;
         return Ok((head, Some(zero_shot), names));
     }
-    super::zero_shot::refuse_classifier(options, t.file())?;
-    let head = if family.distillation {
-        let classes = t.dim("cls_classifier.weight", 0)?;
-        let mut root = t.pp("");
+    // A CLIP vision tower saved without its projection is a backbone.
+    c.family.zero_shot = false;
+    let classifier = ["classifier.weight", "cls_classifier.weight"]
+        .into_iter()
+        .find(|n| t.contains(n));
+    let Some(classifier) = classifier else {
+        let Some(probe) = &options.head else {
+            bail!("{}: no classifier (a backbone saved without its head): pass --head W.npy[,b.npy], a linear probe on its features", file.display());
+        };
+        super::zero_shot::refuse_classifier(options, &file)?;
+        let (head, readout) = probe.read(d)?;
+        c.family.readout = readout;
+        c.family.name = match c.family.name {
+            "CLIP vision tower" => "CLIP vision tower + linear probe",
+            n if n.starts_with("DINOv2") => "DINOv2 backbone + linear probe",
+            _ => "backbone + linear probe",
+        };
+        c.classes = head.b.len();
+        return Ok((head, None, None));
+    };
+    super::zero_shot::refuse_classifier(options, &file)?;
+    if options.head.is_some() {
+        bail!(
+            "{}: --head is for a backbone saved without a head; this checkpoint has {classifier}",
+            file.display()
+        );
+    }
+    let classes = t.dim(classifier, 0)?;
+    let mut root = t.pp("");
+    let head = if c.family.distillation {
         let cls = root.linear("cls_classifier", classes, d)?;
         let dist = root.linear("distillation_classifier", classes, d)?;
         average_heads(&cls, &dist, d)
     } else {
-        let classes = t.dim("classifier.weight", 0)?;
-        let width = family.readout.width(d);
-        t.pp("").linear("classifier", classes, width)?
+        root.linear("classifier", classes, c.family.readout.width(d))?
     };
-    let classes = head.b.len();
+    c.classes = classes;
     let names = json.get("id2label").and_then(Value::as_object).map(|m| {
         (0..classes)
             .map(|i| {
@@ -309,49 +502,25 @@ fn head(
     Ok((head, None, names))
 }
 
-/// One block, layer scales folded into the attention output and fc2.
-fn block(b: &mut Scope, names: &Names, c: &VitConfig) -> Result<Block> {
-    let (d, f, eps) = (c.hidden, c.intermediate, c.layer_norm_eps);
-    let q = b.linear(names.q, d, d)?;
-    let k = b.linear(names.k, d, d)?;
-    let v = b.linear(names.v, d, d)?;
-    let mut proj = b.linear(names.out, d, d)?;
-    let mut fc2 = b.linear(names.fc2, d, f)?;
-    if let Some((ls1, ls2)) = names.scales {
-        fold_scale(&mut proj, &b.take(ls1, &[d])?);
-        fold_scale(&mut fc2, &b.take(ls2, &[d])?);
-    }
-    Ok(Block {
-        ln1: b.norm(names.ln1, d, eps)?,
-        qkv: fuse_qkv(q, k, v),
-        proj,
-        ln2: b.norm(names.ln2, d, eps)?,
-        fc1: b.linear(names.fc1, c.family.activation.fc1_width(f), d)?,
-        fc2,
-    })
-}
-
 /// The patch embedding, the prefix tokens `[prefix, d]` and the position
-/// embedding `[tokens, d]` of each model type.
+/// embedding `[tokens, d]` of each model type; DINOv2's positions, trained at
+/// `trained` pixels, resampled to the run's patch grid.
 fn embeddings(
     t: &mut Tensors,
     c: &VitConfig,
+    trained: usize,
     kind: &str,
     root: &str,
 ) -> Result<(Linear, Vec<f32>, Vec<f32>)> {
     let (d, ch, p, tokens) = (c.hidden, c.channels, c.patch_size, c.tokens());
     let patch_shape = [d, ch, p, p];
+    let mut e = t.pp(&join(root, "embeddings"));
     if kind == "clip_vision_model" {
-        let mut e = t.pp("vision_model.embeddings");
-        let patch = Linear {
-            w: e.take("patch_embedding.weight", &patch_shape)?,
-            b: vec![0.0; d],
-        };
+        let patch = e.weight_only("patch_embedding", &patch_shape)?;
         let cls = e.take("class_embedding", &[d])?;
         let pos = e.take("position_embedding.weight", &[tokens, d])?;
         return Ok((patch, cls, pos));
     }
-    let mut e = t.pp(&format!("{root}.embeddings"));
     let patch = Linear {
         w: e.take("patch_embeddings.projection.weight", &patch_shape)?,
         b: e.take("patch_embeddings.projection.bias", &[d])?,
@@ -374,10 +543,21 @@ fn embeddings(
     if fam.registers > 0 {
         prefix.extend(e.take("register_tokens", &[1, fam.registers, d])?);
     }
-    let pos = e.take("position_embeddings", &[1, tokens - fam.registers, d])?;
+    let (from, to) = (trained / p, c.image_size / p);
+    let pos = e.take("position_embeddings", &[1, 1 + from * from, d])?;
+    let grid = match from == to {
+        true => pos[d..].to_vec(),
+        false => {
+            let filter = match kind {
+                "dinov2" => Bicubic::Plain,
+                _ => Bicubic::Antialiased,
+            };
+            interpolate::resample(&pos[d..], d, from, to, filter)
+        }
+    };
     let mut full = pos[..d].to_vec();
     full.extend(std::iter::repeat_n(0.0, fam.registers * d));
-    full.extend_from_slice(&pos[d..]);
+    full.extend_from_slice(&grid);
     Ok((patch, prefix, full))
 }
 

@@ -1,20 +1,28 @@
 //! Loading a [`Vit`] from the checkpoint layouts, detected automatically. A loader
 //! maps a layout's tensor names to the model's parts (through [`Scope`], a view
-//! under a name prefix) and must use every tensor of the file: a tensor it does
-//! not know is an error naming it, and the family it suggests.
+//! under a name prefix, and tables such as [`BlockNames`]) and must use every tensor
+//! of the file: a tensor it does not know is an error naming it, and the family it
+//! suggests.
 
 mod google;
 mod huggingface;
+mod interpolate;
+mod open_clip;
+mod probe;
 mod pytorch;
+mod text;
 mod timm;
+mod tokenizer;
 mod zero_shot;
 
-use super::vit::{LayerNorm, Linear, Vit, VitConfig};
+use super::family::FfnActivation;
+use super::vit::{Block, LayerNorm, Linear, Vit, VitConfig};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use super::vit::{IMAGENET_MEAN, IMAGENET_STD};
+pub use probe::Probe;
 
 /// What a checkpoint may not say about itself.
 #[derive(Clone, Debug, Default)]
@@ -25,45 +33,127 @@ pub struct LoadOptions {
     /// `[classes, embedding]`, one row per class.
     pub classifier: Option<PathBuf>,
     /// Its logit scale (the multiplier; default: a `logit_scale.npy` beside the
-    /// classifier, else CLIP's 100).
+    /// classifier, else the checkpoint's, else CLIP's 100).
     pub logit_scale: Option<f32>,
     /// Its class names, one per line.
     pub class_names: Option<PathBuf>,
+    /// Zero-shot classes whose rows the checkpoint's own text tower computes from
+    /// [`LoadOptions::prompts`] (a Hugging Face `CLIPModel`, open_clip).
+    pub classes: Option<Vec<String>>,
+    /// Prompt templates, `{}` standing for the class name; the embeddings of several
+    /// are averaged as open_clip's `build_zero_shot_classifier` does. None:
+    /// [`DEFAULT_PROMPT`].
+    pub prompts: Vec<String>,
+    /// The text tower's vocabulary: a `tokenizer.json` (or a folder holding one) or
+    /// an open_clip merges file (default: the `tokenizer.json` of the checkpoint's
+    /// folder, else OpenAI's CLIP vocabulary, bundled).
+    pub tokenizer: Option<PathBuf>,
+    /// The FFN activation of a file that does not say it (timm's CLIP towers; open_clip
+    /// state dicts without their `open_clip_config.json`).
+    pub activation: Option<FfnActivation>,
+    /// The image size to run at, the position embeddings interpolated as the
+    /// library does at every forward (DINOv2).
+    pub image_size: Option<usize>,
+    /// A linear head for a backbone saved without one.
+    pub head: Option<Probe>,
 }
 
-/// Loads a Hugging Face directory, a timm `.safetensors` or PyTorch `.pth`/`.pt`
-/// state dict, or a Google `.npz`.
+/// The prompt CLIP's zero-shot evaluations use most.
+pub const DEFAULT_PROMPT: &str = "a photo of a {}.";
+
+/// Loads a Hugging Face, timm or open_clip directory, a timm `.safetensors`, a
+/// PyTorch `.pth`/`.pt`/`.bin` state dict (timm or open_clip names), or a Google `.npz`.
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
     // Device copies are keyed by host address, which the new weights may reuse.
     #[cfg(feature = "cuda")]
     super::gpu::forget_weights();
     if path.is_dir() {
-        return huggingface::load(path, options);
+        return load_dir(path, options);
     }
     if !path.exists() {
         bail!("{}: no such checkpoint file or directory", path.display());
     }
     match path.extension().and_then(|e| e.to_str()) {
         Some("npz") => google::load(path),
-        Some("safetensors" | "pth" | "pt") => {
-            let tensors = if path.extension().is_some_and(|e| e == "safetensors") {
-                Tensors::from_safetensors(path)?
-            } else {
-                Tensors::from_pytorch(path)?
-            };
-            refuse_other_families(&tensors)?;
-            if tensors.contains("blocks.0.attn.qkv.weight") {
-                timm::load(tensors, options)
-            } else if tensors.contains("vit.embeddings.cls_token") {
-                bail!("{}: Hugging Face weights need their config.json: pass the directory holding both", path.display())
-            } else {
-                bail!("{}: unknown checkpoint layout (neither timm `blocks.N.attn.qkv` nor Hugging Face `vit.*` tensors)", path.display())
-            }
-        }
+        Some("safetensors" | "pth" | "pt" | "bin") => load_file(path, options),
         _ => bail!(
-            "{}: unknown checkpoint layout: expected a directory, .safetensors, .pth/.pt or .npz",
+            "{}: unknown checkpoint layout: expected a directory, .safetensors, .pth/.pt/.bin or .npz",
             path.display()
         ),
+    }
+}
+
+/// A state dict, its layout told by its names.
+fn load_file(path: &Path, options: &LoadOptions) -> Result<Vit> {
+    let tensors = Tensors::read(path)?;
+    refuse_other_families(&tensors)?;
+    if tensors.contains("blocks.0.attn.qkv.weight") {
+        timm::load(tensors, options)
+    } else if tensors.contains("visual.conv1.weight") {
+        open_clip::load(tensors, options)
+    } else if tensors.names().iter().any(|n| n.contains("embeddings.")) {
+        bail!(
+            "{}: Hugging Face weights need their config.json: pass the directory holding both",
+            path.display()
+        )
+    } else {
+        bail!(
+            "{}: unknown checkpoint layout (neither timm `blocks.N.attn.qkv`, open_clip `visual.conv1` nor Hugging Face `embeddings.*` tensors); it holds {}",
+            path.display(),
+            shortened(&tensors.names())
+        )
+    }
+}
+
+/// A folder as Hugging Face (`config.json` with a `model_type`), timm's hub
+/// (`config.json` naming an `architecture`, and `model.safetensors`) or open_clip's
+/// (`open_clip_config.json` and its weights) save it.
+fn load_dir(dir: &Path, options: &LoadOptions) -> Result<Vit> {
+    match Kind::of(dir)? {
+        Kind::HuggingFace => huggingface::load(dir, options),
+        Kind::Timm(weights) | Kind::OpenClip(weights) => load_file(&weights, options),
+    }
+}
+
+/// What a checkpoint folder holds.
+enum Kind {
+    HuggingFace,
+    Timm(PathBuf),
+    OpenClip(PathBuf),
+}
+
+impl Kind {
+    fn of(dir: &Path) -> Result<Kind> {
+        let config = dir.join("config.json");
+        if config.exists() {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("{}: cannot read", config.display()))?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: invalid JSON", config.display()))?;
+            if json.get("model_type").is_none() && json.get("architecture").is_some() {
+                return Ok(Kind::Timm(dir.join("model.safetensors")));
+            }
+            return Ok(Kind::HuggingFace);
+        }
+        if dir.join(open_clip::CONFIG).exists() {
+            let weights = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+                .iter()
+                .map(|w| dir.join(w))
+                .find(|w| w.exists())
+                .with_context(|| {
+                    format!("{}: open_clip_config.json without open_clip_model.safetensors or open_clip_pytorch_model.bin", dir.display())
+                })?;
+            return Ok(Kind::OpenClip(weights));
+        }
+        Ok(Kind::HuggingFace)
+    }
+}
+
+/// The file holding a checkpoint folder's weights (what a fingerprint hashes).
+pub fn weights_file(dir: &Path) -> PathBuf {
+    match Kind::of(dir) {
+        Ok(Kind::Timm(w) | Kind::OpenClip(w)) => w,
+        _ => huggingface::weights_file(dir),
     }
 }
 
@@ -74,6 +164,15 @@ pub(crate) struct Tensors {
 }
 
 impl Tensors {
+    /// A `.safetensors` file, or a PyTorch `torch.save` state dict.
+    pub(crate) fn read(path: &Path) -> Result<Self> {
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            Tensors::from_safetensors(path)
+        } else {
+            Tensors::from_pytorch(path)
+        }
+    }
+
     pub(crate) fn from_safetensors(path: &Path) -> Result<Self> {
         let bytes =
             std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
@@ -340,11 +439,7 @@ pub(crate) fn assemble(mut vit: Vit) -> Result<Vit> {
 
 /// Tensor-name fragments of families this tool does not model yet, and the
 /// family each suggests.
-const OTHER_FAMILIES: [(&str, &str); 3] = [
-    (
-        "norm_pre",
-        "CLIP in timm's layout (its activation is not in the file: use the Hugging Face layout)",
-    ),
+const OTHER_FAMILIES: [(&str, &str); 2] = [
     ("pre_logits", "a pre-logits head"),
     ("attn_pool", "an attention-pooling head (SigLIP)"),
 ];
@@ -409,6 +504,12 @@ impl Tensors {
         }
     }
 
+    /// Whether some tensor's name starts with `prefix.`.
+    pub(crate) fn has_prefix(&self, prefix: &str) -> bool {
+        let dotted = format!("{prefix}.");
+        self.map.keys().any(|n| n.starts_with(&dotted))
+    }
+
     /// Names not yet taken, sorted.
     fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.map.keys().map(String::as_str).collect();
@@ -419,10 +520,64 @@ impl Tensors {
 
 impl Scope<'_> {
     fn name(&self, s: &str) -> String {
-        match self.prefix.as_str() {
-            "" => s.to_string(),
-            p => format!("{p}.{s}"),
+        join(&self.prefix, s)
+    }
+
+    /// The tensors under `prefix` below this scope's.
+    pub(crate) fn pp(&mut self, prefix: &str) -> Scope<'_> {
+        let prefix = self.name(prefix);
+        Scope {
+            tensors: self.tensors,
+            prefix,
         }
+    }
+
+    pub(crate) fn file(&self) -> &Path {
+        self.tensors.file()
+    }
+
+    /// The shape of `s`, which must have `N` dimensions.
+    pub(crate) fn shape_n<const N: usize>(&self, s: &str) -> Result<[usize; N]> {
+        let name = self.name(s);
+        let shape = self.tensors.shape(&name)?;
+        shape.try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "{}: tensor {name} has shape {shape:?}, expected {N} dimensions",
+                self.file().display()
+            )
+        })
+    }
+
+    /// Dimension `axis` of `s`.
+    pub(crate) fn dim(&self, s: &str, axis: usize) -> Result<usize> {
+        self.tensors.dim(&self.name(s), axis)
+    }
+
+    /// How many of `name_of(0)`, `name_of(1)`, ... the scope holds in a row.
+    pub(crate) fn count(&self, name_of: impl Fn(usize) -> String) -> usize {
+        block_count(self.tensors, |i| self.name(&name_of(i)))
+    }
+
+    /// A `[rows, cols]` parameter used as `x @ P` (open_clip's `proj`), as a linear
+    /// layer `[cols, rows]` without bias.
+    pub(crate) fn matmul_param(&mut self, s: &str) -> Result<Linear> {
+        let [rows, cols] = self.shape_n(s)?;
+        let p = self.take(s, &[rows, cols])?;
+        let w = (0..cols * rows)
+            .map(|i| p[(i % rows) * cols + i / rows])
+            .collect();
+        Ok(Linear {
+            w,
+            b: vec![0.0; cols],
+        })
+    }
+
+    /// `{s}.weight` of `shape` (`[out, ...]`: a linear or conv weight) without a bias.
+    pub(crate) fn weight_only(&mut self, s: &str, shape: &[usize]) -> Result<Linear> {
+        Ok(Linear {
+            w: self.take(&format!("{s}.weight"), shape)?,
+            b: vec![0.0; shape[0]],
+        })
     }
 
     pub(crate) fn take(&mut self, s: &str, shape: &[usize]) -> Result<Vec<f32>> {
@@ -451,4 +606,94 @@ impl Scope<'_> {
 
 pub(crate) fn block_count(tensors: &Tensors, name_of: impl Fn(usize) -> String) -> usize {
     (0..).take_while(|&i| tensors.contains(&name_of(i))).count()
+}
+
+/// `prefix.s`, or `s` under the root.
+pub(crate) fn join(prefix: &str, s: &str) -> String {
+    match prefix {
+        "" => s.to_string(),
+        p => format!("{p}.{s}"),
+    }
+}
+
+/// How a layout stores a block's Q, K and V projections.
+pub(crate) enum Qkv {
+    /// Three linear layers (Hugging Face).
+    Split {
+        q: &'static str,
+        k: &'static str,
+        v: &'static str,
+    },
+    /// One `[3d, d]` weight and `[3d]` bias, Q | K | V (timm's `qkv`, PyTorch's
+    /// `MultiheadAttention.in_proj_*`).
+    Fused {
+        weight: &'static str,
+        bias: &'static str,
+    },
+}
+
+/// What a layout calls a pre-norm block's parts, relative to the block:
+/// `x += out(attn(ln1(x))); x += fc2(act(fc1(ln2(x))))`.
+pub(crate) struct BlockNames {
+    pub qkv: Qkv,
+    pub out: &'static str,
+    pub ln1: &'static str,
+    pub ln2: &'static str,
+    pub fc1: &'static str,
+    pub fc2: &'static str,
+    /// The two layer scales (DINOv2), folded into `out` and `fc2` at load.
+    pub scales: Option<(&'static str, &'static str)>,
+}
+
+impl BlockNames {
+    /// The name of the first norm's weight, which every block has.
+    pub(crate) fn ln1_weight(&self) -> String {
+        format!("{}.weight", self.ln1)
+    }
+
+    /// One block of width `d` with `f` neurons. A SwiGLU's gate and up projections
+    /// stored apart (timm's `{fc1}_g` and `{fc1}_x`) are fused, gate first.
+    pub(crate) fn block(
+        &self,
+        b: &mut Scope,
+        d: usize,
+        f: usize,
+        eps: f32,
+        activation: FfnActivation,
+    ) -> Result<Block> {
+        let qkv = match self.qkv {
+            Qkv::Split { q, k, v } => {
+                fuse_qkv(b.linear(q, d, d)?, b.linear(k, d, d)?, b.linear(v, d, d)?)
+            }
+            Qkv::Fused { weight, bias } => Linear {
+                w: b.take(weight, &[3 * d, d])?,
+                b: b.take(bias, &[3 * d])?,
+            },
+        };
+        let mut proj = b.linear(self.out, d, d)?;
+        let mut fc2 = b.linear(self.fc2, d, f)?;
+        if let Some((ls1, ls2)) = self.scales {
+            fold_scale(&mut proj, &b.take(ls1, &[d])?);
+            fold_scale(&mut fc2, &b.take(ls2, &[d])?);
+        }
+        let (gate, up) = (format!("{}_g", self.fc1), format!("{}_x", self.fc1));
+        let fc1 = match activation {
+            FfnActivation::SwiGlu if b.contains(&format!("{gate}.weight")) => {
+                let (gate, up) = (b.linear(&gate, f, d)?, b.linear(&up, f, d)?);
+                Linear {
+                    w: [gate.w, up.w].concat(),
+                    b: [gate.b, up.b].concat(),
+                }
+            }
+            _ => b.linear(self.fc1, activation.fc1_width(f), d)?,
+        };
+        Ok(Block {
+            ln1: b.norm(self.ln1, d, eps)?,
+            qkv,
+            proj,
+            ln2: b.norm(self.ln2, d, eps)?,
+            fc1,
+            fc2,
+        })
+    }
 }

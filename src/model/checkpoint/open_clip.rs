@@ -1,0 +1,301 @@
+//! open_clip state dicts (`open_clip_model.safetensors`, `open_clip_pytorch_model.bin`,
+//! a `.pt` holding one under `state_dict`): the vision tower (`visual.*`) and the
+//! text tower beside it, which computes the zero-shot class rows. The
+//! `open_clip_config.json` open_clip saves beside its weights says the activation
+//! (`quick_gelu`), the head widths and the preprocessing; without it the activation
+//! must be given (`--activation`), and the rest is OpenAI CLIP's.
+
+use super::text::{TextConfig, TextNames, TextTower};
+use super::zero_shot::Text;
+use super::{assemble, check_consumed, config_from_shapes, BlockNames, LoadOptions, Qkv, Tensors};
+use crate::model::family::{Compat, Family, FfnActivation};
+use crate::model::vit::{Block, Filter, Geometry, Layout, Normalization, Vit};
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// The configuration open_clip saves beside its weights.
+pub(super) const CONFIG: &str = "open_clip_config.json";
+
+/// open_clip's `ResidualAttentionBlock` (`nn.MultiheadAttention` inside), in both towers.
+const BLOCK: BlockNames = BlockNames {
+    qkv: Qkv::Fused {
+        weight: "attn.in_proj_weight",
+        bias: "attn.in_proj_bias",
+    },
+    out: "attn.out_proj",
+    ln1: "ln_1",
+    ln2: "ln_2",
+    fc1: "mlp.c_fc",
+    fc2: "mlp.c_proj",
+    scales: None,
+};
+
+const TEXT: TextNames = TextNames {
+    token_embedding: "token_embedding.weight",
+    positions: "positional_embedding",
+    layers: "transformer.resblocks",
+    block: BLOCK,
+    final_norm: "ln_final",
+};
+
+/// open_clip's LayerNorm epsilon (PyTorch's default).
+const EPS: f32 = 1e-5;
+/// open_clip's defaults: OpenAI's mean and std.
+const OPENAI_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+const OPENAI_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+
+pub fn load(mut tensors: Tensors, options: &LoadOptions) -> Result<Vit> {
+    let file = tensors.file().to_path_buf();
+    if options.image_size.is_some() {
+        bail!("{}: --image-size interpolates the position embeddings of Hugging Face DINOv2 checkpoints only", file.display());
+    }
+    if options.head.is_some() {
+        bail!("{}: --head is for a backbone saved without a head; open_clip's CLIP classifies zero-shot (--classes, --classifier)", file.display());
+    }
+    let cfg = Beside::read(&file)?;
+    let activation = cfg.activation(&file, options.activation)?;
+    let mut v = tensors.pp("visual");
+    let [d, channels, p, _] = v.shape_n::<4>("conv1.weight")?;
+    let [positions, _] = v.shape_n("positional_embedding")?;
+    let layers = v.count(|i| format!("transformer.resblocks.{i}.{}", BLOCK.ln1_weight()));
+    let f = v.dim("transformer.resblocks.0.mlp.c_fc.weight", 0)?;
+    let heads = options
+        .heads
+        .or(cfg.head_width.map(|w| d / w.max(1)))
+        .unwrap_or(d / 64);
+    let mut config = config_from_shapes(
+        [d, channels, p, p],
+        positions.saturating_sub(1),
+        layers,
+        heads,
+        f,
+        1,
+    )
+    .with_context(|| file.display().to_string())?;
+    config.layer_norm_eps = EPS;
+    config.family = Family {
+        name: "CLIP (open_clip)",
+        activation,
+        norm_pre: true,
+        zero_shot: true,
+        ..Family::VIT
+    };
+    let patch_embed = v.weight_only("conv1", &[d, channels, p, p])?;
+    let prefix = v.take("class_embedding", &[d])?;
+    let pos_embed = v.take("positional_embedding", &[positions, d])?;
+    let norm_pre = Some(v.norm("ln_pre", d, EPS)?);
+    let blocks = (0..layers)
+        .map(|i| {
+            BLOCK.block(
+                &mut v.pp(&format!("transformer.resblocks.{i}")),
+                d,
+                f,
+                EPS,
+                activation,
+            )
+        })
+        .collect::<Result<Vec<Block>>>()?;
+    let norm = v.norm("ln_post", d, EPS)?;
+    let head = v.matmul_param("proj")?;
+    let text = text_tower(&mut tensors, &cfg, activation)?;
+    let (zero_shot, class_names) =
+        super::zero_shot::classifier(options, head.b.len(), &file, Some(text))?;
+    config.classes = zero_shot.text.len() / head.b.len();
+    check_consumed(&tensors)?;
+    assemble(Vit {
+        neuron_tokens: config.family.neuron_tokens(),
+        normalization: cfg.normalization(config.image_size),
+        config,
+        patch_embed,
+        prefix,
+        pos_embed,
+        norm_pre,
+        blocks,
+        norm,
+        head,
+        zero_shot: Some(zero_shot),
+        compat: Compat::Principled,
+        unit: crate::model::site::Activation::MlpPost,
+        layout: Layout::OpenClip,
+        class_names,
+    })
+}
+
+/// The text tower at the state dict's root, `text_projection` used as `x @ P`.
+fn text_tower(t: &mut Tensors, cfg: &Beside, activation: FfnActivation) -> Result<Text> {
+    let width = t.dim(TEXT.token_embedding, 1)?;
+    let config = TextConfig {
+        heads: cfg.text_heads.unwrap_or(width / 64),
+        activation,
+        eps: EPS,
+    };
+    let mut root = t.pp("");
+    let projection = root.matmul_param("text_projection")?;
+    let tower = TextTower::load(&mut root, &TEXT, &config, projection)?;
+    Ok(Text {
+        tower,
+        scale: super::zero_shot::logit_scale(t)?,
+        folder: cfg.folder.clone(),
+        eot: None,
+    })
+}
+
+/// What `open_clip_config.json` says (`model_cfg`, `preprocess_cfg`).
+struct Beside {
+    path: Option<PathBuf>,
+    folder: PathBuf,
+    quick_gelu: Option<bool>,
+    head_width: Option<usize>,
+    text_heads: Option<usize>,
+    mean: Option<[f32; 3]>,
+    std: Option<[f32; 3]>,
+    resize: String,
+}
+
+impl Beside {
+    fn read(file: &Path) -> Result<Beside> {
+        let folder = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let path = folder.join(CONFIG);
+        let mut beside = Beside {
+            path: None,
+            folder,
+            quick_gelu: None,
+            head_width: None,
+            text_heads: None,
+            mean: None,
+            std: None,
+            resize: "shortest".into(),
+        };
+        if !path.exists() {
+            return Ok(beside);
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let json: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid JSON", path.display()))?;
+        refuse_unmodelled(&json, &path)?;
+        let model = &json["model_cfg"];
+        let int = |p: &str| model.pointer(p).and_then(Value::as_u64).map(|v| v as usize);
+        let triple = |key: &str| -> Option<[f32; 3]> {
+            let a = json
+                .pointer(&format!("/preprocess_cfg/{key}"))?
+                .as_array()?;
+            let v: Vec<f32> = a
+                .iter()
+                .filter_map(|x| x.as_f64().map(|x| x as f32))
+                .collect();
+            v.try_into().ok()
+        };
+        beside.quick_gelu = Some(model["quick_gelu"].as_bool().unwrap_or(false));
+        beside.head_width = int("/vision_cfg/head_width").or(Some(64));
+        beside.text_heads = int("/text_cfg/heads").or(Some(8));
+        beside.mean = triple("mean");
+        beside.std = triple("std");
+        if let Some(mode) = json
+            .pointer("/preprocess_cfg/resize_mode")
+            .and_then(Value::as_str)
+        {
+            beside.resize = mode.to_string();
+        }
+        beside.path = Some(path);
+        Ok(beside)
+    }
+
+    /// `quick_gelu` of the config (open_clip's default: false), or `--activation`
+    /// when there is no config; both must agree when both are there.
+    fn activation(&self, file: &Path, given: Option<FfnActivation>) -> Result<FfnActivation> {
+        let said = self.quick_gelu.map(|q| match q {
+            true => FfnActivation::QuickGelu,
+            false => FfnActivation::GeluErf,
+        });
+        match (said, given) {
+            (Some(s), Some(g)) if s != g => bail!(
+                "--activation {g:?}, but {} says {s:?}",
+                self.path.as_deref().unwrap_or(file).display()
+            ),
+            (Some(a), _) | (None, Some(a)) => Ok(a),
+            (None, None) => bail!(
+                "{}: an open_clip state dict does not say its activation, and no {CONFIG} is beside it: pass --activation quick-gelu (OpenAI's weights, open_clip's `-quickgelu` models) or --activation gelu",
+                file.display()
+            ),
+        }
+    }
+
+    /// open_clip's eval transform: resize the shortest edge to the image size
+    /// (bicubic), centre crop (`resize_mode` `shortest`) or resize straight
+    /// (`squash`); OpenAI's mean and std unless the config says others.
+    fn normalization(&self, size: usize) -> Normalization {
+        let shortest = self.resize != "squash";
+        Normalization {
+            mean: self.mean.unwrap_or(OPENAI_MEAN),
+            std: self.std.unwrap_or(OPENAI_STD),
+            geometry: Geometry {
+                size: None,
+                shortest_edge: shortest.then_some(size),
+                crop: shortest,
+                filter: Filter::Bicubic,
+            },
+            source: match &self.path {
+                Some(p) => p.display().to_string(),
+                None => format!("OpenAI's (open_clip's default; no {CONFIG})"),
+            },
+        }
+    }
+}
+
+/// Settings of open_clip models whose towers differ from CLIP's (a Hugging Face
+/// text model or tokenizer, no causal mask, other poolings, a timm image tower):
+/// refused, naming the field.
+fn refuse_unmodelled(json: &Value, path: &Path) -> Result<()> {
+    let model = &json["model_cfg"];
+    let text = &model["text_cfg"];
+    let vision = &model["vision_cfg"];
+    let present = |v: &Value, key: &str| v.get(key).is_some_and(|x| !x.is_null() && x != false);
+    for (v, tower, key) in [
+        (text, "text_cfg", "hf_model_name"),
+        (text, "text_cfg", "hf_tokenizer_name"),
+        (text, "text_cfg", "no_causal_mask"),
+        (text, "text_cfg", "embed_cls"),
+        (vision, "vision_cfg", "timm_model_name"),
+        (vision, "vision_cfg", "attentional_pool"),
+        (vision, "vision_cfg", "no_ln_pre"),
+    ] {
+        if present(v, key) {
+            bail!(
+                "{}: {tower}.{key} is set: a tower this tool does not model",
+                path.display()
+            );
+        }
+    }
+    let pool = |v: &Value, ok: &[&str]| {
+        v.get("pool_type")
+            .and_then(Value::as_str)
+            .filter(|p| !ok.contains(p))
+            .map(String::from)
+    };
+    if let Some(p) = pool(text, &["argmax", "eos"]) {
+        bail!(
+            "{}: text_cfg.pool_type {p:?}: only CLIP's EOT pooling (argmax, eos) is modelled",
+            path.display()
+        );
+    }
+    if let Some(p) = pool(vision, &["tok"]) {
+        bail!(
+            "{}: vision_cfg.pool_type {p:?}: only the CLS token (tok) is modelled",
+            path.display()
+        );
+    }
+    if let Some(mode) = json
+        .pointer("/preprocess_cfg/resize_mode")
+        .and_then(Value::as_str)
+    {
+        if !["shortest", "squash"].contains(&mode) {
+            bail!(
+                "{}: preprocess_cfg.resize_mode {mode:?} is not modelled (shortest, squash)",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
