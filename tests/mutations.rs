@@ -321,3 +321,137 @@ fn a_config_declaring_other_layer_counts_is_refused() {
         );
     }
 }
+
+/// `load` with `options`: a panic fails naming the corruption; an error must name
+/// something under `dir` (the checkpoint, its config or its tokenizer).
+fn no_panic_in(dir: &Path, model: &Path, options: &LoadOptions, what: &str) {
+    let loaded = std::panic::catch_unwind(|| load(model, options));
+    match loaded {
+        Err(_) => panic!("{what}: the loader panicked"),
+        Ok(Err(e)) => {
+            let e = format!("{e:#}");
+            assert!(e.contains(&*dir.to_string_lossy()), "{what}: {e}");
+        }
+        Ok(Ok(_)) => {}
+    }
+}
+
+/// A JSON file with one value, at any depth, replaced by a weird one or removed.
+fn mutate_json(rng: &mut SplitMix64, text: &str) -> (String, String) {
+    let mut value: Value = serde_json::from_str(text).unwrap();
+    let mut path = String::new();
+    let mut at = &mut value;
+    loop {
+        let keys: Vec<String> = match at.as_object() {
+            Some(m) if !m.is_empty() => m.keys().cloned().collect(),
+            _ => break,
+        };
+        let key = keys[rng.below(keys.len())].clone();
+        path.push_str(&format!("/{key}"));
+        if rng.below(3) == 0 || !at[&key].is_object() {
+            if rng.below(4) == 0 {
+                at.as_object_mut().unwrap().remove(&key);
+                return (value.to_string(), format!("{path} removed"));
+            }
+            let weird = weird_number(rng);
+            let what = format!("{path} = {weird}");
+            at[&key] = weird;
+            return (value.to_string(), what);
+        }
+        at = &mut at[&key];
+    }
+    (value.to_string(), "unchanged".into())
+}
+
+/// Copies `files` of a fixture into `dir`, then `rounds` times corrupts one of
+/// them (safetensors shapes and bytes, JSON values, raw bytes) and loads.
+fn corrupt_fixture(name: &str, files: &[&str], model: &str, options: &LoadOptions, seed: u64) {
+    let dir = common::scratch(&format!("mutate-{name}"));
+    let originals: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(common::fixture(&format!("{name}/{f}"))).unwrap())
+        .collect();
+    let mut rng = SplitMix64::new(seed);
+    for round in 0..150 {
+        for (f, bytes) in files.iter().zip(&originals) {
+            std::fs::write(dir.join(f), bytes).unwrap();
+        }
+        let i = rng.below(files.len());
+        let (bytes, what) = match (files[i].rsplit('.').next(), rng.below(3)) {
+            (Some("safetensors"), 0 | 1) => mutate_safetensors(&mut rng, &originals[i]),
+            (Some("json"), 0 | 1) => {
+                let (text, what) =
+                    mutate_json(&mut rng, std::str::from_utf8(&originals[i]).unwrap());
+                (text.into_bytes(), what)
+            }
+            _ => mutate_bytes(&mut rng, &originals[i], 4096),
+        };
+        std::fs::write(dir.join(files[i]), bytes).unwrap();
+        let what = format!("{name} round {round}: {}: {what}", files[i]);
+        no_panic_in(&dir, &dir.join(model), options, &what);
+    }
+}
+
+fn classes() -> Option<Vec<String>> {
+    Some(
+        common::FIXTURE_CLASSES
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+    )
+}
+
+#[test]
+fn clip_model_folders_corrupted_never_panic() {
+    let options = LoadOptions {
+        classes: classes(),
+        ..LoadOptions::default()
+    };
+    let files = ["config.json", "model.safetensors", "tokenizer.json"];
+    corrupt_fixture("clip-hf", &files, "", &options, 5);
+}
+
+#[test]
+fn open_clip_files_corrupted_never_panic() {
+    let options = LoadOptions {
+        classes: classes(),
+        tokenizer: None,
+        ..LoadOptions::default()
+    };
+    let files = [
+        "open_clip_config.json",
+        "open_clip_model.safetensors",
+        "vocab.txt.gz",
+    ];
+    let with_vocab = |dir: &str| LoadOptions {
+        tokenizer: Some(std::env::temp_dir().join(dir)),
+        ..options.clone()
+    };
+    let dir = format!(
+        "neuronpath-mutate-open-clip-{}/vocab.txt.gz",
+        std::process::id()
+    );
+    corrupt_fixture(
+        "open-clip",
+        &files,
+        "open_clip_model.safetensors",
+        &with_vocab(&dir),
+        6,
+    );
+}
+
+#[test]
+fn dinov2_resized_folders_corrupted_never_panic() {
+    let files = [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ];
+    corrupt_fixture(
+        "dinov2-registers-resized",
+        &files,
+        "",
+        &LoadOptions::default(),
+        7,
+    );
+}

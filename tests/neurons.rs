@@ -146,23 +146,14 @@ fn exemplars_heatmaps_and_class_means_equal_brute_force() {
     }
 }
 
-/// The scan ranks the three fixture inputs of each family as PyTorch's own
+/// The scan ranks the three fixture inputs of every family fixture (every layout) as PyTorch's own
 /// activations do (at CLS, and by the patch maximum), with their values.
 #[test]
 fn scan_ranks_as_pytorch_on_the_family_fixtures() {
-    for name in [
-        "deit-distilled",
-        "clip-vision",
-        "dinov2-registers",
-        "dinov2-registers-swiglu",
-    ] {
-        let dir = common::shared(&format!("fixtures/families/{name}"));
-        let options = LoadOptions {
-            classifier: (name == "clip-vision").then(|| dir.join("text.npy")),
-            ..LoadOptions::default()
-        };
-        let mut vit = model::load(&dir, &options).unwrap();
-        let reference = common::npz(&format!("fixtures/families/{name}/reference.npz"));
+    for fixture in common::family_fixtures() {
+        let name = fixture.name;
+        let mut vit = fixture.load();
+        let reference = fixture.reference();
         let pixels = reference["pixel_values"].to_f32().unwrap();
         let acts = reference["ffn_activations"].to_f32().unwrap();
         let (t, f, layers) = (

@@ -311,7 +311,13 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
         layer_norm_eps: cfg.eps(),
         family,
     };
-    super::check_config(&config).with_context(|| config_path.display().to_string())?;
+    let at_trained = VitConfig {
+        image_size: trained,
+        ..config.clone()
+    };
+    for c in [&at_trained, &config] {
+        super::check_config(c).with_context(|| config_path.display().to_string())?;
+    }
     let (patch_embed, prefix, pos_embed) = embeddings(&mut tensors, &config, trained, kind, root)?;
     let d = config.hidden;
     let eps = config.layer_norm_eps;

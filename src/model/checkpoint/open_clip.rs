@@ -60,10 +60,11 @@ pub fn load(mut tensors: Tensors, options: &LoadOptions) -> Result<Vit> {
     let [positions, _] = v.shape_n("positional_embedding")?;
     let layers = v.count(|i| format!("transformer.resblocks.{i}.{}", BLOCK.ln1_weight()));
     let f = v.dim("transformer.resblocks.0.mlp.c_fc.weight", 0)?;
-    let heads = options
-        .heads
-        .or(cfg.head_width.map(|w| d / w.max(1)))
-        .unwrap_or(d / 64);
+    let heads = match options.heads.or(cfg.head_width.map(|w| d / w.max(1))) {
+        Some(h) => h,
+        None if d % 64 == 0 => d / 64,
+        None => bail!("{}: width {d} is not a multiple of open_clip's 64-wide heads, and no {CONFIG} is beside it: pass --heads", file.display()),
+    };
     let mut config = config_from_shapes(
         [d, channels, p, p],
         positions.saturating_sub(1),
@@ -125,8 +126,16 @@ pub fn load(mut tensors: Tensors, options: &LoadOptions) -> Result<Vit> {
 /// The text tower at the state dict's root, `text_projection` used as `x @ P`.
 fn text_tower(t: &mut Tensors, cfg: &Beside, activation: FfnActivation) -> Result<Text> {
     let width = t.dim(TEXT.token_embedding, 1)?;
+    let heads = match cfg.text_heads {
+        Some(h) => h,
+        None if width % 64 == 0 => width / 64,
+        None => bail!(
+            "{}: the text width {width} is not a multiple of 64 and no {CONFIG} says its heads",
+            t.file().display()
+        ),
+    };
     let config = TextConfig {
-        heads: cfg.text_heads.unwrap_or(width / 64),
+        heads,
         activation,
         eps: EPS,
     };

@@ -61,17 +61,13 @@ impl ClipTokenizer {
         let bytes =
             std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
         let name = path.display().to_string();
-        let result = if path.extension().is_some_and(|e| e == "json") {
-            Self::from_tokenizer_json(&bytes, name.clone())
-        } else {
-            let text = if path.extension().is_some_and(|e| e == "gz") {
-                gunzip(&bytes)?
-            } else {
-                String::from_utf8(bytes).context("not UTF-8")?
-            };
-            Self::from_merges(&text, name.clone())
+        let source = name.clone();
+        let read = move || match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => Self::from_tokenizer_json(&bytes, source),
+            Some("gz") => Self::from_merges(&gunzip(&bytes)?, source),
+            _ => Self::from_merges(&String::from_utf8(bytes).context("not UTF-8")?, source),
         };
-        result.with_context(|| format!("{name}: not a CLIP BPE vocabulary"))
+        read().with_context(|| format!("{name}: not a CLIP BPE vocabulary"))
     }
 
     /// OpenAI's vocabulary (49408 tokens), as open_clip ships it.

@@ -37,7 +37,7 @@ pub(super) fn classifier(
     if options.classes.is_none() && (!options.prompts.is_empty() || options.tokenizer.is_some()) {
         bail!("--prompt and --tokenizer go with --classes");
     }
-    let from_file = |scale| read(options, embedding, scale);
+    let from_file = |scale| read(options, embedding, scale, model);
     match (&options.classes, &options.classifier, text) {
         (Some(_), Some(_), _) => bail!("--classes and --classifier both give the classes: pass one"),
         (Some(_), None, None) => bail!(
@@ -49,8 +49,11 @@ pub(super) fn classifier(
                 bail!("--class-names goes with --classifier; with --classes the classes are their names");
             }
             let rows = class_rows(&text, classes, &options.prompts, options.tokenizer.as_deref())?;
+            if rows.iter().any(|v| !v.is_finite()) {
+                bail!("{}: the text tower's embeddings of the classes are not finite", model.display());
+            }
             let scale = options.logit_scale.unwrap_or(text.scale);
-            check_scale(scale)?;
+            check_scale(scale, model)?;
             Ok((ZeroShot { text: rows, scale }, Some(classes.clone())))
         }
         (None, Some(_), text) => from_file(text.map(|t| t.scale)),
@@ -151,9 +154,12 @@ pub(super) fn logit_scale(t: &mut super::Tensors) -> Result<f32> {
     Ok(t.take("logit_scale", &shape)?[0].exp())
 }
 
-fn check_scale(scale: f32) -> Result<()> {
+fn check_scale(scale: f32, model: &Path) -> Result<()> {
     if !(scale.is_finite() && scale > 0.0) {
-        bail!("the logit scale must be a positive number, not {scale}");
+        bail!(
+            "{}: the logit scale must be a positive number, not {scale}",
+            model.display()
+        );
     }
     Ok(())
 }
@@ -164,6 +170,7 @@ fn read(
     options: &LoadOptions,
     embedding: usize,
     checkpoint_scale: Option<f32>,
+    model: &Path,
 ) -> Result<(ZeroShot, Option<Vec<String>>)> {
     let path = options.classifier.as_deref().expect("a classifier");
     let array = read_npy(path)?;
@@ -190,7 +197,7 @@ fn read(
             .or(checkpoint_scale)
             .unwrap_or(CLIP_SCALE),
     };
-    check_scale(scale)?;
+    check_scale(scale, model)?;
     let names = options
         .class_names
         .as_deref()
