@@ -337,7 +337,7 @@ fn every_command_runs_on_every_new_layout() {
                 "4",
                 "--out",
             ],
-            &[&[paths.clone()], &labels[..]].concat(),
+            &[std::slice::from_ref(&paths), &labels[..]].concat(),
         );
         let text = std::fs::read_to_string(&paths).unwrap();
         assert_eq!(text.lines().count(), 4, "{}", f.name);

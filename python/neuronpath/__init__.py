@@ -241,15 +241,42 @@ def load(
     classifier: Optional[PathLike] = None,
     logit_scale: Optional[float] = None,
     class_names: Optional[PathLike] = None,
+    classes: Optional[Sequence[str]] = None,
+    prompts: Union[None, str, Sequence[str]] = None,
+    tokenizer: Optional[PathLike] = None,
+    activation: Optional[str] = None,
+    image_size: Optional[int] = None,
+    head: Optional[PathLike] = None,
+    head_bias: Optional[PathLike] = None,
 ) -> Model:
-    """Loads a checkpoint, every layout the command line loads: a Hugging Face folder,
-    a timm ``.safetensors``, a PyTorch ``.pth``/``.pt`` state dict (read without
-    pickle), or a Google ViT ``.npz``. ``heads`` for timm and .pth files; a CLIP
-    vision tower takes ``classifier`` (class text embeddings, ``.npy``),
-    ``logit_scale`` and ``class_names``. A bad checkpoint raises
-    :class:`NeuronpathError` naming the file and the tensor."""
+    """Loads a checkpoint, every layout the command line loads: a Hugging Face, timm
+    or open_clip folder, a timm ``.safetensors``, a PyTorch ``.pth``/``.pt``/``.bin``
+    state dict (timm or open_clip names; read without pickle), or a Google ViT
+    ``.npz``. The options are the command line's model flags:
+
+    * ``heads`` for timm and .pth files;
+    * zero-shot CLIP: ``classes`` (class names; their rows computed with the
+      checkpoint's own text tower, a Hugging Face ``CLIPModel`` or open_clip) with
+      ``prompts`` (templates with ``{}``, default ``"a photo of a {}."``; several are
+      averaged as open_clip does) and ``tokenizer`` (a ``tokenizer.json`` or an
+      open_clip BPE file; default: the checkpoint folder's ``tokenizer.json``, else
+      OpenAI's vocabulary), or ``classifier`` (class text embeddings, ``.npy``) with
+      ``class_names``; ``logit_scale`` (the multiplier) for either;
+    * ``activation`` (``"quick-gelu"`` or ``"gelu"``) for files that do not say it
+      (timm's CLIP towers, open_clip without its config);
+    * ``image_size`` to run a DINOv2 checkpoint at another size;
+    * ``head`` (and ``head_bias``): a linear probe ``.npy`` for a backbone saved
+      without its head.
+
+    A bad checkpoint raises :class:`NeuronpathError` naming the file and the tensor."""
     opt = lambda p: None if p is None else os.fspath(p)  # noqa: E731
-    return Model(_native.load(os.fspath(path), heads, opt(classifier), logit_scale, opt(class_names)))
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    return Model(_native.load(
+        os.fspath(path), heads, opt(classifier), logit_scale, opt(class_names),
+        None if classes is None else list(classes), list(prompts or []), opt(tokenizer),
+        activation, image_size, opt(head), opt(head_bias),
+    ))
 
 
 def manipulate(

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use neuronpath::attribution::{Attributor, ImageContext, NeuronPath};
 use neuronpath::data::{self, labels::Labels, ImageEntry, ImageSet, Preset};
 use neuronpath::jobs::paths::{check_labels, Input, PathsJob, Sink};
-use neuronpath::model::{LoadOptions, Vit};
+use neuronpath::model::{FfnActivation, LoadOptions, Probe, Vit};
 use neuronpath::names::Named;
 use neuronpath::record::{PathRecord, Record, RecordFile};
 use numpy::ndarray::Array;
@@ -25,10 +25,14 @@ pub struct Model {
     pub(crate) file: PathBuf,
 }
 
-/// Loads a checkpoint: a Hugging Face folder, a timm .safetensors, a PyTorch
-/// .pth/.pt state dict, or a Google ViT .npz (see `neuronpath inspect`).
+/// Loads a checkpoint: a Hugging Face, timm or open_clip folder, a timm
+/// .safetensors, a PyTorch .pth/.pt/.bin state dict, or a Google ViT .npz (see
+/// `neuronpath inspect`), with the options of the command line's model flags.
 #[pyfunction]
-#[pyo3(signature = (path, heads=None, classifier=None, logit_scale=None, class_names=None))]
+#[pyo3(signature = (path, heads=None, classifier=None, logit_scale=None, class_names=None,
+    classes=None, prompts=Vec::new(), tokenizer=None, activation=None, image_size=None,
+    head=None, head_bias=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn load(
     py: Python<'_>,
     path: PathBuf,
@@ -36,12 +40,41 @@ pub fn load(
     classifier: Option<PathBuf>,
     logit_scale: Option<f32>,
     class_names: Option<PathBuf>,
+    classes: Option<Vec<String>>,
+    prompts: Vec<String>,
+    tokenizer: Option<PathBuf>,
+    activation: Option<String>,
+    image_size: Option<usize>,
+    head: Option<PathBuf>,
+    head_bias: Option<PathBuf>,
 ) -> PyResult<Model> {
+    let activation = match activation.as_deref() {
+        None => None,
+        Some("quick-gelu") => Some(FfnActivation::QuickGelu),
+        Some("gelu") => Some(FfnActivation::GeluErf),
+        Some(other) => {
+            return Err(to_py(anyhow::anyhow!(
+                "activation {other:?}: expected \"quick-gelu\" or \"gelu\""
+            )))
+        }
+    };
+    if head.is_none() && head_bias.is_some() {
+        return Err(to_py(anyhow::anyhow!("head_bias goes with head")));
+    }
     let options = LoadOptions {
         heads,
         classifier,
         logit_scale,
         class_names,
+        classes,
+        prompts,
+        tokenizer,
+        activation,
+        image_size,
+        head: head.map(|weight| Probe {
+            weight,
+            bias: head_bias,
+        }),
     };
     let vit = py
         .detach(|| neuronpath::model::load(&path, &options))

@@ -67,6 +67,60 @@ def test_forward_equals_the_pytorch_reference():
     assert tiny.info["layers"] == 3 and tiny.info["neurons"] == 64 and tiny.info["classes"] == 5
 
 
+FAMILIES = REPO / "tests" / "fixtures" / "families"
+FIXTURE_CLASSES = ["tench", "goldfish", "great white shark", "jack-o'-lantern", "potter's wheel"]
+# The layouts of issue 22, each with the options it loads with (as tests/common does).
+LAYOUTS = {
+    "clip-hf": (FAMILIES / "clip-hf", dict(classes=FIXTURE_CLASSES)),
+    "open-clip": (FAMILIES / "open-clip" / "open_clip_pytorch_model.bin",
+                  dict(classes=FIXTURE_CLASSES, tokenizer=FAMILIES / "open-clip" / "vocab.txt.gz")),
+    "timm-clip": (FAMILIES / "timm-clip" / "model.safetensors", dict(activation="gelu")),
+    "dinov2-resized": (FAMILIES / "dinov2-resized", {}),
+    "dinov2-backbone": (FAMILIES / "dinov2-backbone",
+                        dict(head=FAMILIES / "dinov2-backbone" / "head.npy",
+                             head_bias=FAMILIES / "dinov2-backbone" / "bias.npy")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_new_layouts_equal_their_pytorch_reference(name):
+    path, options = LAYOUTS[name]
+    reference = np.load(FAMILIES / name / "reference.npz")
+    loaded = neuronpath.load(path, **options)
+    logits, activations = loaded.forward(reference["pixel_values"])
+    scale = max(1.0, float(np.abs(reference["logits"]).max()))
+    np.testing.assert_allclose(logits, reference["logits"], rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(activations, reference["cls_ffn_activations"], rtol=0, atol=1e-4)
+
+
+def test_zero_shot_classes_run_paths_as_the_cli(tmp_path):
+    path, options = LAYOUTS["open-clip"]
+    images = tmp_path / "images"
+    for c in ("cat", "ship"):
+        (images / c).mkdir(parents=True)
+        shutil.copy(SHARED / "data" / "cifar10-test" / c / "0000.jpg", images / c / "0000.jpg")
+    options = dict(options, classes=["cat", "ship"], prompts=["a photo of a {}.", "itap of my {}."])
+    loaded = neuronpath.load(path, **options)
+    assert loaded.info["class_names"] == ["cat", "ship"]
+    records = loaded.paths(images, method="jas", steps=4, progress=False)
+    out = tmp_path / "cli.jsonl"
+    run = cli("paths", "--model", str(path), "--classes", "cat,ship", "--prompt", "a photo of a {}.",
+              "--prompt", "itap of my {}.", "--tokenizer", str(options["tokenizer"]), "--images", str(images),
+              "--method", "jas", "--steps", "4", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    cli_records = read(out)
+    keep = ("image", "path", "score", "target", "model_fingerprint")
+    assert [{k: r[k] for k in keep} for r in records] == [{k: r[k] for k in keep} for r in cli_records]
+
+
+def test_an_activation_the_file_cannot_say_is_asked_for():
+    path, _ = LAYOUTS["timm-clip"]
+    with pytest.raises(neuronpath.NeuronpathError, match="--activation"):
+        neuronpath.load(path)
+    with pytest.raises(neuronpath.NeuronpathError, match="quick-gelu"):
+        neuronpath.load(path, activation="relu")
+
+
 def test_paths_on_the_bundled_images_equal_the_cli(model, cli_paths):
     records = model.paths(IMAGES, progress=False)
     assert records == read(cli_paths)

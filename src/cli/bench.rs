@@ -1,6 +1,6 @@
 //! `neuronpath bench`: per-image time, peak memory and FLOP/s of path finding on
-//! the bundled model and on random ViT-Ti/16 and ViT-B/16 (written as timm
-//! checkpoints and read back through the loader), in default and fast mode.
+//! the bundled model and on random ViT-Ti/16, ViT-B/16 and CLIP ViT-B/32 (written as
+//! timm checkpoints and read back through the loader), in default and fast mode.
 
 use anyhow::{Context, Result};
 use neuronpath::attribution::{Attributor, ImageContext, Integration, Method, ScoreForm};
@@ -19,6 +19,10 @@ pub enum Shape {
     Tiny,
     /// Random weights, ViT-B/16 shape: 224x224, 12 layers, width 768, FFN 3072.
     Base,
+    /// Random weights, CLIP ViT-B/32's image tower: 224x224, patch 32 (50 tokens), 12
+    /// layers, width 768, FFN 3072, quick GELU, a norm before block 0, zero-shot over
+    /// 1000 classes through a 512-wide projection.
+    ClipB32,
 }
 
 #[derive(clap::Args)]
@@ -57,7 +61,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         peak.2
     );
     println!(
-        "{:<6} {:<22} {:>10} {:>9} {:>10} {:>12} {:>9} {:>7}",
+        "{:<8} {:<22} {:>10} {:>9} {:>10} {:>12} {:>9} {:>7}",
         "shape", "mode", "s/image", "vs ref", "peak GiB", "GFLOP/image", "GFLOP/s", "% peak"
     );
     super::with_threads(args.threads, || -> Result<()> {
@@ -84,8 +88,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     mode.to_string()
                 };
                 println!(
-                    "{:<6} {:<22} {:>10.3} {:>9} {:>10.2} {:>12.1} {:>9.1} {:>6.1}%",
-                    format!("{shape:?}").to_lowercase(),
+                    "{:<8} {:<22} {:>10.3} {:>9} {:>10.2} {:>12.1} {:>9.1} {:>6.1}%",
+                    clap::ValueEnum::to_possible_value(&shape)
+                        .map_or(String::new(), |v| v.get_name().to_string()),
                     mode,
                     per_image,
                     ratio,
@@ -131,8 +136,13 @@ fn find_paths(vit: &Vit, images: &[Vec<f32>], rule: Integration) {
 fn build(shape: Shape, count: usize) -> Result<(Vit, Vec<Vec<f32>>)> {
     let vit = match shape {
         Shape::Cifar => model::load(Path::new(super::DEFAULT_MODEL), &LoadOptions::default())?,
-        Shape::Tiny => random_vit(192, 3, 768)?,
-        Shape::Base => random_vit(768, 12, 3072)?,
+        Shape::Tiny => random_vit(Random::vit(192, 3, 768))?,
+        Shape::Base => random_vit(Random::vit(768, 12, 3072))?,
+        Shape::ClipB32 => random_vit(Random {
+            patch: 32,
+            clip: true,
+            ..Random::vit(768, 12, 3072)
+        })?,
     };
     let count = if shape == Shape::Cifar {
         12
@@ -156,12 +166,33 @@ fn build(shape: Shape, count: usize) -> Result<(Vit, Vec<Vec<f32>>)> {
     Ok((vit, images))
 }
 
-/// A 12-layer, 224x224, patch-16 ViT with N(0, 0.02)-like random weights, saved in
-/// timm's layout and loaded back (so the benchmark also exercises the loader).
-fn random_vit(d: usize, heads: usize, f: usize) -> Result<Vit> {
-    let (layers, classes, tokens, patch) = (12, 1000, 197, 16);
+/// The shape of a random 12-layer, 224x224 benchmark model.
+struct Random {
+    d: usize,
+    heads: usize,
+    f: usize,
+    patch: usize,
+    /// CLIP's image tower (timm's names): a norm before block 0, a patch embedding
+    /// without bias, quick GELU, a 512-wide projection classified zero-shot.
+    clip: bool,
+}
+
+impl Random {
+    fn vit(d: usize, heads: usize, f: usize) -> Random {
+        Random {
+            d,
+            heads,
+            f,
+            patch: 16,
+            clip: false,
+        }
+    }
+}
+
+/// A uniform generator with std 0.02, seeded.
+fn uniform() -> impl FnMut(usize) -> Vec<f32> {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut random = |n: usize| -> Vec<f32> {
+    move |n: usize| -> Vec<f32> {
         (0..n)
             .map(|_| {
                 state ^= state << 13;
@@ -170,21 +201,38 @@ fn random_vit(d: usize, heads: usize, f: usize) -> Result<Vit> {
                 ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.07 // uniform, std 0.02
             })
             .collect()
-    };
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = vec![
-        (
-            "patch_embed.proj.weight".into(),
-            vec![d, 3, patch, patch],
-            random(d * 3 * patch * patch),
-        ),
-        ("patch_embed.proj.bias".into(), vec![d], random(d)),
+    }
+}
+
+/// A random model of shape `r`, saved in timm's layout and loaded back (so the
+/// benchmark also exercises the loader); a CLIP tower with a random zero-shot
+/// classifier of 1000 unit rows beside it.
+fn random_vit(r: Random) -> Result<Vit> {
+    let Random { d, f, patch, .. } = r;
+    let (layers, tokens) = (12, (224 / patch).pow(2) + 1);
+    // A CLIP tower's head is its projection to the 512-wide embedding.
+    let classes = if r.clip { 512 } else { 1000 };
+    let mut random = uniform();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = vec![(
+        "patch_embed.proj.weight".into(),
+        vec![d, 3, patch, patch],
+        random(d * 3 * patch * patch),
+    )];
+    match r.clip {
+        true => tensors.extend([
+            ("norm_pre.weight".into(), vec![d], vec![1.0; d]),
+            ("norm_pre.bias".into(), vec![d], vec![0.0; d]),
+        ]),
+        false => tensors.push(("patch_embed.proj.bias".into(), vec![d], random(d))),
+    }
+    tensors.extend([
         ("cls_token".into(), vec![1, 1, d], random(d)),
         ("pos_embed".into(), vec![1, tokens, d], random(tokens * d)),
         ("norm.weight".into(), vec![d], vec![1.0; d]),
         ("norm.bias".into(), vec![d], vec![0.0; d]),
         ("head.weight".into(), vec![classes, d], random(classes * d)),
         ("head.bias".into(), vec![classes], vec![0.0; classes]),
-    ];
+    ]);
     for i in 0..layers {
         let n = |s: &str| format!("blocks.{i}.{s}");
         for norm in ["norm1", "norm2"] {
@@ -224,20 +272,55 @@ fn random_vit(d: usize, heads: usize, f: usize) -> Result<Vit> {
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let path = std::env::temp_dir().join(format!(
-        "neuronpath-bench-vit-{d}-{}.safetensors",
+    let stem = std::env::temp_dir().join(format!(
+        "neuronpath-bench-vit-{d}-{patch}-{}",
         std::process::id()
     ));
+    let path = stem.with_extension("safetensors");
     safetensors::serialize_to_file(views, None, &path)?;
+    let classifier = stem.with_extension("npy");
+    if r.clip {
+        let rows: Vec<f32> = random(1000 * classes)
+            .chunks_exact(classes)
+            .flat_map(|row| {
+                let length = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                row.iter().map(move |v| v / length).collect::<Vec<_>>()
+            })
+            .collect();
+        write_npy(&classifier, &[1000, classes], &rows)?;
+    }
     let vit = model::load(
         &path,
         &LoadOptions {
-            heads: Some(heads),
+            heads: Some(r.heads),
+            activation: r.clip.then_some(model::FfnActivation::QuickGelu),
+            classifier: r.clip.then(|| classifier.clone()),
+            logit_scale: r.clip.then_some(100.0),
             ..LoadOptions::default()
         },
     );
     std::fs::remove_file(&path).ok();
+    std::fs::remove_file(&classifier).ok();
     vit.context("loading the generated benchmark model")
+}
+
+/// A little-endian float32 `.npy` of `shape`.
+fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
+    let dims: Vec<String> = shape.iter().map(|s| s.to_string()).collect();
+    let dims = match dims[..] {
+        [ref one] => format!("{one},"),
+        _ => dims.join(", "),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
 }
 
 fn reference_seconds(dir: &Path, shape: Shape) -> Option<f64> {
@@ -245,6 +328,7 @@ fn reference_seconds(dir: &Path, shape: Shape) -> Option<f64> {
         Shape::Cifar => "vit-cifar10-dev.json",
         Shape::Tiny => "timing-vit-tiny16-random.json",
         Shape::Base => "timing-vit-base16-random.json",
+        Shape::ClipB32 => return None,
     };
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(file)).ok()?).ok()?;

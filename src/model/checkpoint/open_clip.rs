@@ -43,7 +43,7 @@ const TEXT: TextNames = TextNames {
 const EPS: f32 = 1e-5;
 /// open_clip's defaults: OpenAI's mean and std.
 const OPENAI_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-const OPENAI_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+const OPENAI_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 pub fn load(mut tensors: Tensors, options: &LoadOptions) -> Result<Vit> {
     let file = tensors.file().to_path_buf();
