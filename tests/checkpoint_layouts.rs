@@ -7,7 +7,7 @@
 //! neurons, report) on each layout.
 
 mod common;
-use common::{family_fixtures, fixture, Fixture};
+use common::{close, family_fixtures, fixture, Fixture};
 use neuronpath::model::{self, LoadOptions, Probe, Vit};
 
 fn own(name: &str) -> Fixture {
@@ -15,16 +15,6 @@ fn own(name: &str) -> Fixture {
         .into_iter()
         .find(|f| f.name == name)
         .unwrap()
-}
-
-fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= tol,
-            "{what}[{i}]: {g} vs {w} (tolerance {tol:e})"
-        );
-    }
 }
 
 fn array(f: &Fixture, key: &str) -> Vec<f32> {

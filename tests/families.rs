@@ -11,26 +11,12 @@
 //! the CLS token and at every token.
 
 mod common;
+use common::{close, max_abs};
 use neuronpath::model::{npy::Array, Site, Tokens};
 use std::collections::HashMap;
 
 fn values(reference: &HashMap<String, Array>, key: &str) -> Vec<f32> {
     reference[key].to_f32().unwrap()
-}
-
-/// `|got - want| <= tol` everywhere, naming the first place it fails.
-fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= tol,
-            "{what}[{i}]: {g} vs {w} (tolerance {tol:e})"
-        );
-    }
-}
-
-fn max_abs(x: &[f32]) -> f32 {
-    x.iter().fold(0f32, |m, v| m.max(v.abs()))
 }
 
 #[test]

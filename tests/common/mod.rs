@@ -295,3 +295,18 @@ pub fn family_fixtures() -> Vec<Fixture> {
     ]);
     out
 }
+
+/// `|got - want| <= tol` everywhere, naming the first place it fails.
+pub fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}[{i}]: {g} vs {w} (tolerance {tol:e})"
+        );
+    }
+}
+
+pub fn max_abs(x: &[f32]) -> f32 {
+    x.iter().fold(0f32, |m, v| m.max(v.abs()))
+}
