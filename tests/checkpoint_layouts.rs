@@ -384,3 +384,27 @@ fn every_command_runs_on_every_new_layout() {
         );
     }
 }
+
+#[test]
+fn classes_come_from_a_file_one_per_line() {
+    let dir = common::scratch("classes-file");
+    let file = dir.join("classes.txt");
+    std::fs::write(&file, "tench, Tinca tinca\n\n  goldfish  \n").unwrap();
+    let out = common::neuronpath()
+        .args(["inspect", "--model"])
+        .arg(fixture("clip-hf"))
+        .arg("--classes")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("classes      2") && stdout.contains("tench, Tinca tinca, goldfish"),
+        "{stdout}"
+    );
+}
