@@ -260,6 +260,36 @@ fn what_a_checkpoint_does_not_say_is_asked_for_and_what_it_cannot_be_is_refused(
     assert!(e.contains("U+65E5"), "{e}");
     let e = refused(&clip.model, LoadOptions::default());
     assert!(e.contains("--classes") && e.contains("--classifier"), "{e}");
+    // Options that go with others, or not with this layout.
+    let vit = common::shared("fixtures/tiny-vit-hf");
+    let e = refused(
+        &vit,
+        LoadOptions {
+            prompts: vec!["a {}".into()],
+            ..LoadOptions::default()
+        },
+    );
+    assert!(e.contains("--prompt") && e.contains("--classes"), "{e}");
+    let e = refused(
+        &vit,
+        LoadOptions {
+            logit_scale: Some(50.0),
+            ..LoadOptions::default()
+        },
+    );
+    assert!(e.contains("--logit-scale"), "{e}");
+    let npz = common::shared("fixtures/tiny-vit-google.npz");
+    let e = refused(
+        &npz,
+        LoadOptions {
+            head: backbone.options.head.clone(),
+            ..LoadOptions::default()
+        },
+    );
+    assert!(
+        e.contains("--head") && e.contains("tiny-vit-google.npz"),
+        "{e}"
+    );
     // A file of no known layout names its tensors.
     let stray = dir.join("stray.safetensors");
     let data = vec![0u8; 16];

@@ -67,6 +67,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
     // Device copies are keyed by host address, which the new weights may reuse.
     #[cfg(feature = "cuda")]
     super::gpu::forget_weights();
+    check_options(options)?;
     if path.is_dir() {
         return load_dir(path, options);
     }
@@ -74,6 +75,10 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
         bail!("{}: no such checkpoint file or directory", path.display());
     }
     match path.extension().and_then(|e| e.to_str()) {
+        Some("npz") if options.classifier.is_some() || options.classes.is_some() || options.head.is_some() || options.image_size.is_some() || options.activation.is_some() => bail!(
+            "{}: a Google ViT .npz has its own head and runs at its size: --classifier, --classes, --head, --image-size and --activation do not apply",
+            path.display()
+        ),
         Some("npz") => google::load(path),
         Some("safetensors" | "pth" | "pt" | "bin") => load_file(path, options),
         _ => bail!(
@@ -81,6 +86,20 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
             path.display()
         ),
     }
+}
+
+/// Options that only go with others.
+fn check_options(o: &LoadOptions) -> Result<()> {
+    if o.classes.is_none() && (!o.prompts.is_empty() || o.tokenizer.is_some()) {
+        bail!("--prompt and --tokenizer go with --classes");
+    }
+    if o.class_names.is_some() && o.classifier.is_none() {
+        bail!("--class-names goes with --classifier (with --classes the classes are their names)");
+    }
+    if o.logit_scale.is_some() && o.classifier.is_none() && o.classes.is_none() {
+        bail!("--logit-scale goes with --classifier or --classes");
+    }
+    Ok(())
 }
 
 /// A state dict, its layout told by its names.

@@ -34,9 +34,6 @@ pub(super) fn classifier(
     model: &Path,
     text: Option<Text>,
 ) -> Result<(ZeroShot, Option<Vec<String>>)> {
-    if options.classes.is_none() && (!options.prompts.is_empty() || options.tokenizer.is_some()) {
-        bail!("--prompt and --tokenizer go with --classes");
-    }
     let from_file = |scale| read(options, embedding, scale, model);
     match (&options.classes, &options.classifier, text) {
         (Some(_), Some(_), _) => bail!("--classes and --classifier both give the classes: pass one"),
@@ -45,9 +42,6 @@ pub(super) fn classifier(
             model.display()
         ),
         (Some(classes), None, Some(text)) => {
-            if options.class_names.is_some() {
-                bail!("--class-names goes with --classifier; with --classes the classes are their names");
-            }
             let rows = class_rows(&text, classes, &options.prompts, options.tokenizer.as_deref())?;
             if rows.iter().any(|v| !v.is_finite()) {
                 bail!("{}: the text tower's embeddings of the classes are not finite", model.display());
