@@ -1,7 +1,10 @@
 //! timm `VisionTransformer` state dicts (fused `qkv`), from `.safetensors` or a
 //! PyTorch `.pth`: the plain ViT (`norm` before a CLS head), MAE's fine-tuned form
 //! (`fc_norm` after the mean of the patch tokens, no `norm`), DeiT distilled
-//! (`dist_token`, `head_dist`), register tokens, layer scale and SwiGLU (DINOv2).
+//! (`dist_token`, `head_dist`), register tokens, layer scale and SwiGLU (DINOv2),
+//! CLIP's image tower (`norm_pre`, `vit_*_clip_*`: its activation from the
+//! architecture a `config.json` beside it names, else `--activation`), and a model
+//! saved without its head (`num_classes=0`) with a `--head` probe.
 //! Dimensions come from shapes; the head count from `--heads`, a `config.json`
 //! beside the file (`num_heads`), or the ViT convention of 64-wide heads.
 
