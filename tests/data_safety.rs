@@ -445,12 +445,12 @@ fn flags_out_of_range_are_refused_clearly() {
         fails_with(&run, &[flag, "is not in"]);
     }
     assert!(!out.exists());
-    #[cfg(not(feature = "cuda"))]
-    fails_with(
-        &neuronpath()
-            .args(["inspect", "--gpu", "0"])
-            .output()
-            .unwrap(),
-        &["no CUDA support", "--features cuda"],
-    );
+    // A GPU that is not there is named, and where to see those that are.
+    let run = neuronpath()
+        .args(["paths", "--gpu", "99", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    fails_with(&run, &["--gpu 99", "neuronpath devices"]);
+    assert!(!out.exists());
 }

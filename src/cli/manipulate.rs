@@ -40,7 +40,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let mut vit = args.input.run.model.load()?;
+    let mut vit = args.input.run.load()?;
     let mut records = read_paths(&args.input.paths)?;
     if !args.method.is_empty() {
         records.retain(|r| args.method.contains(&r.method));

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_scan;
 mod demo;
+mod devices;
 mod inspect;
 mod manipulate;
 mod merge;
@@ -31,15 +32,6 @@ pub const DEFAULT_IMAGES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/im
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Run the linear layers on this CUDA device (0 = the first); the rest stays on
-    /// the CPU. Only in builds with `--features cuda`.
-    #[cfg(feature = "cuda")]
-    #[arg(long, global = true)]
-    gpu: Option<usize>,
-    /// Accepted only to say that this build has no CUDA.
-    #[cfg(not(feature = "cuda"))]
-    #[arg(long, global = true, hide = true)]
-    gpu: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -57,6 +49,8 @@ enum Command {
     Prune(prune::Args),
     /// Print a checkpoint's architecture, parameter count and detected layout.
     Inspect(inspect::Args),
+    /// List the GPUs (Vulkan, Metal, DX12) that --gpu N can name.
+    Devices(devices::Args),
     /// Measure per-image time, peak memory and FLOP/s against the reference code.
     Bench(bench::Args),
     /// Turn path, manipulation and stats files into one self-contained HTML page.
@@ -112,6 +106,25 @@ pub struct ImageRun {
     /// Worker threads, 1 to 1024 (default: all cores).
     #[arg(long, value_parser = in_range(1, 1024))]
     pub threads: Option<usize>,
+    /// Run the model on GPU N of `neuronpath devices` (Vulkan, Metal or DX12), its
+    /// whole pass on the device: the weights are uploaded once, images go in and
+    /// records come out. Arithmetic is f32 as on the CPU, so paths are the same up
+    /// to rounding. Default: the CPU.
+    #[arg(long, value_name = "N")]
+    pub gpu: Option<usize>,
+}
+
+impl ImageRun {
+    /// The model, placed on `--gpu` when given.
+    pub fn load(&self) -> anyhow::Result<neuronpath::model::Vit> {
+        let mut vit = self.model.load()?;
+        if let Some(index) = self.gpu {
+            let device = neuronpath::model::exec::gpu::Device::open(index)?;
+            vit.use_gpu(&device)?;
+            eprintln!("running on GPU {index}: {}", device.name());
+        }
+        Ok(vit)
+    }
 }
 
 /// `--shard`: one shard of a run split over many processes.
@@ -187,19 +200,13 @@ impl ModelArgs {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    neuronpath::model::kernels::reuse_freed_buffers();
+    neuronpath::model::reuse_freed_buffers();
     // Output piped into `head` should end the program quietly, as other Unix tools
     // do, not make `println!` panic on the closed pipe.
     #[cfg(unix)]
     // SAFETY: restoring a signal's default disposition before any thread starts.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-    if let Some(ordinal) = cli.gpu {
-        if let Err(e) = enable_gpu(ordinal) {
-            eprintln!("error: {e:#}");
-            return ExitCode::FAILURE;
-        }
     }
     match dispatch(cli.command) {
         Ok(code) => code,
@@ -208,16 +215,6 @@ pub fn run() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-#[cfg(feature = "cuda")]
-fn enable_gpu(ordinal: usize) -> anyhow::Result<()> {
-    neuronpath::model::gpu::enable(ordinal)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn enable_gpu(ordinal: usize) -> anyhow::Result<()> {
-    anyhow::bail!("--gpu {ordinal}: this build has no CUDA support; rebuild with `cargo build --release --features cuda`")
 }
 
 /// Runs one subcommand.
@@ -229,6 +226,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => stats::run(args),
         Command::Prune(args) => prune::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Devices(args) => devices::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Report(args) => report::run(args),
         Command::Demo(args) => demo::run(args),

@@ -83,7 +83,7 @@ fn chosen(args: &Args, vit: &mut Vit) -> Result<(Vec<Neuron>, Preset)> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let mut vit = args.run.model.load()?;
+    let mut vit = args.run.load()?;
     let (neurons, preprocess) = chosen(&args, &mut vit)?;
     let rank = args.rank.unwrap_or_else(|| Rank::default_for(&vit));
     let model = fingerprint(&args.run.model.model, &vit)?;

@@ -76,9 +76,10 @@ pub struct Args {
     /// jas, activation (the head of largest output norm) and random).
     #[arg(long, value_enum, default_value_t = super::Unit::Neuron)]
     unit: super::Unit,
-    /// Images processed together, 1 to 1024 (default: as many as keep ~8k token rows
-    /// per pass). A killed run loses at most the batch in flight; the results are the
-    /// same whatever the batch.
+    /// Images processed together, 1 to 1024 (default: on the CPU as many as keep ~8k
+    /// token rows per pass; with --gpu as many as the device's free memory holds). A
+    /// killed run loses at most the batch in flight; the results are the same
+    /// whatever the batch.
     #[arg(long, value_parser = super::in_range(1, 1024))]
     batch: Option<usize>,
     #[command(flatten)]
@@ -111,7 +112,7 @@ impl Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let mut vit = args.run.model.load()?;
+    let mut vit = args.run.load()?;
     let job = args.job();
     job.configure(&mut vit)?;
     let mut set = super::image_set(&args.run.images, &vit, args.labels.label_map.as_deref())?;

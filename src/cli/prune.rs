@@ -51,7 +51,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         bail!("--fraction must be in [0, 1] and --holdout in [0, 1)");
     }
     neuronpath::record::check_output(&args.out, PRUNE_MARKER)?;
-    let mut vit = args.input.run.model.load()?;
+    let mut vit = args.input.run.load()?;
     let set = super::image_set(&args.input.run.images, &vit, args.label_map.as_deref())?;
     let split = prune::split(&set, args.holdout);
     if split.evaluate.is_empty() {

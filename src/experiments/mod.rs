@@ -111,12 +111,11 @@ pub fn edited_outcomes(vit: &Vit, image: &ImageContext, edits: &[&NeuronEdit]) -
         .map(|l| edits.iter().map(|e| e[l].clone()).collect())
         .collect();
     let interventions = vit.at_neuron_sites(per_layer.iter().map(|e| Action::Scale(e)));
-    let embedded = vit.embed(&image.pixels);
-    let x: Vec<f32> = edits
+    let pixels: Vec<f32> = edits
         .iter()
-        .flat_map(|_| embedded.iter().copied())
+        .flat_map(|_| image.pixels.iter().copied())
         .collect();
-    let logits = vit.logits(x, &interventions);
+    let logits = vit.logits(&pixels, &interventions);
     let classes = vit.config.classes;
     softmax(&logits, classes)
         .chunks_exact(classes)

@@ -32,7 +32,7 @@ pub struct PathsJob {
     pub tokens: Option<Tokens>,
     /// The unit of a path: an FFN neuron ([`Activation::MlpPost`]) or a head ([`Activation::AttnZ`]).
     pub unit: Activation,
-    /// Images per batch (none: as many as keep ~8k token rows per pass).
+    /// Images per batch (none: as the model's executor holds, [`Vit::images_per_batch`]).
     pub batch: Option<usize>,
 }
 
@@ -172,10 +172,9 @@ impl PathsJob {
         if methods.is_empty() {
             bail!("no method left to run for this unit");
         }
-        let batch = self.batch.unwrap_or_else(|| {
-            let rows = vit.config.tokens() * self.rule.steps() * self.search.beam;
-            (8192 / rows.max(1)).clamp(1, 16)
-        });
+        let batch = self
+            .batch
+            .unwrap_or_else(|| vit.images_per_batch(self.rule.steps() * self.search.beam));
         Ok(PathsRun {
             vit,
             attributor,

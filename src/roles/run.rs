@@ -209,15 +209,15 @@ impl NeuronScan<'_> {
     ) -> Option<(Activations, Vec<(usize, &'e ImageEntry)>)> {
         let loaded: Vec<Result<Vec<f32>>> = chunk
             .par_iter()
-            .map(|e| data::load_image(&e.path, vit, self.norm).map(|p| vit.embed(&p)))
+            .map(|e| data::load_image(&e.path, vit, self.norm))
             .collect();
         let mut ran = Vec::new();
-        let mut x = Vec::new();
-        for (entry, tokens) in chunk.iter().zip(loaded) {
-            match tokens {
-                Ok(tokens) => {
+        let mut pixels = Vec::new();
+        for (entry, image) in chunk.iter().zip(loaded) {
+            match image {
+                Ok(image) => {
                     ran.push(entry);
-                    x.extend_from_slice(&tokens);
+                    pixels.extend_from_slice(&image);
                 }
                 Err(e) => {
                     progress.note(&format!("skipped {}: {e:#}", entry.path.display()));
@@ -228,7 +228,7 @@ impl NeuronScan<'_> {
         if ran.is_empty() {
             return None;
         }
-        let pass = vit.activations(x);
+        let pass = vit.activations(&pixels);
         let classes = vit.config.classes;
         let mut ok = Vec::new();
         for (at, (entry, logits)) in ran

@@ -3,7 +3,7 @@
 //! the head count comes from the `query/kernel` shape `[hidden, heads, head_dim]`.
 
 use super::{assemble, block_count, check_consumed, config_from_shapes, Tensors};
-use crate::model::vit::{Block, LayerNorm, Layout, Linear, Normalization, Vit};
+use crate::model::vit::{Block, LayerNorm, Layout, Linear, Normalization, Vit, Weights};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
@@ -150,14 +150,17 @@ pub fn load(path: &Path) -> Result<Vit> {
     check_consumed(&tensors)?;
     assemble(Vit {
         config,
-        patch_embed,
-        prefix: cls_token,
-        pos_embed,
-        norm_pre: None,
-        blocks,
-        norm: final_norm,
-        head,
-        zero_shot: None,
+        weights: Weights {
+            patch_embed,
+            prefix: cls_token,
+            pos_embed,
+            norm_pre: None,
+            blocks,
+            norm: final_norm,
+            head,
+            zero_shot: None,
+        },
+        gpu: None,
         compat: crate::model::Compat::Principled,
         neuron_tokens: crate::model::Family::VIT.neuron_tokens(),
         unit: crate::model::site::Activation::MlpPost,

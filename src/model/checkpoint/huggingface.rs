@@ -10,7 +10,7 @@ use super::{
 };
 use crate::model::family::{Compat, Family, FfnActivation, Readout};
 use crate::model::vit::{
-    Block, Filter, Geometry, Layout, Linear, Normalization, Vit, VitConfig, ZeroShot,
+    Block, Filter, Geometry, Layout, Linear, Normalization, Vit, VitConfig, Weights, ZeroShot,
 };
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -248,14 +248,17 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
     let normalization = read_preprocessor(&dir.join("preprocessor_config.json"))?;
     assemble(Vit {
         config,
-        patch_embed,
-        prefix,
-        pos_embed,
-        norm_pre,
-        blocks,
-        norm,
-        head,
-        zero_shot,
+        weights: Weights {
+            patch_embed,
+            prefix,
+            pos_embed,
+            norm_pre,
+            blocks,
+            norm,
+            head,
+            zero_shot,
+        },
+        gpu: None,
         compat: Compat::Principled,
         neuron_tokens: family.neuron_tokens(),
         unit: crate::model::site::Activation::MlpPost,

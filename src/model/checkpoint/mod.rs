@@ -34,9 +34,6 @@ pub struct LoadOptions {
 /// Loads a Hugging Face directory, a timm `.safetensors` or PyTorch `.pth`/`.pt`
 /// state dict, or a Google `.npz`.
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
-    // Device copies are keyed by host address, which the new weights may reuse.
-    #[cfg(feature = "cuda")]
-    super::gpu::forget_weights();
     if path.is_dir() {
         return huggingface::load(path, options);
     }
@@ -327,8 +324,12 @@ pub(crate) fn check_config(c: &VitConfig) -> Result<()> {
 /// The patch/pos/cls/head parts and blocks, checked for consistency.
 pub(crate) fn assemble(mut vit: Vit) -> Result<Vit> {
     let c = &vit.config;
-    if vit.blocks.len() != c.layers {
-        bail!("expected {} blocks, found {}", c.layers, vit.blocks.len());
+    if vit.weights.blocks.len() != c.layers {
+        bail!(
+            "expected {} blocks, found {}",
+            c.layers,
+            vit.weights.blocks.len()
+        );
     }
     if let Some(names) = &vit.class_names {
         if names.len() != c.classes {

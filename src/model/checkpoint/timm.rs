@@ -10,7 +10,7 @@ use super::{
     Tensors,
 };
 use crate::model::family::{Compat, Family, FfnActivation, Readout};
-use crate::model::vit::{Block, Layout, Linear, Normalization, Vit, VitConfig};
+use crate::model::vit::{Block, Layout, Linear, Normalization, Vit, VitConfig, Weights};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::Path;
@@ -84,14 +84,17 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
     };
     assemble(Vit {
         config,
-        patch_embed,
-        prefix: prefix_tokens,
-        pos_embed,
-        norm_pre: None,
-        blocks,
-        norm,
-        head,
-        zero_shot: None,
+        weights: Weights {
+            patch_embed,
+            prefix: prefix_tokens,
+            pos_embed,
+            norm_pre: None,
+            blocks,
+            norm,
+            head,
+            zero_shot: None,
+        },
+        gpu: None,
         compat: Compat::Principled,
         neuron_tokens: family.neuron_tokens(),
         unit: crate::model::site::Activation::MlpPost,
