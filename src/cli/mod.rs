@@ -11,11 +11,13 @@ mod paths;
 mod prune;
 mod report;
 mod rss;
+mod shard;
 mod stats;
 mod status;
 
 use clap::{Parser, Subcommand};
 use neuronpath::names::Named;
+pub use shard::Sharding;
 use std::process::ExitCode;
 
 /// The bundled default model and images, so that commands run with no arguments.
@@ -114,19 +116,6 @@ pub struct ImageRun {
     pub threads: Option<usize>,
 }
 
-/// `--shard`: one shard of a run split over many processes.
-#[derive(clap::Args)]
-pub struct Sharding {
-    /// Run only shard I of N (0 <= I < N; a Slurm array task's
-    /// $SLURM_ARRAY_TASK_ID/N): the images whose place among the run's image keys,
-    /// sorted, is I modulo N; the same subset on any machine, and shards differ by at
-    /// most one image. Each shard writes its own --out, resumable as a single run,
-    /// and beside it <out>.shard.json (progress for `status`, what `merge` checks);
-    /// `neuronpath merge` then writes the file one run would have.
-    #[arg(long, value_name = "I/N")]
-    pub shard: Option<neuronpath::data::Shard>,
-}
-
 /// How class folders map to the model's classes, when not by name.
 #[derive(clap::Args)]
 pub struct LabelMap {
@@ -195,6 +184,9 @@ pub fn run() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Before any thread starts: a shard killed by a signal says so in its manifest.
+    #[cfg(unix)]
+    shard::handle_signals();
     if let Some(ordinal) = cli.gpu {
         if let Err(e) = enable_gpu(ordinal) {
             eprintln!("error: {e:#}");
@@ -204,6 +196,7 @@ pub fn run() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
+            shard::failed(&e);
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
