@@ -67,7 +67,8 @@ enum Command {
     Demo(demo::Args),
     /// Merge the outputs of the shards of a run (--shard I/N) into one file.
     Merge(merge::Args),
-    /// Per-shard progress, failures and ETA of the sharded runs in a folder.
+    /// Per-shard progress, failures and ETA of the sharded runs in a folder, and the
+    /// command that resumes a shard that stopped.
     Status(status::Args),
 }
 

@@ -3,7 +3,9 @@
 //! Slurm's `scancel`, time limit, preemption or requeue; SIGINT; SIGHUP), so that
 //! `status` and `merge` name it and the command that resumes it.
 
-use neuronpath::shards::{Launch, ShardPlan, ShardRun, Signal, Stop, Stopper};
+#[cfg(unix)]
+use neuronpath::shards::Signal;
+use neuronpath::shards::{Launch, ShardPlan, ShardRun, Stop, Stopper};
 use std::sync::Mutex;
 
 /// `--shard`: one shard of a run split over many processes.
@@ -94,6 +96,7 @@ pub fn failed(error: &anyhow::Error) {
     }
 }
 
+#[cfg(unix)]
 const SIGNALS: [(libc::c_int, Signal); 3] = [
     (libc::SIGTERM, Signal::Sigterm),
     (libc::SIGINT, Signal::Sigint),
@@ -103,6 +106,7 @@ const SIGNALS: [(libc::c_int, Signal); 3] = [
 /// Takes the termination signals from a thread of their own: each marks the shard
 /// under way stopped, then ends the process as the signal would have. Call it before
 /// any other thread starts (they inherit the blocked signals).
+#[cfg(unix)]
 pub fn handle_signals() {
     // SAFETY: plain libc calls on a signal set owned here; blocking signals in this
     // thread before others start, so that only the waiting thread receives them.
@@ -143,6 +147,7 @@ pub fn handle_signals() {
 }
 
 /// Ends the process by the signal `number`, with its default action.
+#[cfg(unix)]
 fn die_of(number: libc::c_int) -> ! {
     // SAFETY: restores the default action and unblocks the signal in this thread
     // before raising it there, which ends the process.
