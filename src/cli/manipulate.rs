@@ -6,7 +6,7 @@ use neuronpath::attribution::Method;
 use neuronpath::experiments::manipulate::{summarize, ManipulationRecord, ManipulationSummary, Op};
 use neuronpath::jobs::{manipulate, Pixels};
 use neuronpath::record::{read_all, read_paths, unrecorded, PathRecord, RecordFile, Setting};
-use neuronpath::shards::{Kind, ShardPlan};
+use neuronpath::shards::Kind;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,7 +54,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let norm = neuronpath::record::as_found(&mut vit, &records, &args.input.paths)?;
     manipulate::check_paths(&vit, &records, &args.input.paths)?;
-    let plan = ShardPlan::new(args.sharding.shard, image_keys(&records));
+    let plan = args.sharding.plan(image_keys(&records));
     records.retain(|r| plan.mine(&r.image));
     let pixels = Pixels::Files(&args.input.run.images);
     let model = &args.input.run.model.model;
@@ -74,6 +74,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &shard_settings(&args, ops, &settings)?,
         |k| !before.contains(k),
     )?;
+    super::shard::watch(&shard);
     let mut images = manipulate::plan(&records, ops, Some(&out), &args.out, &args.input.paths)?;
     let total = images.len();
     images.retain(|(_, items)| !items.is_empty());

@@ -12,11 +12,13 @@ mod paths;
 mod prune;
 mod report;
 mod rss;
+mod shard;
 mod stats;
 mod status;
 
 use clap::{Parser, Subcommand};
 use neuronpath::names::Named;
+pub use shard::Sharding;
 use std::process::ExitCode;
 
 /// The bundled default model and images, so that commands run with no arguments.
@@ -59,7 +61,8 @@ enum Command {
     Demo(demo::Args),
     /// Merge the outputs of the shards of a run (--shard I/N) into one file.
     Merge(merge::Args),
-    /// Per-shard progress, failures and ETA of the sharded runs in a folder.
+    /// Per-shard progress, failures and ETA of the sharded runs in a folder, and the
+    /// command that resumes a shard that stopped.
     Status(status::Args),
 }
 
@@ -125,19 +128,6 @@ impl ImageRun {
         }
         Ok(vit)
     }
-}
-
-/// `--shard`: one shard of a run split over many processes.
-#[derive(clap::Args)]
-pub struct Sharding {
-    /// Run only shard I of N (0 <= I < N; a Slurm array task's
-    /// $SLURM_ARRAY_TASK_ID/N): the images whose place among the run's image keys,
-    /// sorted, is I modulo N; the same subset on any machine, and shards differ by at
-    /// most one image. Each shard writes its own --out, resumable as a single run,
-    /// and beside it <out>.shard.json (progress for `status`, what `merge` checks);
-    /// `neuronpath merge` then writes the file one run would have.
-    #[arg(long, value_name = "I/N")]
-    pub shard: Option<neuronpath::data::Shard>,
 }
 
 /// How class folders map to the model's classes, when not by name.
@@ -208,9 +198,13 @@ pub fn run() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Before any thread starts: a shard killed by a signal says so in its manifest.
+    #[cfg(unix)]
+    shard::handle_signals();
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
+            shard::failed(&e);
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

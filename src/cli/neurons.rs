@@ -6,7 +6,7 @@ use neuronpath::data::Preset;
 use neuronpath::model::{fingerprint, Vit};
 use neuronpath::record::{read_paths, RecordFile};
 use neuronpath::roles::{run, Choice, Neuron, NeuronRecord, NeuronScan, Options, Rank};
-use neuronpath::shards::{Kind, ShardPlan};
+use neuronpath::shards::Kind;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,10 +93,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .filter(|n| !out.contains(&n.to_string()))
         .collect();
     let mut set = super::image_set(&args.run.images, &vit, args.labels.label_map.as_deref())?;
-    let plan = ShardPlan::new(
-        args.sharding.shard,
-        set.entries.iter().map(|e| e.key.clone()).collect(),
-    );
+    let plan = args
+        .sharding
+        .plan(set.entries.iter().map(|e| e.key.clone()).collect());
     set.entries.retain(|e| plan.mine(&e.key));
     let described = fingerprint_of(&neurons);
     let more = vec![("top", args.top.to_string()), ("neurons", described)];
@@ -104,6 +103,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let shard = plan.begin(&args.out, Kind::Neurons, &shard_settings, |_| {
         todo.is_empty()
     })?;
+    super::shard::watch(&shard);
     if todo.is_empty() {
         eprintln!(
             "every neuron asked for is already in {}",

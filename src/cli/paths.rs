@@ -6,7 +6,7 @@ use neuronpath::data::Preset;
 use neuronpath::jobs::paths::{check_labels, Input, PathsJob};
 use neuronpath::model::{Compat, Tokens};
 use neuronpath::record::{PathRecord, Record, RecordFile};
-use neuronpath::shards::{Kind, ShardPlan};
+use neuronpath::shards::Kind;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -116,10 +116,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let job = args.job();
     job.configure(&mut vit)?;
     let mut set = super::image_set(&args.run.images, &vit, args.labels.label_map.as_deref())?;
-    let plan = ShardPlan::new(
-        args.sharding.shard,
-        set.entries.iter().map(|e| e.key.clone()).collect(),
-    );
+    let plan = args
+        .sharding
+        .plan(set.entries.iter().map(|e| e.key.clone()).collect());
     set.entries.retain(|e| plan.mine(&e.key));
     let bar = super::Bar::new();
     let run = job.prepare(&vit, &args.run.model.model, &bar)?;
@@ -135,6 +134,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let shard = plan.begin(&args.out, Kind::Paths, &settings, |k| {
         done(&out, methods, k)
     })?;
+    super::shard::watch(&shard);
     let todo: Vec<Input> = inputs
         .into_iter()
         .filter(|input| !done(&out, methods, input.key()))

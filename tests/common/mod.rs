@@ -112,3 +112,8 @@ pub fn sorted_lines(path: &Path) -> Vec<String> {
     lines.sort();
     lines
 }
+
+/// The complete lines (records) in `file` so far; none when it does not exist.
+pub fn lines_written(file: &Path) -> usize {
+    std::fs::read(file).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+}
