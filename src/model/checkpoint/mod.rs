@@ -280,7 +280,7 @@ impl Tensors {
         }
         if let Some(i) = values.iter().position(|v| v.abs() > MAX_WEIGHT) {
             bail!(
-                "{}: tensor {name} holds {} at index {i}, beyond the {MAX_WEIGHT:e} no trained ViT's weights come near: the passes would overflow float32",
+                "{}: tensor {name} holds {:e} at index {i}, beyond the {MAX_WEIGHT:e} no trained ViT's weights come near: the passes would overflow float32",
                 self.file.display(),
                 values[i]
             );
