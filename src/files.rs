@@ -95,7 +95,7 @@ pub fn open_with(path: &Path, options: &mut OpenOptions) -> Result<File> {
     }
     let file = options
         .open(path)
-        .with_context(|| format!("{}: cannot open", path.display()))?;
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     let meta = file
         .metadata()
         .with_context(|| format!("{}: cannot read", path.display()))?;

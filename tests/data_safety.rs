@@ -9,7 +9,7 @@ use common::{
     fails_with, image_folder, manipulate, neuronpath, other_model, paths, records, scratch,
     succeeds,
 };
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[test]
 fn files_that_are_not_the_commands_own_are_left_untouched() {
@@ -88,18 +88,7 @@ fn a_second_run_on_the_same_file_stops() {
     let dir = scratch("lock");
     let images = image_folder(&dir, &["ship"], 4);
     let out = dir.join("p.jsonl");
-    let mut first = neuronpath()
-        .args(["paths", "--method", "jas", "--batch", "1", "--images"])
-        .arg(&images)
-        .arg("--out")
-        .arg(&out)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // The first run holds the file once it has written a record.
-    while std::fs::read_to_string(&out).map_or(0, |t| t.lines().count()) == 0 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let mut first = common::writing(&images, &out);
     let second = neuronpath()
         .args(["paths", "--method", "jas", "--batch", "1", "--images"])
         .arg(&images)

@@ -12,6 +12,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// A scratch folder `name` with an image folder of `classes` and the paths
+/// found there (`p.jsonl`, the cheap method).
+fn found(name: &str, classes: &[&str], per_class: usize) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = scratch(name);
+    let images = image_folder(&dir, classes, per_class);
+    let p = dir.join("p.jsonl");
+    succeeds(&paths(&images, &p, &[]));
+    (dir, images, p)
+}
+
+/// `neuronpath stats` of `paths` into `out`.
+fn stats(paths: &Path, out: impl AsRef<Path>) -> Output {
+    let mut c = neuronpath();
+    c.args(["stats", "--paths"])
+        .arg(paths)
+        .arg("--out")
+        .arg(out.as_ref());
+    c.output().unwrap()
+}
+
 fn bundled() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/vit-cifar10")
 }
@@ -198,10 +218,7 @@ fn with_file_limit(mut command: Command, limit: u64) -> Output {
 
 #[test]
 fn d4_outputs_are_written_whole_or_left_as_they_were() {
-    let dir = scratch("h-d4");
-    let images = image_folder(&dir, &["cat", "dog"], 2);
-    let p = dir.join("p.jsonl");
-    succeeds(&paths(&images, &p, &[]));
+    let (dir, images, p) = found("h-d4", &["cat", "dog"], 2);
     let report = dir.join("report.html");
     let stats = dir.join("stats.json");
     let report_args = |c: &mut Command| {
@@ -253,10 +270,7 @@ fn d4_outputs_are_written_whole_or_left_as_they_were() {
 
 #[test]
 fn d5_top_k_is_a_setting_a_resumed_file_must_match() {
-    let dir = scratch("h-d5");
-    let images = image_folder(&dir, &["cat"], 1);
-    let p = dir.join("p.jsonl");
-    succeeds(&paths(&images, &p, &[]));
+    let (_, images, p) = found("h-d5", &["cat"], 1);
     let before = std::fs::read(&p).unwrap();
     fails_with(
         &paths(&images, &p, &["--top-k", "2"]),
@@ -282,16 +296,9 @@ fn d6_duplicate_methods_and_records_are_refused() {
     std::fs::write(&p, format!("{text}{first}\n")).unwrap();
     let image = records(&p)[0]["image"].as_str().unwrap().to_string();
     let want = format!("a second path record of \"{image} activation\" (the first is on line 1)");
-    let stats = dir.join("stats.json");
-    let run = neuronpath()
-        .args(["stats", "--paths"])
-        .arg(&p)
-        .arg("--out")
-        .arg(&stats)
-        .output()
-        .unwrap();
-    fails_with(&run, &["p.jsonl: line 3", &want]);
-    assert!(!stats.exists());
+    let out = dir.join("stats.json");
+    fails_with(&stats(&p, &out), &["p.jsonl: line 3", &want]);
+    assert!(!out.exists());
     let m = dir.join("m.jsonl");
     fails_with(
         &common::manipulate(&images, &p, &m, &[]),
@@ -311,15 +318,7 @@ fn d7_report_refuses_inputs_of_another_model_or_changed_images() {
     let (m, s, n) = (dir.join("m.jsonl"), dir.join("s.json"), dir.join("n.jsonl"));
     let model = ["--model", other.to_str().unwrap()];
     succeeds(&common::manipulate(&images, &q, &m, &model));
-    succeeds(
-        &neuronpath()
-            .args(["stats", "--paths"])
-            .arg(&q)
-            .arg("--out")
-            .arg(&s)
-            .output()
-            .unwrap(),
-    );
+    succeeds(&stats(&q, &s));
     let neurons = neuronpath()
         .args(["neurons", "--top", "1", "--paths"])
         .arg(&q)
@@ -413,10 +412,7 @@ fn d8_special_files_where_files_are_expected_do_not_hang() {
 
 #[test]
 fn d9_a_resumed_image_whose_bytes_changed_is_refused() {
-    let dir = scratch("h-d9");
-    let images = image_folder(&dir, &["cat"], 2);
-    let p = dir.join("p.jsonl");
-    succeeds(&paths(&images, &p, &[]));
+    let (_, images, p) = found("h-d9", &["cat"], 2);
     let before = std::fs::read(&p).unwrap();
     let image = images.join("cat/0000.jpg");
     let mut bytes = std::fs::read(&image).unwrap();
@@ -443,54 +439,25 @@ fn edited(p: &Path, to: &Path, line: usize, edit: impl Fn(&mut serde_json::Value
 
 #[test]
 fn d10_hand_edited_path_records_are_checked_by_every_reader() {
-    let dir = scratch("h-d10");
-    let images = image_folder(&dir, &["cat", "dog"], 2);
-    let p = dir.join("p.jsonl");
-    succeeds(&paths(&images, &p, &[]));
+    let (dir, images, p) = found("h-d10", &["cat", "dog"], 2);
     let bad = dir.join("bad.jsonl");
     let cat0 = "cat/0000.jpg (activation)";
-    let stats = |file: &Path| {
-        neuronpath()
-            .args(["stats", "--paths"])
-            .arg(file)
-            .arg("--out")
-            .arg(dir.join("s.json"))
-            .output()
-            .unwrap()
+    // Each reader of a paths file, on `file`.
+    let run = |command: &[&str], file: &Path, out: &str, images_too: bool| {
+        let mut c = neuronpath();
+        c.args(command).arg("--paths").arg(file);
+        if images_too {
+            c.arg("--images").arg(&images);
+        }
+        c.arg("--out").arg(dir.join(out)).output().unwrap()
     };
-    let report = |file: &Path| {
-        neuronpath()
-            .args(["report", "--paths"])
-            .arg(file)
-            .arg("--images")
-            .arg(&images)
-            .arg("--out")
-            .arg(dir.join("r.html"))
-            .output()
-            .unwrap()
-    };
+    let stats = |file: &Path| run(&["stats"], file, "s.json", false);
+    let report = |file: &Path| run(&["report"], file, "r.html", true);
     let prune = |file: &Path| {
-        neuronpath()
-            .args(["prune", "--method", "activation", "--top-k", "1", "--paths"])
-            .arg(file)
-            .arg("--images")
-            .arg(&images)
-            .arg("--out")
-            .arg(dir.join("prune.json"))
-            .output()
-            .unwrap()
+        let command = ["prune", "--method", "activation", "--top-k", "1"];
+        run(&command, file, "prune.json", true)
     };
-    let neurons = |file: &Path| {
-        neuronpath()
-            .args(["neurons", "--paths"])
-            .arg(file)
-            .arg("--images")
-            .arg(&images)
-            .arg("--out")
-            .arg(dir.join("n.jsonl"))
-            .output()
-            .unwrap()
-    };
+    let neurons = |file: &Path| run(&["neurons"], file, "n.jsonl", true);
     // A 5-layer path and an empty one on a 6-layer model.
     edited(&p, &bad, 0, |r| {
         r["path"].as_array_mut().unwrap().pop();
@@ -774,10 +741,7 @@ fn u5_a_cmyk_jpeg_converts_as_pil_and_a_zero_height_one_says_why() {
 
 #[test]
 fn u6_prune_names_the_malformed_record_not_a_valid_one() {
-    let dir = scratch("h-u6");
-    let images = image_folder(&dir, &["cat", "dog"], 2);
-    let p = dir.join("p.jsonl");
-    succeeds(&paths(&images, &p, &[]));
+    let (dir, images, p) = found("h-u6", &["cat", "dog"], 2);
     let bad = dir.join("bad.jsonl");
     edited(&p, &bad, 0, |r| {
         for field in ["path", "activation", "gradient", "contribution", "sites"] {
@@ -803,10 +767,7 @@ fn u6_prune_names_the_malformed_record_not_a_valid_one() {
 
 #[test]
 fn u7_resuming_with_another_unit_names_the_unit() {
-    let dir = scratch("h-u7");
-    let images = image_folder(&dir, &["cat"], 1);
-    let p = dir.join("p.jsonl");
-    succeeds(&paths(&images, &p, &[]));
+    let (_, images, p) = found("h-u7", &["cat"], 1);
     let before = std::fs::read(&p).unwrap();
     let run = paths(&images, &p, &["--unit", "head"]);
     fails_with(
@@ -1056,24 +1017,8 @@ fn u13_reading_a_file_another_run_writes_says_so() {
     let dir = scratch("h-u13");
     let images = image_folder(&dir, &["ship"], 4);
     let p = dir.join("p.jsonl");
-    let mut writer = neuronpath()
-        .args(["paths", "--method", "jas", "--batch", "1", "--images"])
-        .arg(&images)
-        .arg("--out")
-        .arg(&p)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::fs::read_to_string(&p).map_or(0, |t| t.lines().count()) == 0 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let stats = neuronpath()
-        .args(["stats", "--paths"])
-        .arg(&p)
-        .arg("--out")
-        .arg(dir.join("s.json"))
-        .output()
-        .unwrap();
+    let mut writer = common::writing(&images, &p);
+    let stats = stats(&p, dir.join("s.json"));
     let still_running = writer.try_wait().unwrap().is_none();
     assert!(writer.wait().unwrap().success());
     let stderr = succeeds(&stats);

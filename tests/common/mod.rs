@@ -201,3 +201,20 @@ pub fn other_model(dir: &Path) -> PathBuf {
     safetensors::serialize_to_file(tensors, None, &to.join("model.safetensors")).unwrap();
     to
 }
+
+/// A slow `paths` run on `images` into `out` (jas, one image a batch), returned
+/// once it holds the file and has written a record.
+pub fn writing(images: &Path, out: &Path) -> std::process::Child {
+    let child = neuronpath()
+        .args(["paths", "--method", "jas", "--batch", "1", "--images"])
+        .arg(images)
+        .arg("--out")
+        .arg(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::fs::read_to_string(out).map_or(0, |t| t.lines().count()) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child
+}

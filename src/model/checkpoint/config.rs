@@ -68,15 +68,21 @@ impl<'a> Json<'a> {
         }
     }
 
+    /// The value of `key` read by `read`, when present; `want` says what it must be.
+    fn typed<T>(
+        &self,
+        key: &str,
+        read: fn(&'a Value) -> Option<T>,
+        want: &str,
+    ) -> Result<Option<T>> {
+        (self.get(key))
+            .map(|v| read(v).ok_or_else(|| self.invalid(key, v, want)))
+            .transpose()
+    }
+
     /// A number, when present.
     pub(crate) fn number(&self, key: &str) -> Result<Option<f64>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.invalid(key, v, "expected a number")),
-        }
+        self.typed(key, Value::as_f64, "expected a number")
     }
 
     /// A positive number that stays positive and finite as an `f32`, when present.
@@ -90,23 +96,11 @@ impl<'a> Json<'a> {
     }
 
     pub(crate) fn boolean(&self, key: &str) -> Result<Option<bool>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| self.invalid(key, v, "expected true or false")),
-        }
+        self.typed(key, Value::as_bool, "expected true or false")
     }
 
     pub(crate) fn string(&self, key: &str) -> Result<Option<&'a str>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| self.invalid(key, v, "expected a name in quotes")),
-        }
+        self.typed(key, Value::as_str, "expected a name in quotes")
     }
 
     /// The object under `key`, when present.
