@@ -399,15 +399,18 @@ fn d8_special_files_where_files_are_expected_do_not_hang() {
         .arg("--out")
         .arg(runs.join("p.jsonl"));
     fails_with(&within(shard, 60), &["p.jsonl.shard.json: a FIFO"]);
-    mkfifo(&dir.join("shard.jsonl"));
-    std::fs::write(dir.join("shard.jsonl.shard.json"), "{}").unwrap();
-    let mut merge = neuronpath();
-    merge
-        .args(["merge", "--out"])
-        .arg(dir.join("all.jsonl"))
-        .arg(dir.join("shard.jsonl"));
-    let run = within(merge, 60);
-    assert!(!run.status.success());
+    // A records file that is a FIFO.
+    let fifo = dir.join("fifo.jsonl");
+    mkfifo(&fifo);
+    let mut c = neuronpath();
+    c.args(["stats", "--paths"])
+        .arg(&fifo)
+        .arg("--out")
+        .arg(dir.join("s.json"));
+    fails_with(
+        &within(c, 60),
+        &["fifo.jsonl: a FIFO, where a regular file is expected"],
+    );
 }
 
 #[test]
