@@ -1,7 +1,7 @@
 //! `neuronpath manipulate`: remove or enhance each image's path neurons and measure
 //! the change in the prediction, per method.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use neuronpath::attribution::Method;
 use neuronpath::experiments::manipulate::{summarize, ManipulationRecord, ManipulationSummary, Op};
 use neuronpath::jobs::{manipulate, Pixels};
@@ -41,6 +41,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut vit = args.input.run.load()?;
+    super::note_if_being_written(&args.input.paths);
     let mut records = read_paths(&args.input.paths)?;
     if !args.method.is_empty() {
         records.retain(|r| args.method.contains(&r.method));
@@ -53,7 +54,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
     let norm = neuronpath::record::as_found(&mut vit, &records, &args.input.paths)?;
-    manipulate::check_paths(&vit, &records, &args.input.paths)?;
+    neuronpath::record::check_against(&vit, &records, &args.input.paths)?;
     let plan = args.sharding.plan(image_keys(&records));
     records.retain(|r| plan.mine(&r.image));
     let pixels = Pixels::Files(&args.input.run.images);
@@ -114,8 +115,7 @@ fn image_keys(records: &[PathRecord]) -> Vec<String> {
 /// What the shards of a run must agree on: the model, the paths file, the
 /// operations and the methods.
 fn shard_settings(args: &Args, ops: &[Op], settings: &[Setting]) -> Result<Vec<Setting>> {
-    let paths = std::fs::read(&args.input.paths)
-        .with_context(|| format!("{}: cannot read", args.input.paths.display()))?;
+    let paths = neuronpath::files::read(&args.input.paths, neuronpath::files::WHOLE)?;
     let more = [
         ("paths file", neuronpath::numeric::fingerprint(&paths)),
         ("op", super::names(ops)),

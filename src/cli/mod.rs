@@ -164,6 +164,16 @@ pub fn image_set(
     Ok(set)
 }
 
+/// Notes that another run is still writing `file` (it is read as it is now).
+pub fn note_if_being_written(file: &std::path::Path) {
+    if neuronpath::record::being_written(file) {
+        eprintln!(
+            "note: {}: another neuronpath run is still writing it; read as it is now (the records so far)",
+            file.display()
+        );
+    }
+}
+
 /// An experiment's inputs: the model, the path records, the images they name.
 #[derive(clap::Args)]
 pub struct ExperimentRun {
@@ -175,16 +185,19 @@ pub struct ExperimentRun {
 }
 
 impl ModelArgs {
+    /// The model, and a note of what was assumed about it (a guessed head count).
     pub fn load(&self) -> anyhow::Result<neuronpath::model::Vit> {
-        neuronpath::model::load(
-            &self.model,
-            &neuronpath::model::LoadOptions {
-                heads: self.heads,
-                classifier: self.classifier.clone(),
-                logit_scale: self.logit_scale,
-                class_names: self.class_names.clone(),
-            },
-        )
+        let options = neuronpath::model::LoadOptions {
+            heads: self.heads,
+            classifier: self.classifier.clone(),
+            logit_scale: self.logit_scale,
+            class_names: self.class_names.clone(),
+        };
+        let vit = neuronpath::model::load(&self.model, &options)?;
+        for note in neuronpath::model::checkpoint::notes(&self.model, &vit, &options)? {
+            eprintln!("note: {note}");
+        }
+        Ok(vit)
     }
 }
 

@@ -59,6 +59,7 @@ pub struct Args {
 fn chosen(args: &Args, vit: &mut Vit) -> Result<(Vec<Neuron>, Preset)> {
     let records;
     let choice = if let Some(file) = &args.paths {
+        super::note_if_being_written(file);
         records = read_paths(file)?;
         Choice::OnPaths {
             records: &records,

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use neuronpath::attribution::{Method, Rule, ScoreForm, Search, Target};
 use neuronpath::data::Preset;
-use neuronpath::jobs::paths::{check_labels, Input, PathsJob};
+use neuronpath::jobs::paths::{check_resumed, Input, PathsJob};
 use neuronpath::model::{Compat, Tokens};
 use neuronpath::record::{PathRecord, Record, RecordFile};
 use neuronpath::shards::Kind;
@@ -124,7 +124,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let run = job.prepare(&vit, &args.run.model.model, &bar)?;
     let mut out = RecordFile::<PathRecord>::open(&args.out, &run.common.settings())?;
     let inputs: Vec<Input> = set.entries.iter().map(Input::File).collect();
-    check_labels(&out, &inputs, &args.out)?;
+    check_resumed(&out, &inputs, &args.out)?;
     let methods = &run.methods;
     let settings = [
         run.common.settings(),

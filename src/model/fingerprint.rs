@@ -2,7 +2,7 @@
 //! resumed run or an experiment can tell another model from the same one.
 
 use super::Vit;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::Path;
 
 /// Hash of the weights file's bytes (`model.safetensors` of a Hugging Face folder),
@@ -14,8 +14,7 @@ pub fn fingerprint(checkpoint: &Path, vit: &Vit) -> Result<String> {
     } else {
         checkpoint.to_path_buf()
     };
-    let bytes =
-        std::fs::read(&weights).with_context(|| format!("{}: cannot read", weights.display()))?;
+    let bytes = crate::files::read(&weights, crate::files::WHOLE)?;
     let described = serde_json::to_string(&(
         &vit.config,
         vit.normalization.mean,

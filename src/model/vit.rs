@@ -240,8 +240,11 @@ pub struct Geometry {
     pub size: Option<(usize, usize)>,
     /// Resize the shortest edge to this (aspect kept) instead.
     pub shortest_edge: Option<usize>,
-    /// Centre-crop to the model's size after resizing.
+    /// Centre-crop to the model's size after resizing (padded with black where
+    /// the image is smaller, as Hugging Face's `center_crop`).
     pub crop: bool,
+    /// No resize (`do_resize: false`): the image is taken at its own size.
+    pub keep_size: bool,
     pub filter: Filter,
 }
 

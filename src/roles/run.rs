@@ -76,7 +76,7 @@ pub fn scanned(out: &Path) -> Option<usize> {
     struct Done {
         done: usize,
     }
-    let bytes = std::fs::read(state_file(out)).ok()?;
+    let bytes = crate::files::read(&state_file(out), crate::files::WHOLE).ok()?;
     serde_json::from_slice::<Done>(&bytes).ok().map(|d| d.done)
 }
 
@@ -116,8 +116,7 @@ impl NeuronScan<'_> {
             );
             return Ok((scan, 0));
         };
-        let bytes =
-            std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
+        let bytes = crate::files::read(file, crate::files::WHOLE)?;
         let saved: Saved<Started, Scan> = serde_json::from_slice(&bytes).with_context(|| {
             format!(
                 "{}: not the state of a neurons scan; move it away to start afresh",

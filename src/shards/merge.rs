@@ -296,9 +296,5 @@ fn write(parts: &Parts, out: &Path, lines: &[String], failed: &[String]) -> Resu
     }
     manifest.write(out)?;
     let bytes: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, out))
-        .with_context(|| format!("{}: cannot write", out.display()))
+    crate::record::write_whole(out, bytes.as_bytes())
 }

@@ -18,7 +18,7 @@ pub use status::{status, RunStatus, ShardStatus};
 
 use crate::data::Shard;
 use crate::record::Setting;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -166,8 +166,7 @@ impl Manifest {
         if !path.exists() {
             return Ok(None);
         }
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let bytes = crate::files::read(&path, crate::files::TEXT)?;
         serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             anyhow::anyhow!(
                 "{}: not a neuronpath shard manifest ({e}); nothing was changed: move it away",

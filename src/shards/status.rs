@@ -7,7 +7,6 @@ use crate::data::Shard;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::collections::HashSet;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 /// One shard of a run.
@@ -185,15 +184,12 @@ fn images_written(out: &Path, mine: &HashSet<&str>) -> Result<usize> {
     struct Line {
         image: Option<String>,
     }
-    let file = match std::fs::File::open(out) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", out.display())),
-    };
+    if !out.exists() {
+        return Ok(0);
+    }
     let mut seen = HashSet::new();
-    for line in std::io::BufReader::new(file).split(b'\n') {
-        let line = line.with_context(|| format!("{}: cannot read", out.display()))?;
-        if let Ok(Line { image: Some(image) }) = serde_json::from_slice(&line) {
+    for line in crate::files::lines(out)? {
+        if let Ok(Line { image: Some(image) }) = serde_json::from_slice(&line?.bytes) {
             if mine.contains(image.as_str()) {
                 seen.insert(image);
             }

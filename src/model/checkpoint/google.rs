@@ -21,7 +21,7 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 pub fn load(path: &Path) -> Result<Vit> {
     let mut tensors = Tensors::from_npz(path)?;
     let block = |i: usize, s: &str| format!("Transformer/encoderblock_{i}/{s}");
-    let layers = block_count(&tensors, |i| block(i, "MlpBlock_3/Dense_0/kernel"));
+    let layers = block_count(&tensors, "Transformer/encoderblock_", "/");
     if layers == 0 {
         bail!(
             "{}: unknown checkpoint layout: no Transformer/encoderblock_0 tensors",

@@ -4,14 +4,10 @@
 //! `model_type` maps names to parts: ViT, DeiT (distilled or not), the CLIP vision
 //! tower with its projection, DINOv2 (with or without registers, GELU or SwiGLU).
 
-use super::{
-    assemble, average_heads, check_consumed, fold_scale, fuse_qkv, Scope, Tensors, IMAGENET_MEAN,
-    IMAGENET_STD,
-};
+use super::config::Json;
+use super::{assemble, average_heads, check_consumed, fold_scale, fuse_qkv, Scope, Tensors};
 use crate::model::family::{Compat, Family, FfnActivation, Readout};
-use crate::model::vit::{
-    Block, Filter, Geometry, Layout, Linear, Normalization, Vit, VitConfig, Weights, ZeroShot,
-};
+use crate::model::vit::{Block, Layout, Linear, Vit, VitConfig, Weights, ZeroShot};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::Path;
@@ -124,64 +120,66 @@ fn names_for(kind: &str, json: &Value, swiglu: bool) -> Option<(Names, Family)> 
     })
 }
 
-/// What a model's config.json says, read with errors naming the file.
-struct Config<'a> {
-    path: &'a Path,
-    json: Value,
+/// `hidden_act` of a config: Hugging Face's names of the activations modelled.
+fn activation(cfg: &Json, family: Family) -> Result<FfnActivation> {
+    if family.activation == FfnActivation::SwiGlu {
+        return Ok(FfnActivation::SwiGlu);
+    }
+    Ok(match cfg.string("hidden_act")?.unwrap_or("gelu") {
+        "gelu" => FfnActivation::GeluErf,
+        "quick_gelu" => FfnActivation::QuickGelu,
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => FfnActivation::GeluTanh,
+        other => bail!(
+            "{}: hidden_act is {other:?}: not supported (gelu, quick_gelu, gelu_pytorch_tanh)",
+            cfg.path.display()
+        ),
+    })
 }
 
-impl Config<'_> {
-    fn int(&self, key: &str) -> Result<usize> {
-        self.json
-            .get(key)
-            .and_then(Value::as_u64)
-            .map(|v| v as usize)
-            .with_context(|| format!("{}: missing integer {key}", self.path.display()))
-    }
-
-    fn activation(&self, family: Family) -> Result<FfnActivation> {
-        if family.activation == FfnActivation::SwiGlu {
-            return Ok(FfnActivation::SwiGlu);
-        }
-        Ok(match self.json.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu") {
-            "gelu" => FfnActivation::GeluErf,
-            "quick_gelu" => FfnActivation::QuickGelu,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => FfnActivation::GeluTanh,
-            other => bail!("{}: hidden_act {other:?} is not supported (gelu, quick_gelu, gelu_pytorch_tanh)", self.path.display()),
+/// The checkpoint files a folder holds that are not a Hugging Face pair, for a hint.
+fn other_checkpoints(dir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| {
+                ["pth", "pt", "safetensors", "npz"].contains(&&*e.to_string_lossy())
+            })
         })
-    }
+        .map(|p| p.display().to_string())
+        .collect();
+    found.sort();
+    found
 }
 
 pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
     let config_path = dir.join("config.json");
     let weights_path = dir.join("model.safetensors");
     if !config_path.exists() || !weights_path.exists() {
+        let hint = match &other_checkpoints(dir)[..] {
+            [] => String::new(),
+            [one] => format!("; it holds {one}: pass that file as --model"),
+            more => format!(
+                "; it holds {}: pass one of them as --model",
+                more.join(", ")
+            ),
+        };
         bail!(
-            "{}: a Hugging Face checkpoint directory needs config.json and model.safetensors",
+            "{}: a Hugging Face checkpoint directory needs config.json and model.safetensors{hint}",
             dir.display()
         );
     }
-    let text = std::fs::read_to_string(&config_path)
-        .with_context(|| format!("{}: cannot read", config_path.display()))?;
-    let json: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: invalid JSON", config_path.display()))?;
-    let cfg = Config {
-        path: &config_path,
-        json,
-    };
-    let kind = cfg
-        .json
-        .get("model_type")
-        .and_then(Value::as_str)
-        .unwrap_or("vit");
-    let swiglu = cfg
-        .json
-        .get("use_swiglu_ffn")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let Some((names, mut family)) = names_for(kind, &cfg.json, swiglu) else {
-        let arch = cfg
-            .json
+    let json = crate::files::read_json(&config_path)?;
+    if !json.is_object() {
+        bail!("{}: {json}: not a JSON object", config_path.display());
+    }
+    let cfg = Json::new(&config_path, &json);
+    let kind = cfg.string("model_type")?.unwrap_or("vit");
+    let swiglu = cfg.boolean("use_swiglu_ffn")?.unwrap_or(false);
+    cfg.uint("num_register_tokens", 0)?;
+    let Some((names, mut family)) = names_for(kind, &json, swiglu) else {
+        let arch = json
             .pointer("/architectures/0")
             .and_then(Value::as_str)
             .unwrap_or("?");
@@ -190,7 +188,13 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
             config_path.display()
         );
     };
-    family.activation = cfg.activation(family)?;
+    if let Some(heads) = options.heads {
+        bail!(
+            "--heads {heads}: a Hugging Face checkpoint's config.json gives its head count ({}); --heads is for timm and .pth files",
+            cfg.uint("num_attention_heads", 0)?.map_or("none".into(), |h| h.to_string())
+        );
+    }
+    family.activation = activation(&cfg, family)?;
     let mut tensors = Tensors::from_safetensors(&weights_path)?;
     let root = names.root;
     family.distillation = tensors.contains(&format!("{root}.embeddings.distillation_token"));
@@ -201,19 +205,15 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
     let fc1 = format!("{root}.{}.0.{}.weight", names.layers, names.fc1);
     let f = tensors.dim(&fc1, 0)? / family.activation.fc1_width(1);
     let config = VitConfig {
-        image_size: cfg.int("image_size")?,
-        patch_size: cfg.int("patch_size")?,
-        channels: cfg.int("num_channels").unwrap_or(3),
-        hidden: cfg.int("hidden_size")?,
-        layers: cfg.int("num_hidden_layers")?,
-        heads: cfg.int("num_attention_heads")?,
+        image_size: cfg.size("image_size")?,
+        patch_size: cfg.size("patch_size")?,
+        channels: cfg.uint("num_channels", 1)?.unwrap_or(3),
+        hidden: cfg.size("hidden_size")?,
+        layers: cfg.size("num_hidden_layers")?,
+        heads: cfg.size("num_attention_heads")?,
         intermediate: f,
         classes: 0,
-        layer_norm_eps: cfg
-            .json
-            .get("layer_norm_eps")
-            .and_then(Value::as_f64)
-            .unwrap_or(1e-12) as f32,
+        layer_norm_eps: cfg.positive("layer_norm_eps")?.unwrap_or(1e-12),
         family,
     };
     // The classes come with the head, read below.
@@ -239,13 +239,14 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
         })
         .collect::<Result<Vec<Block>>>()?;
     let norm = tensors.pp(root).norm(names.norm, d, eps)?;
-    let (head, zero_shot, names_of_classes) = head(&mut tensors, &cfg.json, &config, options)?;
+    let (head, zero_shot, names_of_classes) = head(&mut tensors, &cfg, &config, options)?;
     let mut config = config;
     config.classes = zero_shot
         .as_ref()
         .map_or(head.b.len(), |z| z.text.len() / head.b.len());
     check_consumed(&tensors)?;
-    let normalization = read_preprocessor(&dir.join("preprocessor_config.json"))?;
+    let preprocessor = dir.join("preprocessor_config.json");
+    let normalization = super::config::preprocessor(&preprocessor, config.image_size)?;
     assemble(Vit {
         config,
         weights: Weights {
@@ -272,7 +273,7 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
 #[allow(clippy::type_complexity)]
 fn head(
     t: &mut Tensors,
-    json: &Value,
+    json: &Json,
     c: &VitConfig,
     options: &super::LoadOptions,
 ) -> Result<(Linear, Option<ZeroShot>, Option<Vec<String>>)> {
@@ -299,17 +300,19 @@ fn head(
         t.pp("").linear("classifier", classes, width)?
     };
     let classes = head.b.len();
-    let names = json.get("id2label").and_then(Value::as_object).map(|m| {
-        (0..classes)
-            .map(|i| {
-                m.get(&i.to_string())
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_string()
-            })
-            .collect()
-    });
+    let names = class_names(json, classes)?;
     Ok((head, None, names))
+}
+
+/// The names of `id2label` for `classes` classes (`"?"` for one it leaves out).
+fn class_names(json: &Json, classes: usize) -> Result<Option<Vec<String>>> {
+    let Some(map) = json.object("id2label")? else {
+        return Ok(None);
+    };
+    let names = (0..classes)
+        .map(|i| Ok(map.string(&i.to_string())?.unwrap_or("?").to_string()))
+        .collect::<Result<_>>()?;
+    Ok(Some(names))
 }
 
 /// One block, layer scales folded into the attention output and fc2.
@@ -382,78 +385,4 @@ fn embeddings(
     full.extend(std::iter::repeat_n(0.0, fam.registers * d));
     full.extend_from_slice(&pos[d..]);
     Ok((patch, prefix, full))
-}
-
-/// `preprocessor_config.json`'s mean/std, ImageNet's when the file is absent.
-fn read_preprocessor(path: &Path) -> Result<Normalization> {
-    if !path.exists() {
-        return Ok(Normalization::imagenet(
-            "ImageNet (no preprocessor_config.json)",
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    let json: Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
-    let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
-        match json.get(key).and_then(Value::as_array) {
-            None => Ok(default),
-            Some(a) if a.len() == 3 => {
-                Ok([0, 1, 2].map(|i| a[i].as_f64().unwrap_or(f64::NAN) as f32))
-            }
-            Some(_) => bail!("{}: {key} must have 3 values", path.display()),
-        }
-    };
-    let normalize = json
-        .get("do_normalize")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
-    let (mean, std) = if normalize {
-        (
-            triple("image_mean", IMAGENET_MEAN)?,
-            triple("image_std", IMAGENET_STD)?,
-        )
-    } else {
-        ([0.0; 3], [1.0; 3])
-    };
-    Ok(Normalization {
-        mean,
-        std,
-        geometry: geometry(&json, path)?,
-        source: format!("{}", path.display()),
-    })
-}
-
-/// The resize and crop of a `preprocessor_config.json` (`size` as height/width or
-/// shortest_edge, `do_center_crop` + `crop_size`, `resample`).
-fn geometry(json: &Value, path: &Path) -> Result<Geometry> {
-    let size = json.get("size");
-    let dim = |v: Option<&Value>, key: &str| {
-        v.and_then(|v| v.get(key))
-            .and_then(Value::as_u64)
-            .map(|v| v as usize)
-    };
-    let filter = match json.get("resample").and_then(Value::as_u64) {
-        None | Some(2) => Filter::Bilinear,
-        Some(3) => Filter::Bicubic,
-        Some(other) => bail!(
-            "{}: resample {other} is not supported (2 bilinear, 3 bicubic)",
-            path.display()
-        ),
-    };
-    let resize = json
-        .get("do_resize")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
-    Ok(Geometry {
-        size: resize
-            .then(|| dim(size, "height").zip(dim(size, "width")))
-            .flatten(),
-        shortest_edge: resize.then(|| dim(size, "shortest_edge")).flatten(),
-        crop: json
-            .get("do_center_crop")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        filter,
-    })
 }

@@ -3,6 +3,7 @@
 //! under a name prefix) and must use every tensor of the file: a tensor it does
 //! not know is an error naming it, and the family it suggests.
 
+mod config;
 mod google;
 mod huggingface;
 mod pytorch;
@@ -34,14 +35,25 @@ pub struct LoadOptions {
 /// Loads a Hugging Face directory, a timm `.safetensors` or PyTorch `.pth`/`.pt`
 /// state dict, or a Google `.npz`.
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
-    if path.is_dir() {
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "{}: no such checkpoint file or directory, or it cannot be read",
+            path.display()
+        )
+    })?;
+    if meta.is_dir() {
         return huggingface::load(path, options);
     }
-    if !path.exists() {
-        bail!("{}: no such checkpoint file or directory", path.display());
-    }
+    zero_shot::refuse_classifier(options, path)?;
     match path.extension().and_then(|e| e.to_str()) {
-        Some("npz") => google::load(path),
+        Some("npz") => {
+            refuse_heads(
+                options,
+                path,
+                "a Google .npz, whose query kernels give the head count",
+            )?;
+            google::load(path)
+        }
         Some("safetensors" | "pth" | "pt") => {
             let tensors = if path.extension().is_some_and(|e| e == "safetensors") {
                 Tensors::from_safetensors(path)?
@@ -64,6 +76,94 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
     }
 }
 
+/// What a user should know of a model loaded from `path` with `options` that
+/// changes its answers: a head count guessed (timm and `.pth` files store none).
+pub fn notes(path: &Path, vit: &Vit, options: &LoadOptions) -> Result<Vec<String>> {
+    use super::vit::Layout;
+    let mut notes = Vec::new();
+    if matches!(vit.layout, Layout::Timm | Layout::PyTorch) && timm::heads_guessed(path, options)? {
+        notes.push(format!(
+            "{}: the file stores no head count; {} heads of 64 were assumed (width {} / 64), which changes every answer if wrong: pass --heads, or put num_heads in a config.json beside it",
+            path.display(),
+            vit.config.heads,
+            vit.config.hidden
+        ));
+    }
+    Ok(notes)
+}
+
+/// `--heads` only for layouts that store no head count.
+fn refuse_heads(options: &LoadOptions, path: &Path, what: &str) -> Result<()> {
+    if let Some(heads) = options.heads {
+        bail!(
+            "--heads {heads}: {} is {what}; --heads is for timm and .pth files",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The largest weight magnitude accepted. Trained ViTs' weights stay below 10^3;
+/// a product of two weights of 10^19 already overflows float32 (attention logits
+/// and LayerNorm variances are such products), and 10^8 leaves room for the sums.
+pub const MAX_WEIGHT: f32 = 1e8;
+
+/// Why a safetensors file's header does not fit its data, naming the tensor: its
+/// dtype, or its offsets against its shape, the tensor before it and the data's
+/// length. None when the header itself does not parse (the library says why).
+fn safetensors_fault(bytes: &[u8]) -> Option<String> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let data = (bytes.len() - 8 - n) as u64;
+    let mut tensors: Vec<(&String, &serde_json::Value)> = header
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .collect();
+    let offset =
+        |t: &serde_json::Value, i: usize| t["data_offsets"].get(i).and_then(|v| v.as_u64());
+    tensors.sort_by_key(|(_, t)| offset(t, 0));
+    let mut end = 0u64;
+    for (name, t) in tensors {
+        let width: u64 = match t["dtype"].as_str() {
+            Some("F64" | "I64" | "U64") => 8,
+            Some("F32" | "I32" | "U32") => 4,
+            Some("F16" | "BF16" | "I16" | "U16") => 2,
+            Some("I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2") => 1,
+            _ => {
+                return Some(format!(
+                    "tensor {name} has dtype {}, which safetensors does not define",
+                    t["dtype"]
+                ))
+            }
+        };
+        let shape: Option<Vec<u64>> = t["shape"]
+            .as_array()
+            .and_then(|s| s.iter().map(|d| d.as_u64()).collect());
+        let Some(shape) = shape else {
+            return Some(format!(
+                "tensor {name} has shape {}: not a list of sizes",
+                t["shape"]
+            ));
+        };
+        let (Some(start), Some(stop)) = (offset(t, 0), offset(t, 1)) else {
+            return Some(format!(
+                "tensor {name} has data_offsets {}: not two byte offsets",
+                t["data_offsets"]
+            ));
+        };
+        let size = shape.iter().try_fold(width, |n, &d| n.checked_mul(d));
+        if start != end || stop < start || Some(stop - start) != size || stop > data {
+            return Some(format!(
+                "tensor {name} has data_offsets [{start}, {stop}], but its dtype and shape {shape:?} need {} bytes from {end} (the end of the tensor before it), within the {data} bytes of data",
+                size.map_or("too many".into(), |s| s.to_string())
+            ));
+        }
+        end = stop;
+    }
+    (end != data).then(|| format!("the tensors end at byte {end} of the {data} bytes of data"))
+}
+
 /// Named tensors of one file, taken out one by one with shape checks.
 pub(crate) struct Tensors {
     file: PathBuf,
@@ -72,10 +172,11 @@ pub(crate) struct Tensors {
 
 impl Tensors {
     pub(crate) fn from_safetensors(path: &Path) -> Result<Self> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
+        let bytes = crate::files::read(path, crate::files::WHOLE)?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+            let why = safetensors_fault(&bytes).unwrap_or_else(|| e.to_string());
+            anyhow::anyhow!("{}: not a valid safetensors file: {why}", path.display())
+        })?;
         let mut map = HashMap::new();
         for (name, view) in st.tensors() {
             let data = view.data();
@@ -170,6 +271,13 @@ impl Tensors {
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             bail!(
                 "{}: tensor {name} holds a non-finite value ({}) at index {i}",
+                self.file.display(),
+                values[i]
+            );
+        }
+        if let Some(i) = values.iter().position(|v| v.abs() > MAX_WEIGHT) {
+            bail!(
+                "{}: tensor {name} holds {:e} at index {i}, beyond the {MAX_WEIGHT:e} no trained ViT's weights come near: the passes would overflow float32",
                 self.file.display(),
                 values[i]
             );
@@ -450,6 +558,19 @@ impl Scope<'_> {
     }
 }
 
-pub(crate) fn block_count(tensors: &Tensors, name_of: impl Fn(usize) -> String) -> usize {
-    (0..).take_while(|&i| tensors.contains(&name_of(i))).count()
+/// The number of blocks of a layout whose block `i` tensors are named
+/// `{before}{i}{after}...`: one more than the highest index found (a block missing
+/// a tensor is then named by the tensor it misses, not left out).
+pub(crate) fn block_count(tensors: &Tensors, before: &str, after: &str) -> usize {
+    tensors
+        .map
+        .keys()
+        .filter_map(|name| {
+            let rest = name.strip_prefix(before)?;
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            let index: usize = rest[..digits].parse().ok()?;
+            rest[digits..].starts_with(after).then_some(index + 1)
+        })
+        .max()
+        .unwrap_or(0)
 }

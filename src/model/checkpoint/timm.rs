@@ -5,19 +5,21 @@
 //! Dimensions come from shapes; the head count from `--heads`, a `config.json`
 //! beside the file (`num_heads`), or the ViT convention of 64-wide heads.
 
+use super::config::Json;
 use super::{
     assemble, average_heads, block_count, check_consumed, config_from_shapes, fold_scale, Scope,
     Tensors,
 };
 use crate::model::family::{Compat, Family, FfnActivation, Readout};
-use crate::model::vit::{Block, Layout, Linear, Normalization, Vit, VitConfig, Weights};
+use crate::model::vit::{
+    Block, Layout, Linear, Normalization, Vit, VitConfig, Weights, IMAGENET_MEAN, IMAGENET_STD,
+};
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 use std::path::Path;
 
 pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
     let file = tensors.file().to_path_buf();
-    let layers = block_count(&tensors, |i| format!("blocks.{i}.attn.qkv.weight"));
+    let layers = block_count(&tensors, "blocks.", ".");
     let patch_shape = tensors.shape("patch_embed.proj.weight")?.to_vec();
     let [d, channels, p, _] = patch_shape[..] else {
         bail!("{}: patch_embed.proj.weight must be 4-D", file.display())
@@ -197,41 +199,46 @@ impl Beside {
             classes: None,
             normalization: Normalization::imagenet("ImageNet (timm files carry none)"),
         };
-        let Ok(text) = std::fs::read_to_string(&path) else {
+        if !path.exists() {
             return Ok(none);
+        }
+        let value = crate::files::read_json(&path)?;
+        let root = Json::new(&path, &value);
+        // timm writes its settings at the top, or under model_args / pretrained_cfg.
+        let scopes = [
+            Some(Json::new(&path, &value)),
+            root.object("model_args")?,
+            root.object("pretrained_cfg")?,
+        ];
+        let find = |keys: &[&'static str]| {
+            (scopes.iter().flatten()).find_map(|scope| {
+                keys.iter()
+                    .find(|k| scope.get(k).is_some())
+                    .map(|k| (scope, *k))
+            })
         };
-        let json: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid JSON", path.display()))?;
-        let find = |key: &str| {
-            json.get(key)
-                .or_else(|| json.pointer(&format!("/model_args/{key}")))
-                .or_else(|| json.pointer(&format!("/pretrained_cfg/{key}")))
+        let heads = match find(&["num_heads"]) {
+            Some((scope, key)) => scope.uint(key, 1)?,
+            None => None,
         };
-        let heads = find("num_heads")
-            .and_then(Value::as_u64)
-            .map(|h| h as usize);
-        let classes = find("classes")
-            .or_else(|| find("label_names"))
-            .and_then(|v| {
-                v.as_array()?
-                    .iter()
-                    .map(|s| s.as_str().map(String::from))
-                    .collect()
-            });
-        let triple = |keys: [&str; 2]| -> Option<[f32; 3]> {
-            let a = keys.iter().find_map(|k| find(k)?.as_array())?;
-            (a.len() == 3).then(|| [0, 1, 2].map(|i| a[i].as_f64().unwrap_or(f64::NAN) as f32))
+        let classes = match find(&["classes", "label_names"]) {
+            Some((scope, key)) => Some(scope.names(key)?),
+            None => None,
         };
-        let normalization = match (triple(["image_mean", "mean"]), triple(["image_std", "std"])) {
-            (Some(mean), Some(std)) if mean.iter().chain(&std).all(|v| v.is_finite()) => {
-                Normalization {
-                    mean,
-                    std,
-                    geometry: Default::default(),
-                    source: path.display().to_string(),
-                }
-            }
-            _ => none.normalization,
+        let mean = find(&["image_mean", "mean"]);
+        let std = find(&["image_std", "std"]);
+        let normalization = match (mean, std) {
+            (None, None) => none.normalization,
+            (mean, std) => Normalization {
+                mean: mean
+                    .map_or(Ok(None), |(scope, key)| scope.triple(key))?
+                    .unwrap_or(IMAGENET_MEAN),
+                std: std
+                    .map_or(Ok(None), |(scope, key)| scope.std(key))?
+                    .unwrap_or(IMAGENET_STD),
+                geometry: Default::default(),
+                source: path.display().to_string(),
+            },
         };
         Ok(Beside {
             heads,
@@ -239,4 +246,10 @@ impl Beside {
             normalization,
         })
     }
+}
+
+/// Whether the head count of the timm file `file` is a guess (width / 64): no
+/// `--heads` and no `num_heads` in a config.json beside it.
+pub(super) fn heads_guessed(file: &Path, options: &super::LoadOptions) -> Result<bool> {
+    Ok(options.heads.is_none() && Beside::read(file)?.heads.is_none())
 }
