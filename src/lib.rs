@@ -4,6 +4,7 @@
 pub mod attribution;
 pub mod data;
 pub mod experiments;
+pub mod files;
 pub mod jobs;
 pub mod model;
 pub mod names;

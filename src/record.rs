@@ -19,6 +19,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
+mod check;
+pub use check::check_against;
+
 /// A setting a record was made with, as `(name, value)`: a run may add records to
 /// a file only when it asks for the same.
 pub type Setting = (&'static str, String);
@@ -30,9 +33,17 @@ pub trait Record: Serialize + DeserializeOwned {
     /// The field every record of this kind begins with (a torn first line is
     /// recognised by it).
     const FIRST_FIELD: &'static str = "image";
+    /// The settings every record of one file shares: a file never mixes models
+    /// (or, for path records, runs); its readers refuse one that does.
+    const SHARED: &'static [&'static str] = &["model fingerprint"];
     fn key(&self) -> String;
     /// Everything besides the key that decides the record's values.
     fn settings(&self) -> Vec<Setting>;
+    /// What a record must be on its own (an edited file may say anything); an
+    /// error names the field and its value.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A record kind a sharded run (`--shard`) writes, as [`crate::shards::merge`] merges it.
@@ -82,6 +93,10 @@ pub struct PathRecord {
     pub rank: usize,
     /// Neurons per layer in the model (the CLS FFN width), the range of `path`.
     pub neurons: usize,
+    /// The model's number of classes, the range of `label`, `target` and
+    /// `predicted` (absent in older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
     /// Joint Attribution Score of the path.
     pub score: f64,
     /// The class explained, and why that one ("label" or "predicted").
@@ -151,6 +166,19 @@ impl PathRecord {
 
 impl Record for PathRecord {
     const KIND: &'static str = "path";
+    const SHARED: &'static [&'static str] = &[
+        "model fingerprint",
+        "unit",
+        "top-k",
+        "integration",
+        "steps",
+        "score form",
+        "target",
+        "preprocessing",
+        "compat",
+        "seed",
+        "beam",
+    ];
 
     fn key(&self) -> String {
         match self.rank {
@@ -165,6 +193,13 @@ impl Record for PathRecord {
                 "model fingerprint",
                 self.model_fingerprint.clone().unwrap_or_else(unrecorded),
             ),
+            (
+                "unit",
+                self.sites
+                    .first()
+                    .map_or("blocks.0.mlp.post@cls".into(), |s| s.to_string()),
+            ),
+            ("top-k", self.path.0.first().map_or(1, Vec::len).to_string()),
             ("integration", self.integration.name().into()),
             ("steps", self.steps.to_string()),
             ("score form", self.score_form.name().into()),
@@ -173,14 +208,11 @@ impl Record for PathRecord {
             ("compat", self.compat.name().into()),
             ("seed", self.seed.map_or_else(unrecorded, |s| s.to_string())),
             ("beam", self.beam.to_string()),
-            ("top-k", self.path.0.first().map_or(1, Vec::len).to_string()),
-            (
-                "unit",
-                self.sites
-                    .first()
-                    .map_or("blocks.0.mlp.post@cls".into(), |s| s.to_string()),
-            ),
         ]
+    }
+
+    fn check(&self) -> Result<()> {
+        check::record(self)
     }
 }
 
@@ -198,6 +230,15 @@ pub fn read_paths(path: &Path) -> Result<Vec<PathRecord>> {
     Ok(records.into_iter().filter(|r| r.rank == 0).collect())
 }
 
+/// Whether another run holds `path` locked (is still writing it): what is read
+/// now may not be all it will hold.
+pub fn being_written(path: &Path) -> bool {
+    let Ok(file) = crate::files::open(path) else {
+        return false;
+    };
+    matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
+}
+
 /// An output file opened for appending, locked, with what it already holds.
 pub struct RecordFile<T> {
     path: PathBuf,
@@ -212,17 +253,16 @@ impl<T: Record> RecordFile<T> {
     /// record of this kind, a record made with other settings. A torn last line
     /// after this kind's records (a killed run) is cut off.
     pub fn open(path: &Path, settings: &[Setting]) -> Result<RecordFile<T>> {
-        if path.exists() && !path.is_file() {
-            bail!("{}: not a regular file", path.display());
-        }
         create_parent(path)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("{}: cannot open for writing", path.display()))?;
+        let mut file = crate::files::open_with(
+            path,
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true),
+        )
+        .with_context(|| format!("{}: cannot open for writing", path.display()))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => bail!(
@@ -233,10 +273,7 @@ impl<T: Record> RecordFile<T> {
                 return Err(e).with_context(|| format!("{}: cannot lock", path.display()))
             }
         }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        let held = Held::<T>::scan(&bytes, path, settings)?;
+        let held = Held::<T>::scan(path, settings)?;
         file.set_len(held.keep)
             .with_context(|| format!("{}: cannot cut the torn last line", path.display()))?;
         file.seek(SeekFrom::End(0))?;
@@ -282,22 +319,24 @@ struct Held<T> {
 }
 
 impl<T: Record> Held<T> {
-    fn scan(bytes: &[u8], path: &Path, settings: &[Setting]) -> Result<Held<T>> {
+    /// The records of `path` (read line by line), checked as every reader checks
+    /// them and against the run's `settings`.
+    fn scan(path: &Path, settings: &[Setting]) -> Result<Held<T>> {
         let mut held = Held {
             records: HashMap::new(),
             keep: 0,
             unterminated: false,
         };
-        let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
-        let last = lines.len() - 1; // the text after the last newline, often empty
-        for (i, line) in lines.iter().enumerate() {
+        let mut file = FileCheck::new(path);
+        for (i, line) in crate::files::lines(path)?.enumerate() {
+            let line = line?;
             let at = || format!("{}: line {}", path.display(), i + 1);
-            let record = if line.trim_ascii().is_empty() {
+            let record = if line.bytes.trim_ascii().is_empty() {
                 None
             } else {
-                match serde_json::from_slice::<T>(line) {
+                match serde_json::from_slice::<T>(&line.bytes) {
                     Ok(record) => Some(record),
-                    Err(_) if i == last && held.is_torn(line) => break,
+                    Err(_) if !line.terminated && held.is_torn(&line.bytes) => break,
                     Err(e) => bail!(
                         "{}: not a {} record ({e}); this file was not written by this command, or was edited. Nothing was changed: write to another file",
                         at(),
@@ -306,11 +345,12 @@ impl<T: Record> Held<T> {
                 }
             };
             if let Some(record) = record {
+                file.add(&record, i + 1)?;
                 check_settings(&record.settings(), settings).with_context(at)?;
                 held.records.insert(record.key(), record);
             }
-            held.keep += line.len() as u64 + u64::from(i < last);
-            held.unterminated = i == last && !line.is_empty();
+            held.keep += line.bytes.len() as u64 + u64::from(line.terminated);
+            held.unterminated = !line.terminated;
         }
         Ok(held)
     }
@@ -361,27 +401,77 @@ pub fn read_all<T: Record>(path: &Path) -> Result<Vec<T>> {
 }
 
 /// Calls `f` with each record of a JSON-lines file and its line as written
-/// (blank lines are passed over); an error names the file and line of a record
-/// that does not parse.
+/// (blank lines are passed over), read line by line; an error names the file and
+/// line of a record that does not parse, that [`Record::check`] refuses, that
+/// repeats an earlier record's key, or whose [`Record::SHARED`] settings are not
+/// the first record's (a file mixing models or runs).
 pub fn read_each<T: Record>(path: &Path, mut f: impl FnMut(T, &str) -> Result<()>) -> Result<()> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let record = serde_json::from_str(line).with_context(|| {
-            format!(
-                "{}: line {}: not a {} record",
-                path.display(),
-                i + 1,
-                T::KIND
-            )
-        })?;
-        f(record, line)?;
+    let mut file = FileCheck::new(path);
+    for (i, line) in crate::files::lines(path)?.enumerate() {
+        let line = line?;
+        let at = || format!("{}: line {}", path.display(), i + 1);
+        let text = std::str::from_utf8(&line.bytes)
+            .with_context(|| format!("{}: not UTF-8 text", at()))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let record: T = serde_json::from_str(text)
+            .with_context(|| format!("{}: not a {} record", at(), T::KIND))?;
+        file.add(&record, i + 1)?;
+        f(record, text)?;
     }
     Ok(())
+}
+
+/// What the records of one file read so far must agree with: the first one's
+/// shared settings, and no key twice.
+struct FileCheck<'a> {
+    path: &'a Path,
+    first: Option<(usize, Vec<Setting>)>,
+    lines: HashMap<String, usize>,
+}
+
+impl<'a> FileCheck<'a> {
+    fn new(path: &'a Path) -> FileCheck<'a> {
+        FileCheck {
+            path,
+            first: None,
+            lines: HashMap::new(),
+        }
+    }
+
+    /// Checks `record`, read at `line`, on its own and against those before it.
+    fn add<T: Record>(&mut self, record: &T, line: usize) -> Result<()> {
+        let at = || format!("{}: line {line}", self.path.display());
+        record.check().with_context(at)?;
+        let shared: Vec<Setting> = (record.settings().into_iter())
+            .filter(|(name, _)| T::SHARED.contains(name))
+            .collect();
+        match &self.first {
+            None => self.first = Some((line, shared)),
+            Some((first, want)) => {
+                if let Some((name, value)) = shared.iter().find(|s| !want.contains(s)) {
+                    let old = want
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map_or("-", |(_, v)| v.as_str());
+                    bail!(
+                        "{}: made with {name} {value}, but the record on line {first} with {name} {old}: the file mixes runs (or models); it was edited or two files were joined",
+                        at()
+                    );
+                }
+            }
+        }
+        if let Some(first) = self.lines.insert(record.key(), line) {
+            bail!(
+                "{}: a second {} record of {:?} (the first is on line {first}); the file was edited or two runs were joined: remove one",
+                at(),
+                T::KIND,
+                record.key().replace('\t', " ")
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The preprocessing preset the paths were found with (all records must agree).
@@ -476,12 +566,10 @@ pub fn check_output(path: &Path, marker: &str) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    if !path.is_file() {
-        bail!("{}: not a regular file", path.display());
-    }
     let mut start = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(4096).read_to_end(&mut start))
+    crate::files::open(path)?
+        .take(4096)
+        .read_to_end(&mut start)
         .with_context(|| format!("{}: cannot read", path.display()))?;
     let ours = start.windows(marker.len()).any(|w| w == marker.as_bytes());
     if !(start.is_empty() || ours) {
@@ -493,20 +581,33 @@ pub fn check_output(path: &Path, marker: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` whole or not at all: a temporary file beside it, renamed
-/// over it (a reader or a kill never sees half a file).
+/// Writes `bytes` to `path` whole or not at all: a temporary file beside it,
+/// flushed to disk and renamed over it (a reader, a kill or a full disk never
+/// leaves half a file); on failure the temporary file is removed and `path` is
+/// as it was.
 pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("{}: cannot write", path.display()))
+    let tmp = PathBuf::from(tmp);
+    let written = (|| -> std::io::Result<()> {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e)
+            .with_context(|| format!("{}: cannot write (left as it was)", path.display()));
+    }
+    Ok(())
 }
 
 /// Writes a whole output file (stats, pruning results, the report) whose text holds
-/// `marker` near its start, creating its folder; see [`check_output`].
+/// `marker` near its start, creating its folder; see [`check_output`] and
+/// [`write_whole`].
 pub fn write_output(path: &Path, bytes: &[u8], marker: &str) -> Result<()> {
     check_output(path, marker)?;
     create_parent(path)?;
-    std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+    write_whole(path, bytes)
 }

@@ -36,12 +36,12 @@ fn tiny_images(vit: &Vit) -> Vec<ImageContext> {
 /// (`[S, intermediate]`), every other block running normally.
 fn probability_with_row(vit: &Vit, image: &ImageContext, layer: usize, rows: &[f32]) -> Vec<f32> {
     let s = rows.len() / vit.config.intermediate;
-    let x: Vec<f32> = (0..s).flat_map(|_| vit.embed(&image.pixels)).collect();
+    let x: Vec<f32> = (0..s).flat_map(|_| image.pixels.iter().copied()).collect();
     let replace = [Intervention {
         site: vit.neuron_site(layer),
         action: Action::Replace(rows),
     }];
-    softmax(&vit.logits(x, &replace), vit.config.classes)
+    softmax(&vit.logits(&x, &replace), vit.config.classes)
         .chunks_exact(vit.config.classes)
         .map(|p| p[image.target])
         .collect()

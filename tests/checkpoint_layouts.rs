@@ -26,7 +26,7 @@ fn class_rows_equal_the_libraries_text_embeddings() {
     for name in ["clip-hf", "open-clip safetensors", "open-clip bin"] {
         let f = own(name);
         let vit = f.load();
-        let z = vit.zero_shot.as_ref().unwrap();
+        let z = vit.weights.zero_shot.as_ref().unwrap();
         close(name, &z.text, &array(&f, "text_embeds"), 1e-5);
         let scale = array(&f, "logit_scale")[0];
         assert!(
@@ -55,14 +55,14 @@ fn class_rows_equal_the_libraries_text_embeddings() {
         ..f.options.clone()
     };
     let vit = model::load(&f.model, &options).unwrap();
-    let rows = &vit.zero_shot.unwrap().text;
+    let rows = &vit.weights.zero_shot.unwrap().text;
     close("ensemble", rows, &array(&f, "text_embeds_ensemble"), 1e-5);
 }
 
 /// The patch rows of the position embedding (CLS and registers left out).
 fn patch_positions(vit: &Vit) -> Vec<f32> {
     let d = vit.config.hidden;
-    vit.pos_embed[vit.config.family.prefix_tokens() * d..].to_vec()
+    vit.weights.pos_embed[vit.config.family.prefix_tokens() * d..].to_vec()
 }
 
 #[test]
@@ -77,12 +77,17 @@ fn dinov2_positions_are_interpolated_as_hugging_face_does() {
             let vit = model::load(&f.model, &options).unwrap();
             let size = size.unwrap_or(32);
             assert_eq!(vit.config.image_size, size, "{name}");
+            // Its processor's resize (shortest edge 36 for a crop of 32) keeps its
+            // ratio to the crop at the size run.
+            let geometry = &vit.normalization.geometry;
+            assert_eq!(geometry.shortest_edge, Some(36 * size / 32), "{name}");
+            assert!(geometry.crop, "{name}");
             let want = array(&f, &format!("position_embeddings_{size}"));
             let d = vit.config.hidden;
             let tol = 1e-5 * want.iter().fold(0f32, |m, v| m.max(v.abs()));
             close(
                 &format!("{name} CLS at {size}"),
-                &vit.pos_embed[..d],
+                &vit.weights.pos_embed[..d],
                 &want[..d],
                 0.0,
             );

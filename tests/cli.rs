@@ -176,7 +176,7 @@ fn manipulate_refuses_unusable_path_files() {
     let out_of_range = variant("range.jsonl", &|r| r["path"][2] = 512.into());
     for (file, want) in [
         (empty, "no records"),
-        (too_long, "the path has 7 layers but the model has 6"),
+        (too_long, "activation has 6 values for a path of 7 layers"),
         (out_of_range, "neuron 512 at layer 2 is out of range"),
     ] {
         let out = neuronpath()

@@ -5,66 +5,11 @@
 //! experiments refuse another model or other images than the paths were found on.
 
 mod common;
-use common::{image_folder, neuronpath, scratch};
-use std::path::{Path, PathBuf};
-use std::process::Output;
-
-/// `neuronpath paths` (one cheap method, one step unless `extra` says) on `images`
-/// into `out`, with `extra` flags.
-fn paths(images: &Path, out: &Path, extra: &[&str]) -> Output {
-    let steps: &[&str] = if extra.contains(&"--steps") {
-        &[]
-    } else {
-        &["--steps", "1"]
-    };
-    neuronpath()
-        .args(["paths", "--method", "activation"])
-        .args(steps)
-        .arg("--images")
-        .arg(images)
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
-fn manipulate(images: &Path, paths: &Path, out: &Path, extra: &[&str]) -> Output {
-    neuronpath()
-        .args(["manipulate", "--images"])
-        .arg(images)
-        .arg("--paths")
-        .arg(paths)
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
-/// Asserts that the command failed with a message holding every one of `want`.
-fn fails_with(out: &Output, want: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "succeeded: {stderr}");
-    for w in want {
-        assert!(stderr.contains(w), "wanted {w:?} in: {stderr}");
-    }
-}
-
-fn succeeds(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
-    stderr
-}
-
-fn records(file: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(file)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use common::{
+    fails_with, image_folder, manipulate, neuronpath, other_model, paths, records, scratch,
+    succeeds,
+};
+use std::path::PathBuf;
 
 #[test]
 fn files_that_are_not_the_commands_own_are_left_untouched() {
@@ -143,18 +88,7 @@ fn a_second_run_on_the_same_file_stops() {
     let dir = scratch("lock");
     let images = image_folder(&dir, &["ship"], 4);
     let out = dir.join("p.jsonl");
-    let mut first = neuronpath()
-        .args(["paths", "--method", "jas", "--batch", "1", "--images"])
-        .arg(&images)
-        .arg("--out")
-        .arg(&out)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // The first run holds the file once it has written a record.
-    while std::fs::read_to_string(&out).map_or(0, |t| t.lines().count()) == 0 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let mut first = common::writing(&images, &out);
     let second = neuronpath()
         .args(["paths", "--method", "jas", "--batch", "1", "--images"])
         .arg(&images)
@@ -171,38 +105,6 @@ fn a_second_run_on_the_same_file_stops() {
         );
     }
     assert_eq!(records(&out).len(), 4, "every image once, no torn line");
-}
-
-/// A copy of the bundled model with one head bias changed: same shape, other answers.
-fn other_model(dir: &Path) -> PathBuf {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/vit-cifar10");
-    let to = dir.join("other-model");
-    std::fs::create_dir_all(&to).unwrap();
-    for f in ["config.json", "preprocessor_config.json"] {
-        std::fs::copy(src.join(f), to.join(f)).unwrap();
-    }
-    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut bias: Vec<u8> = st.tensor("classifier.bias").unwrap().data().to_vec();
-    bias[..4].copy_from_slice(&5f32.to_le_bytes());
-    let tensors: Vec<(String, safetensors::tensor::TensorView)> = st
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| match name.as_str() {
-            "classifier.bias" => {
-                let view = safetensors::tensor::TensorView::new(
-                    view.dtype(),
-                    view.shape().to_vec(),
-                    &bias,
-                )
-                .unwrap();
-                (name, view)
-            }
-            _ => (name, view),
-        })
-        .collect();
-    safetensors::serialize_to_file(tensors, None, &to.join("model.safetensors")).unwrap();
-    to
 }
 
 #[test]
@@ -445,12 +347,12 @@ fn flags_out_of_range_are_refused_clearly() {
         fails_with(&run, &[flag, "is not in"]);
     }
     assert!(!out.exists());
-    #[cfg(not(feature = "cuda"))]
-    fails_with(
-        &neuronpath()
-            .args(["inspect", "--gpu", "0"])
-            .output()
-            .unwrap(),
-        &["no CUDA support", "--features cuda"],
-    );
+    // A GPU that is not there is named, and where to see those that are.
+    let run = neuronpath()
+        .args(["paths", "--gpu", "99", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    fails_with(&run, &["--gpu 99", "neuronpath devices"]);
+    assert!(!out.exists());
 }

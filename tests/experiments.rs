@@ -24,6 +24,7 @@ fn record(image: &str, class: usize, path: &[usize]) -> PathRecord {
         beam: 1,
         rank: 0,
         neurons: 8,
+        classes: None,
         target: class,
         target_source: Target::Label,
         target_prob: 0.5,

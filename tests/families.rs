@@ -46,14 +46,10 @@ fn families_match_pytorch() {
             let (want_acts, want_grads) =
                 (values(&reference, acts_key), values(&reference, grads_key));
             let rows = vit.neuron_rows();
-            let x: Vec<f32> = pixels
-                .chunks_exact(per_image)
-                .flat_map(|p| vit.embed(p))
-                .collect();
             let sites: Vec<Site> = (0..layers).map(|l| vit.neuron_site(l)).collect();
-            let grads = vit.gradients(x, 0, &[], &targets, &sites);
+            let grads = vit.gradients(&pixels, 0, &[], &targets, &sites);
             let want_logits = values(&reference, "logits");
-            let logit_tol = match vit.zero_shot {
+            let logit_tol = match vit.weights.zero_shot {
                 Some(_) => 1e-4 * max_abs(&want_logits).max(1.0),
                 None => 1e-4,
             };

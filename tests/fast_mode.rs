@@ -8,7 +8,7 @@ use neuronpath::model::{self, LoadOptions};
 
 #[test]
 fn gauss_legendre_6_agrees_with_the_converged_paths_as_often_as_riemann_20() {
-    neuronpath::model::kernels::reuse_freed_buffers();
+    neuronpath::model::reuse_freed_buffers();
     let vit = model::load(
         &common::shared("fixtures/vit-cifar10"),
         &LoadOptions::default(),

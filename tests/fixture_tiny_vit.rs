@@ -55,11 +55,7 @@ fn logits_activations_and_gradients_match_pytorch() {
             "{name} config"
         );
         let per_image = pixels.len() / images;
-        let x: Vec<f32> = pixels
-            .chunks_exact(per_image)
-            .flat_map(|p| vit.embed(p))
-            .collect();
-        let logits = vit.logits(x.clone(), &[]);
+        let logits = vit.logits(&pixels, &[]);
         for (i, (got, want)) in logits.iter().zip(&want_logits).enumerate() {
             assert!(
                 (got - want).abs() < 1e-4,
@@ -87,7 +83,7 @@ fn logits_activations_and_gradients_match_pytorch() {
             }
         }
         let sites: Vec<Site> = (0..c.layers).map(|l| vit.neuron_site(l)).collect();
-        let grads = vit.gradients(x, 0, &[], &vec![target; images], &sites);
+        let grads = vit.gradients(&pixels, 0, &[], &vec![target; images], &sites);
         for (l, &site) in sites.iter().enumerate() {
             for img in 0..images {
                 let got = &grads.at(site)[img * f..(img + 1) * f];
@@ -125,7 +121,7 @@ fn branching_equals_a_full_forward_with_the_row_replaced() {
         site,
         action: Action::Replace(&rows),
     }];
-    let full = vit.gradients(vit.embed(pixels), 0, &replace, &[2], &[site]);
+    let full = vit.gradients(pixels, 0, &replace, &[2], &[site]);
     let branched = vit.branched_gradients(&[&clean], &replace, &[2]);
     assert!((full.probability[0] - branched.probability[0]).abs() < 1e-6);
     let g1 = branched.at(site);

@@ -31,7 +31,7 @@ fn image(vit: &Vit, i: usize, target: usize) -> ImageContext {
 /// `(block, values)` replaced by `values` (`[S, d]`).
 fn probabilities(vit: &Vit, image: &ImageContext, values: &[(usize, Vec<f32>)]) -> Vec<f32> {
     let s = values[0].1.len() / vit.config.hidden;
-    let x: Vec<f32> = (0..s).flat_map(|_| vit.embed(&image.pixels)).collect();
+    let x: Vec<f32> = (0..s).flat_map(|_| image.pixels.iter().copied()).collect();
     let replace: Vec<Intervention> = values
         .iter()
         .map(|(l, v)| Intervention {
@@ -39,7 +39,7 @@ fn probabilities(vit: &Vit, image: &ImageContext, values: &[(usize, Vec<f32>)]) 
             action: Action::Replace(v),
         })
         .collect();
-    softmax(&vit.logits(x, &replace), vit.config.classes)
+    softmax(&vit.logits(&x, &replace), vit.config.classes)
         .chunks_exact(vit.config.classes)
         .map(|p| p[image.target])
         .collect()
@@ -51,7 +51,7 @@ fn head_gradients_equal_central_differences() {
     let img = image(&vit, 0, 1);
     let (d, layers) = (vit.config.hidden, vit.config.layers);
     let sites: Vec<Site> = (0..layers).map(|l| vit.neuron_site(l)).collect();
-    let grads = vit.gradients(vit.embed(&img.pixels), 0, &[], &[img.target], &sites);
+    let grads = vit.gradients(&img.pixels, 0, &[], &[img.target], &sites);
     let eps = 1e-2f32;
     for (l, &site) in sites.iter().enumerate() {
         // 2 d sequences: each value of this layer's heads moved by -eps and +eps;

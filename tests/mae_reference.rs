@@ -12,7 +12,7 @@ use neuronpath::model::{self, Compat, Family, LoadOptions, Tokens, Vit};
 use serde_json::Value;
 
 fn mae(file: &str, compat: Compat) -> Vit {
-    neuronpath::model::kernels::reuse_freed_buffers();
+    neuronpath::model::reuse_freed_buffers();
     let mut vit = model::load(
         &common::shared(&format!("fixtures/mae-cifar10/{file}")),
         &LoadOptions::default(),

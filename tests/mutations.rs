@@ -307,7 +307,7 @@ fn a_config_declaring_other_layer_counts_is_refused() {
     for (layers, want) in [
         (2, "vit.encoder.layer.2.attention.attention.key.bias"),
         (4, "missing tensor vit.encoder.layer.3."),
-        (0, "layers 0 is out of range"),
+        (0, "num_hidden_layers is 0: invalid"),
     ] {
         let edited = config.replace(
             "\"num_hidden_layers\": 3",

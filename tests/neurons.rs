@@ -162,15 +162,10 @@ fn scan_ranks_as_pytorch_on_the_family_fixtures() {
             vit.config.layers,
         );
         let images = acts.len() / (layers * t * f);
-        let per_image = pixels.len() / images;
         let neurons: Vec<Neuron> = Neuron::of_layers(&(0..layers).collect::<Vec<_>>(), f);
         for rank in [Rank::Cls, Rank::PatchMax] {
             vit.neuron_tokens = rank.tokens();
-            let x: Vec<f32> = pixels
-                .chunks_exact(per_image)
-                .flat_map(|p| vit.embed(p))
-                .collect();
-            let pass = vit.activations(x);
+            let pass = vit.activations(&pixels);
             let keys: Vec<String> = (0..images).map(|b| format!("image{b}")).collect();
             let seen: Vec<Seen> = (0..images)
                 .map(|at| Seen {
@@ -230,24 +225,24 @@ fn direct_effect_is_the_head_through_the_frozen_norm() {
     vit.neuron_tokens = Tokens::All;
     for r in records(&out) {
         let w: Vec<f32> = (0..d)
-            .map(|i| vit.blocks[r.layer].fc2.w[i * f + r.neuron])
+            .map(|i| vit.weights.blocks[r.layer].fc2.w[i * f + r.neuron])
             .collect();
         let mut want = vec![0f32; 10];
         for e in &r.top {
             let entry = set.entries.iter().find(|x| x.key == e.image).unwrap();
             let pixels = data::load_image(&entry.path, &vit, &norm).unwrap();
-            let pass = vit.activations(vit.embed(&pixels));
+            let pass = vit.activations(&pixels);
             let cls = &pass.output[..d];
             let mean = cls.iter().sum::<f32>() / d as f32;
             let var = cls.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / d as f32;
-            let rstd = 1.0 / (var + vit.norm.eps).sqrt();
+            let rstd = 1.0 / (var + vit.weights.norm.eps).sqrt();
             assert!((e.norm_scale.unwrap() - rstd).abs() <= 1e-5 * rstd);
             let wmean = w.iter().sum::<f32>() / d as f32;
             let y: Vec<f32> = (0..d)
-                .map(|i| (w[i] - wmean) * rstd * vit.norm.gamma[i])
+                .map(|i| (w[i] - wmean) * rstd * vit.weights.norm.gamma[i])
                 .collect();
             for (c, want) in want.iter_mut().enumerate() {
-                let row = &vit.head.w[c * d..(c + 1) * d];
+                let row = &vit.weights.head.w[c * d..(c + 1) * d];
                 *want += row.iter().zip(&y).map(|(a, b)| a * b).sum::<f32>() / r.top.len() as f32;
             }
         }

@@ -48,7 +48,7 @@ fn bilinear_resize_and_normalisation_match_pil_and_torchvision() {
             .filter(|(a, b)| a != b)
             .count();
         assert_eq!(off, 0, "{name}: {off} resized values differ from PIL");
-        let tensor = to_tensor(&img, 224, &imagenet);
+        let tensor = to_tensor(&img, 224, &imagenet).unwrap();
         let want = npz[&key].to_f32().unwrap();
         let worst = tensor
             .iter()
@@ -115,11 +115,12 @@ fn shortest_edge_resize_and_centre_crop_match_pil() {
             size: None,
             shortest_edge: Some(40),
             crop: true,
+            keep_size: false,
             filter: neuronpath::model::Filter::Bicubic,
         },
         source: String::new(),
     };
-    let got = to_tensor(&source, 32, &identity);
+    let got = to_tensor(&source, 32, &identity).unwrap();
     let plane = 32 * 32;
     for (i, px) in want.pixels.chunks_exact(3).enumerate() {
         for c in 0..3 {

@@ -9,7 +9,7 @@ use neuronpath::model::{self, LoadOptions, Vit};
 use serde_json::Value;
 
 fn cifar_vit() -> Vit {
-    neuronpath::model::kernels::reuse_freed_buffers();
+    neuronpath::model::reuse_freed_buffers();
     model::load(
         &common::shared("fixtures/vit-cifar10"),
         &LoadOptions::default(),

@@ -16,7 +16,7 @@ use neuronpath::model::{self, Compat, LoadOptions, Vit};
 use serde_json::Value;
 
 fn vit(fixture: &str, compat: Compat) -> Vit {
-    neuronpath::model::kernels::reuse_freed_buffers();
+    neuronpath::model::reuse_freed_buffers();
     let mut vit = model::load(&common::shared(fixture), &LoadOptions::default()).unwrap();
     vit.compat = compat;
     vit

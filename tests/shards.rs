@@ -2,8 +2,10 @@
 //! and the merge's refusals. Shards run as parallel processes of the CLI.
 
 mod common;
+use common::lines_written;
 use common::neuronpath;
 use common::sorted_lines;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -140,7 +142,7 @@ fn a_killed_shard_resumed_merges_to_the_single_run() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    while std::fs::read_to_string(&killed).map_or(0, |t| t.lines().count()) < 2 {
+    while lines_written(&killed) < 2 {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     child.kill().unwrap();
@@ -157,6 +159,76 @@ fn a_killed_shard_resumed_merges_to_the_single_run() {
     );
 
     succeed(paths(&killed, Some("0/2")).spawn().unwrap());
+    let (ok, stderr) = merge(&dir.join("all.jsonl"), &files);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        sorted_lines(&dir.join("all.jsonl")),
+        sorted_lines(single_paths)
+    );
+}
+
+/// The command `status` gives to resume shard `shard` (`I/N`) of the run in `dir`.
+fn resume_command(dir: &Path, shard: &str) -> String {
+    let status = neuronpath().arg("status").arg(dir).output().unwrap();
+    let table = String::from_utf8_lossy(&status.stdout).into_owned();
+    table
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("shard {shard} ")))
+        .nth(1)
+        .and_then(|l| l.split_once("): "))
+        .map(|(_, command)| command.to_string())
+        .unwrap_or_else(|| panic!("no command to resume shard {shard}:\n{table}"))
+}
+
+#[test]
+fn a_shard_that_stops_says_why_and_its_command_resumes_it() {
+    let (single_paths, _) = single_run();
+    let dir = scratch("stopped");
+    // Shard 0 ended by SIGTERM (as scancel or a Slurm time limit) after a record.
+    let term = dir.join("paths-0.jsonl");
+    let child = paths(&term, Some("0/2"))
+        .args(["--batch", "1"])
+        .spawn()
+        .unwrap();
+    while lines_written(&term) < 1 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: signals a child of this process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{out:?}");
+    // Shard 1 failed: its output cannot grow past 4 KiB (as a full disk).
+    let full = dir.join("paths-1.jsonl");
+    let shard = paths(&full, Some("1/2"));
+    let mut limited = Command::new("bash");
+    limited
+        .args(["-c", "trap '' XFSZ; ulimit -f 4; exec \"$@\"", "bash"])
+        .arg(shard.get_program())
+        .args(shard.get_args());
+    let out = limited.output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+
+    let status = neuronpath().arg("status").arg(&dir).output().unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        table.contains("shard 0/2 stopped") && table.contains("terminated by SIGTERM"),
+        "{table}"
+    );
+    assert!(
+        table.contains("shard 1/2 failed") && table.contains("File too large"),
+        "{table}"
+    );
+    let files = [term.clone(), full.clone()];
+    let (ok, stderr) = merge(&dir.join("all.jsonl"), &files);
+    assert!(
+        !ok && stderr.contains("shard 0/2 has not finished: it stopped: terminated by SIGTERM"),
+        "{stderr}"
+    );
+    for shard in ["0/2", "1/2"] {
+        let command = resume_command(&dir, shard);
+        let out = Command::new("sh").args(["-c", &command]).output().unwrap();
+        assert!(out.status.success(), "{command}: {out:?}");
+    }
     let (ok, stderr) = merge(&dir.join("all.jsonl"), &files);
     assert!(ok, "{stderr}");
     assert_eq!(

@@ -92,7 +92,7 @@ fn run_manipulate(
 ) -> Result<Vec<ManipulationRecord>> {
     let source = Path::new(RECORDS);
     let norm = neuronpath::record::as_found(vit, records, source)?;
-    job::check_paths(vit, records, source)?;
+    neuronpath::record::check_against(vit, records, source)?;
     job::check_sources(vit, model, records, pixels, source)?;
     let made_with = records.iter().find_map(|r| r.model_fingerprint.clone());
     let settings = [("model fingerprint", made_with.unwrap_or_else(unrecorded))];
@@ -165,6 +165,13 @@ pub fn report(
         sources: vec![RECORDS.into()],
     };
     let page = py.detach(|| -> Result<_> {
+        let names = neuronpath::report::Names {
+            paths: RECORDS,
+            manipulate: "manipulations",
+            stats: "stats",
+            neurons: "neurons",
+        };
+        neuronpath::report::check(&inputs, &names)?;
         let report = neuronpath::report::render(&inputs).context(RECORDS)?;
         let marker = "<title>neuronpath report</title>";
         neuronpath::record::write_output(&out, report.html.as_bytes(), marker)?;

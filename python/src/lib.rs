@@ -26,7 +26,7 @@ fn to_py(e: anyhow::Error) -> PyErr {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // As the CLI does: freed activation buffers stay in the heap (glibc would map and
     // zero-fault them afresh on every pass); the process keeps up to 1 GiB free heap.
-    neuronpath::model::kernels::reuse_freed_buffers();
+    neuronpath::model::reuse_freed_buffers();
     m.add("NeuronpathError", m.py().get_type::<NeuronpathError>())?;
     m.add_class::<model::Model>()?;
     m.add_function(wrap_pyfunction!(model::load, m)?)?;

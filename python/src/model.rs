@@ -7,7 +7,7 @@ use crate::to_py;
 use anyhow::{bail, Result};
 use neuronpath::attribution::{Attributor, ImageContext, NeuronPath};
 use neuronpath::data::{self, labels::Labels, ImageEntry, ImageSet, Preset};
-use neuronpath::jobs::paths::{check_labels, Input, PathsJob, Sink};
+use neuronpath::jobs::paths::{check_resumed, Input, PathsJob, Sink};
 use neuronpath::model::{FfnActivation, LoadOptions, Probe, Vit};
 use neuronpath::names::Named;
 use neuronpath::record::{PathRecord, Record, RecordFile};
@@ -79,6 +79,16 @@ pub fn load(
     let vit = py
         .detach(|| neuronpath::model::load(&path, &options))
         .map_err(to_py)?;
+    let notes = neuronpath::model::checkpoint::notes(&path, &vit, &options).map_err(to_py)?;
+    for note in notes {
+        let message = std::ffi::CString::new(note).unwrap_or_default();
+        PyErr::warn(
+            py,
+            &py.get_type::<pyo3::exceptions::PyUserWarning>(),
+            &message,
+            1,
+        )?;
+    }
     Ok(Model { vit, file: path })
 }
 
@@ -424,7 +434,7 @@ fn run_paths(
     let file = match out {
         Some(path) => {
             let file = RecordFile::open(path, &run.common.settings())?;
-            check_labels(&file, &inputs, path)?;
+            check_resumed(&file, &inputs, path)?;
             Some(file)
         }
         None => None,

@@ -58,14 +58,14 @@ impl Attributor<'_> {
         let vit = self.vit;
         let (alphas, weights) = self.rule.nodes();
         let inputs = self.scaled_inputs(images, &alphas);
-        let x: Vec<f32> = inputs.iter().flat_map(|p| vit.embed(p)).collect();
+        let x: Vec<f32> = inputs.concat();
         let targets = self.step_targets(images, 1);
         let layers = vit.config.layers;
         let per_layer: Vec<Vec<f32>> = if self.skips_chosen_blocks() {
             self.influence_gradients_skipping(x, &inputs, &targets)
         } else {
             let sites: Vec<Site> = (0..layers).map(|l| vit.neuron_site(l)).collect();
-            let grads = vit.gradients(x, 0, &[], &targets, &sites);
+            let grads = vit.gradients(&x, 0, &[], &targets, &sites);
             sites.iter().map(|&s| grads.at(s).to_vec()).collect()
         };
         let (f, rows) = (vit.config.intermediate, vit.neuron_rows());
@@ -98,7 +98,7 @@ impl Attributor<'_> {
     }
 
     /// The reference MAE program's influence gradients: for layer `l`, the blocks
-    /// below are skipped (the embedded input enters block `l`), and block `l`'s
+    /// below are skipped (the embedded input `x` enters block `l`), and block `l`'s
     /// neuron rows are replaced by their values in the full natural pass.
     fn influence_gradients_skipping(
         &self,
@@ -119,7 +119,7 @@ impl Attributor<'_> {
                     site,
                     action: Action::Replace(&values),
                 }];
-                vit.gradients(x.clone(), l, &replace, targets, &[site])
+                vit.gradients(&x, l, &replace, targets, &[site])
                     .at(site)
                     .to_vec()
             })

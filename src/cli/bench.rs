@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use neuronpath::attribution::{Attributor, ImageContext, Integration, Method, ScoreForm};
 use neuronpath::data::{self, Preset};
-use neuronpath::model::{self, kernels::GEMM_FLOPS, LoadOptions, Vit};
+use neuronpath::model::{self, exec::GEMM_FLOPS, LoadOptions, Vit};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -116,7 +116,7 @@ fn find_paths(vit: &Vit, images: &[Vec<f32>], rule: Integration) {
         rule,
         form: ScoreForm::Reference,
     };
-    let batch = (8192 / (vit.config.tokens() * rule.steps())).clamp(1, 16);
+    let batch = vit.images_per_batch(rule.steps());
     for chunk in images.chunks(batch) {
         let contexts: Vec<ImageContext> = chunk
             .iter()

@@ -89,18 +89,14 @@ pub fn run(images: &Path, count: usize) -> Result<()> {
     Ok(())
 }
 
-/// Decode, embed and run every image to its logits, `BATCH` at a time.
+/// Decode and run every image to its logits, `BATCH` at a time.
 fn plain_forward(vit: &Vit, entries: &[ImageEntry], norm: &model::Normalization) {
     for chunk in entries.chunks(BATCH) {
-        let x: Vec<f32> = chunk
+        let pixels: Vec<f32> = chunk
             .par_iter()
-            .map(|e| {
-                data::load_image(&e.path, vit, norm)
-                    .map(|p| vit.embed(&p))
-                    .unwrap_or_default()
-            })
+            .map(|e| data::load_image(&e.path, vit, norm).unwrap_or_default())
             .collect::<Vec<_>>()
             .concat();
-        std::hint::black_box(vit.logits(x, &[]));
+        std::hint::black_box(vit.logits(&pixels, &[]));
     }
 }

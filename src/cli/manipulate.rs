@@ -1,12 +1,12 @@
 //! `neuronpath manipulate`: remove or enhance each image's path neurons and measure
 //! the change in the prediction, per method.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use neuronpath::attribution::Method;
 use neuronpath::experiments::manipulate::{summarize, ManipulationRecord, ManipulationSummary, Op};
 use neuronpath::jobs::{manipulate, Pixels};
 use neuronpath::record::{read_all, read_paths, unrecorded, PathRecord, RecordFile, Setting};
-use neuronpath::shards::{Kind, ShardPlan};
+use neuronpath::shards::Kind;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,7 +40,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let mut vit = args.input.run.model.load()?;
+    let mut vit = args.input.run.load()?;
+    super::note_if_being_written(&args.input.paths);
     let mut records = read_paths(&args.input.paths)?;
     if !args.method.is_empty() {
         records.retain(|r| args.method.contains(&r.method));
@@ -53,8 +54,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
     let norm = neuronpath::record::as_found(&mut vit, &records, &args.input.paths)?;
-    manipulate::check_paths(&vit, &records, &args.input.paths)?;
-    let plan = ShardPlan::new(args.sharding.shard, image_keys(&records));
+    neuronpath::record::check_against(&vit, &records, &args.input.paths)?;
+    let plan = args.sharding.plan(image_keys(&records));
     records.retain(|r| plan.mine(&r.image));
     let pixels = Pixels::Files(&args.input.run.images);
     let model = &args.input.run.model.model;
@@ -74,6 +75,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &shard_settings(&args, ops, &settings)?,
         |k| !before.contains(k),
     )?;
+    super::shard::watch(&shard);
     let mut images = manipulate::plan(&records, ops, Some(&out), &args.out, &args.input.paths)?;
     let total = images.len();
     images.retain(|(_, items)| !items.is_empty());
@@ -113,8 +115,7 @@ fn image_keys(records: &[PathRecord]) -> Vec<String> {
 /// What the shards of a run must agree on: the model, the paths file, the
 /// operations and the methods.
 fn shard_settings(args: &Args, ops: &[Op], settings: &[Setting]) -> Result<Vec<Setting>> {
-    let paths = std::fs::read(&args.input.paths)
-        .with_context(|| format!("{}: cannot read", args.input.paths.display()))?;
+    let paths = neuronpath::files::read(&args.input.paths, neuronpath::files::WHOLE)?;
     let more = [
         ("paths file", neuronpath::numeric::fingerprint(&paths)),
         ("op", super::names(ops)),

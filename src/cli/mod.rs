@@ -3,6 +3,7 @@
 mod bench;
 mod bench_scan;
 mod demo;
+mod devices;
 mod inspect;
 mod manipulate;
 mod merge;
@@ -11,11 +12,13 @@ mod paths;
 mod prune;
 mod report;
 mod rss;
+mod shard;
 mod stats;
 mod status;
 
 use clap::{Parser, Subcommand};
 use neuronpath::names::Named;
+pub use shard::Sharding;
 use std::process::ExitCode;
 
 /// The bundled default model and images, so that commands run with no arguments.
@@ -31,15 +34,6 @@ pub const DEFAULT_IMAGES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/im
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Run the linear layers on this CUDA device (0 = the first); the rest stays on
-    /// the CPU. Only in builds with `--features cuda`.
-    #[cfg(feature = "cuda")]
-    #[arg(long, global = true)]
-    gpu: Option<usize>,
-    /// Accepted only to say that this build has no CUDA.
-    #[cfg(not(feature = "cuda"))]
-    #[arg(long, global = true, hide = true)]
-    gpu: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -57,6 +51,8 @@ enum Command {
     Prune(prune::Args),
     /// Print a checkpoint's architecture, parameter count and detected layout.
     Inspect(inspect::Args),
+    /// List the GPUs (Vulkan, Metal, DX12) that --gpu N can name.
+    Devices(devices::Args),
     /// Measure per-image time, peak memory and FLOP/s against the reference code.
     Bench(bench::Args),
     /// Turn path, manipulation and stats files into one self-contained HTML page.
@@ -65,7 +61,8 @@ enum Command {
     Demo(demo::Args),
     /// Merge the outputs of the shards of a run (--shard I/N) into one file.
     Merge(merge::Args),
-    /// Per-shard progress, failures and ETA of the sharded runs in a folder.
+    /// Per-shard progress, failures and ETA of the sharded runs in a folder, and the
+    /// command that resumes a shard that stopped.
     Status(status::Args),
 }
 
@@ -148,8 +145,7 @@ fn parse_probe(s: &str) -> Result<neuronpath::model::Probe, String> {
 fn class_list(value: &str) -> anyhow::Result<Vec<String>> {
     let path = std::path::Path::new(value);
     let text = match path.is_file() {
-        true => std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?,
+        true => neuronpath::files::read_text(path)?,
         false => value.replace(',', "\n"),
     };
     Ok(text
@@ -173,19 +169,25 @@ pub struct ImageRun {
     /// Worker threads, 1 to 1024 (default: all cores).
     #[arg(long, value_parser = in_range(1, 1024))]
     pub threads: Option<usize>,
+    /// Run the model on GPU N of `neuronpath devices` (Vulkan, Metal or DX12), its
+    /// whole pass on the device: the weights are uploaded once, images go in and
+    /// records come out. Arithmetic is f32 as on the CPU, so paths are the same up
+    /// to rounding. Default: the CPU.
+    #[arg(long, value_name = "N")]
+    pub gpu: Option<usize>,
 }
 
-/// `--shard`: one shard of a run split over many processes.
-#[derive(clap::Args)]
-pub struct Sharding {
-    /// Run only shard I of N (0 <= I < N; a Slurm array task's
-    /// $SLURM_ARRAY_TASK_ID/N): the images whose place among the run's image keys,
-    /// sorted, is I modulo N; the same subset on any machine, and shards differ by at
-    /// most one image. Each shard writes its own --out, resumable as a single run,
-    /// and beside it <out>.shard.json (progress for `status`, what `merge` checks);
-    /// `neuronpath merge` then writes the file one run would have.
-    #[arg(long, value_name = "I/N")]
-    pub shard: Option<neuronpath::data::Shard>,
+impl ImageRun {
+    /// The model, placed on `--gpu` when given.
+    pub fn load(&self) -> anyhow::Result<neuronpath::model::Vit> {
+        let mut vit = self.model.load()?;
+        if let Some(index) = self.gpu {
+            let device = neuronpath::model::exec::gpu::Device::open(index)?;
+            vit.use_gpu(&device)?;
+            eprintln!("running on GPU {index}: {}", device.name());
+        }
+        Ok(vit)
+    }
 }
 
 /// How class folders map to the model's classes, when not by name.
@@ -222,6 +224,16 @@ pub fn image_set(
     Ok(set)
 }
 
+/// Notes that another run is still writing `file` (it is read as it is now).
+pub fn note_if_being_written(file: &std::path::Path) {
+    if neuronpath::record::being_written(file) {
+        eprintln!(
+            "note: {}: another neuronpath run is still writing it; read as it is now (the records so far)",
+            file.display()
+        );
+    }
+}
+
 /// An experiment's inputs: the model, the path records, the images they name.
 #[derive(clap::Args)]
 pub struct ExperimentRun {
@@ -233,32 +245,35 @@ pub struct ExperimentRun {
 }
 
 impl ModelArgs {
+    /// The model, and a note of what was assumed about it (a guessed head count).
     pub fn load(&self) -> anyhow::Result<neuronpath::model::Vit> {
         use neuronpath::model::FfnActivation;
-        neuronpath::model::load(
-            &self.model,
-            &neuronpath::model::LoadOptions {
-                heads: self.heads,
-                classifier: self.classifier.clone(),
-                logit_scale: self.logit_scale,
-                class_names: self.class_names.clone(),
-                classes: self.classes.as_deref().map(class_list).transpose()?,
-                prompts: self.prompts.clone(),
-                tokenizer: self.tokenizer.clone(),
-                activation: self.activation.map(|a| match a {
-                    ActivationArg::QuickGelu => FfnActivation::QuickGelu,
-                    ActivationArg::Gelu => FfnActivation::GeluErf,
-                }),
-                image_size: self.image_size,
-                head: self.head.clone(),
-            },
-        )
+        let options = neuronpath::model::LoadOptions {
+            heads: self.heads,
+            classifier: self.classifier.clone(),
+            logit_scale: self.logit_scale,
+            class_names: self.class_names.clone(),
+            classes: self.classes.as_deref().map(class_list).transpose()?,
+            prompts: self.prompts.clone(),
+            tokenizer: self.tokenizer.clone(),
+            activation: self.activation.map(|a| match a {
+                ActivationArg::QuickGelu => FfnActivation::QuickGelu,
+                ActivationArg::Gelu => FfnActivation::GeluErf,
+            }),
+            image_size: self.image_size,
+            head: self.head.clone(),
+        };
+        let vit = neuronpath::model::load(&self.model, &options)?;
+        for note in neuronpath::model::checkpoint::notes(&self.model, &vit, &options)? {
+            eprintln!("note: {note}");
+        }
+        Ok(vit)
     }
 }
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    neuronpath::model::kernels::reuse_freed_buffers();
+    neuronpath::model::reuse_freed_buffers();
     // Output piped into `head` should end the program quietly, as other Unix tools
     // do, not make `println!` panic on the closed pipe.
     #[cfg(unix)]
@@ -266,29 +281,17 @@ pub fn run() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    if let Some(ordinal) = cli.gpu {
-        if let Err(e) = enable_gpu(ordinal) {
-            eprintln!("error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    }
+    // Before any thread starts: a shard killed by a signal says so in its manifest.
+    #[cfg(unix)]
+    shard::handle_signals();
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
+            shard::failed(&e);
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-#[cfg(feature = "cuda")]
-fn enable_gpu(ordinal: usize) -> anyhow::Result<()> {
-    neuronpath::model::gpu::enable(ordinal)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn enable_gpu(ordinal: usize) -> anyhow::Result<()> {
-    anyhow::bail!("--gpu {ordinal}: this build has no CUDA support; rebuild with `cargo build --release --features cuda`")
 }
 
 /// Runs one subcommand.
@@ -300,6 +303,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => stats::run(args),
         Command::Prune(args) => prune::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Devices(args) => devices::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Report(args) => report::run(args),
         Command::Demo(args) => demo::run(args),

@@ -6,7 +6,7 @@ use neuronpath::data::Preset;
 use neuronpath::model::{fingerprint, Vit};
 use neuronpath::record::{read_paths, RecordFile};
 use neuronpath::roles::{run, Choice, Neuron, NeuronRecord, NeuronScan, Options, Rank};
-use neuronpath::shards::{Kind, ShardPlan};
+use neuronpath::shards::Kind;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +59,7 @@ pub struct Args {
 fn chosen(args: &Args, vit: &mut Vit) -> Result<(Vec<Neuron>, Preset)> {
     let records;
     let choice = if let Some(file) = &args.paths {
+        super::note_if_being_written(file);
         records = read_paths(file)?;
         Choice::OnPaths {
             records: &records,
@@ -83,7 +84,7 @@ fn chosen(args: &Args, vit: &mut Vit) -> Result<(Vec<Neuron>, Preset)> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let mut vit = args.run.model.load()?;
+    let mut vit = args.run.load()?;
     let (neurons, preprocess) = chosen(&args, &mut vit)?;
     let rank = args.rank.unwrap_or_else(|| Rank::default_for(&vit));
     let model = fingerprint(&args.run.model.model, &vit)?;
@@ -93,10 +94,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .filter(|n| !out.contains(&n.to_string()))
         .collect();
     let mut set = super::image_set(&args.run.images, &vit, args.labels.label_map.as_deref())?;
-    let plan = ShardPlan::new(
-        args.sharding.shard,
-        set.entries.iter().map(|e| e.key.clone()).collect(),
-    );
+    let plan = args
+        .sharding
+        .plan(set.entries.iter().map(|e| e.key.clone()).collect());
     set.entries.retain(|e| plan.mine(&e.key));
     let described = fingerprint_of(&neurons);
     let more = vec![("top", args.top.to_string()), ("neurons", described)];
@@ -104,6 +104,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let shard = plan.begin(&args.out, Kind::Neurons, &shard_settings, |_| {
         todo.is_empty()
     })?;
+    super::shard::watch(&shard);
     if todo.is_empty() {
         eprintln!(
             "every neuron asked for is already in {}",

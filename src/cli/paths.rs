@@ -3,10 +3,10 @@
 use anyhow::Result;
 use neuronpath::attribution::{Method, Rule, ScoreForm, Search, Target};
 use neuronpath::data::Preset;
-use neuronpath::jobs::paths::{check_labels, Input, PathsJob};
+use neuronpath::jobs::paths::{check_resumed, Input, PathsJob};
 use neuronpath::model::{Compat, Tokens};
 use neuronpath::record::{PathRecord, Record, RecordFile};
-use neuronpath::shards::{Kind, ShardPlan};
+use neuronpath::shards::Kind;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -76,9 +76,10 @@ pub struct Args {
     /// jas, activation (the head of largest output norm) and random).
     #[arg(long, value_enum, default_value_t = super::Unit::Neuron)]
     unit: super::Unit,
-    /// Images processed together, 1 to 1024 (default: as many as keep ~8k token rows
-    /// per pass). A killed run loses at most the batch in flight; the results are the
-    /// same whatever the batch.
+    /// Images processed together, 1 to 1024 (default: on the CPU as many as keep ~8k
+    /// token rows per pass; with --gpu as many as the device's free memory holds). A
+    /// killed run loses at most the batch in flight; the results are the same
+    /// whatever the batch.
     #[arg(long, value_parser = super::in_range(1, 1024))]
     batch: Option<usize>,
     #[command(flatten)]
@@ -111,20 +112,19 @@ impl Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let mut vit = args.run.model.load()?;
+    let mut vit = args.run.load()?;
     let job = args.job();
     job.configure(&mut vit)?;
     let mut set = super::image_set(&args.run.images, &vit, args.labels.label_map.as_deref())?;
-    let plan = ShardPlan::new(
-        args.sharding.shard,
-        set.entries.iter().map(|e| e.key.clone()).collect(),
-    );
+    let plan = args
+        .sharding
+        .plan(set.entries.iter().map(|e| e.key.clone()).collect());
     set.entries.retain(|e| plan.mine(&e.key));
     let bar = super::Bar::new();
     let run = job.prepare(&vit, &args.run.model.model, &bar)?;
     let mut out = RecordFile::<PathRecord>::open(&args.out, &run.common.settings())?;
     let inputs: Vec<Input> = set.entries.iter().map(Input::File).collect();
-    check_labels(&out, &inputs, &args.out)?;
+    check_resumed(&out, &inputs, &args.out)?;
     let methods = &run.methods;
     let settings = [
         run.common.settings(),
@@ -134,6 +134,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let shard = plan.begin(&args.out, Kind::Paths, &settings, |k| {
         done(&out, methods, k)
     })?;
+    super::shard::watch(&shard);
     let todo: Vec<Input> = inputs
         .into_iter()
         .filter(|input| !done(&out, methods, input.key()))

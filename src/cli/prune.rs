@@ -51,7 +51,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
         bail!("--fraction must be in [0, 1] and --holdout in [0, 1)");
     }
     neuronpath::record::check_output(&args.out, PRUNE_MARKER)?;
-    let mut vit = args.input.run.model.load()?;
+    let mut vit = args.input.run.load()?;
+    if !(1..=vit.units()).contains(&args.top_k) {
+        bail!(
+            "--top-k {}: must be 1 to {} (the model's neurons per layer)",
+            args.top_k,
+            vit.units()
+        );
+    }
+    let paths = &args.input.paths;
+    super::note_if_being_written(paths);
+    let all = read_paths(paths)?;
+    let norm = neuronpath::record::as_found(&mut vit, &all, paths)?;
+    neuronpath::record::check_against(&vit, &all, paths)?;
     let set = super::image_set(&args.input.run.images, &vit, args.label_map.as_deref())?;
     let split = prune::split(&set, args.holdout);
     if split.evaluate.is_empty() {
@@ -60,8 +72,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.input.run.images.display()
         );
     }
-    let records: Vec<PathRecord> = read_paths(&args.input.paths)?
-        .into_iter()
+    let records: Vec<PathRecord> = (all.into_iter())
         .filter(|r: &PathRecord| split.build.contains(&r.image))
         .collect();
     let stats = path_stats(&records, args.method).with_context(|| {
@@ -84,7 +95,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let model = fingerprint(&args.input.run.model.model, &vit)?;
     check_inputs(&records, &model, &args.input.run.images, &args.input.paths)?;
     let build_paths = stats.classes.iter().map(|c| c.images).sum();
-    let norm = neuronpath::record::as_found(&mut vit, &records, &args.input.paths)?;
     let settings = PruneSettings {
         top_k: args.top_k,
         fraction: args.fraction,

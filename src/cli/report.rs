@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use neuronpath::experiments::stats::StatsFile;
 use neuronpath::record::{read_paths, read_records};
-use neuronpath::report::{render, Inputs};
+use neuronpath::report::{render, Inputs, Names};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,19 +42,21 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut sources = vec![args.paths.display().to_string()];
+    super::note_if_being_written(&args.paths);
     let records = read_paths(&args.paths)?;
-    let manipulations = match &args.manipulate {
-        Some(path) => {
-            sources.push(path.display().to_string());
-            read_records(path)?
-        }
+    let mut read = |path: &Option<PathBuf>| -> Option<PathBuf> {
+        let path = path.clone()?;
+        sources.push(path.display().to_string());
+        super::note_if_being_written(&path);
+        Some(path)
+    };
+    let manipulations = match read(&args.manipulate) {
+        Some(path) => read_records(&path)?,
         None => vec![],
     };
-    let stats = match &args.stats {
+    let stats = match read(&args.stats) {
         Some(path) => {
-            sources.push(path.display().to_string());
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read", path.display()))?;
+            let text = neuronpath::files::read_text(&path)?;
             let stats: StatsFile = serde_json::from_str(&text).with_context(|| {
                 format!("{}: not a stats file of `neuronpath stats`", path.display())
             })?;
@@ -62,14 +64,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         None => None,
     };
-    let neurons = match &args.neurons {
-        Some(path) => {
-            sources.push(path.display().to_string());
-            read_records(path)?
-        }
+    let neurons = match read(&args.neurons) {
+        Some(path) => read_records(&path)?,
         None => vec![],
     };
-    let report = render(&Inputs {
+    let inputs = Inputs {
         records,
         manipulations,
         stats,
@@ -77,8 +76,23 @@ pub fn run(args: Args) -> Result<ExitCode> {
         neurons,
         neuron_images: args.neuron_images.clone().unwrap_or(args.images.clone()),
         sources,
-    })
-    .with_context(|| args.paths.display().to_string())?;
+    };
+    let name = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map_or(String::new(), |p| p.display().to_string())
+    };
+    let (paths, manipulate) = (args.paths.display().to_string(), name(&args.manipulate));
+    let (stats, neurons) = (name(&args.stats), name(&args.neurons));
+    neuronpath::report::check(
+        &inputs,
+        &Names {
+            paths: &paths,
+            manipulate: &manipulate,
+            stats: &stats,
+            neurons: &neurons,
+        },
+    )?;
+    let report = render(&inputs).with_context(|| args.paths.display().to_string())?;
     if !report.missing_images.is_empty() {
         eprintln!(
             "{} of {} images shown without a thumbnail (is --images the folder given to paths?); first: {}",

@@ -18,6 +18,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    super::note_if_being_written(&args.paths);
     let records = read_paths(&args.paths)?;
     let stats = all_stats(&records).with_context(|| args.paths.display().to_string())?;
     let json = serde_json::to_vec(&stats)?;

@@ -1,7 +1,7 @@
 //! `neuronpath status`: how far the sharded runs in a folder have got.
 
 use anyhow::{bail, Result};
-use neuronpath::shards::{merge::listing, status, RunStatus, ShardStatus};
+use neuronpath::shards::{merge::listing, status, Launch, RunStatus, ShardStatus, Stop};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -65,6 +65,9 @@ fn print_run(run: &RunStatus) {
             listing(&indices)
         );
     }
+    for s in run.shards.iter().filter(|s| needs_resuming(s)) {
+        print_unfinished(s);
+    }
     println!(
         "{:<7} {:>13} {:>7}  {:<12} {:>11} {:>10} {:>9}",
         "all",
@@ -81,14 +84,42 @@ fn print_run(run: &RunStatus) {
     );
 }
 
-/// `finished`, `running`, or `stalled?` when nothing was written for ten minutes
-/// and ten images' time (killed, or its job was requeued: rerun it to resume).
+/// `finished`; `failed` (an error ended its session) or `stopped` (a signal did:
+/// kill, scancel, a time limit); `stalled?` when nothing was written for ten
+/// minutes and ten images' time (killed outright, or its job was lost); `running`.
 fn state(s: &ShardStatus) -> &'static str {
     let patience = s.rate.map_or(600.0, |r| (10.0 / r).max(600.0));
-    match (s.finished, s.idle) {
-        (true, _) => "finished",
-        (false, Some(idle)) if idle as f64 > patience => "stalled?",
+    match (s.finished, &s.stopped, s.idle) {
+        (true, _, _) => "finished",
+        (false, Some(stopped), _) => match stopped.why {
+            Stop::Error { .. } => "failed",
+            Stop::Signal { .. } => "stopped",
+        },
+        (false, None, Some(idle)) if idle as f64 > patience => "stalled?",
         _ => "running",
+    }
+}
+
+/// Whether the shard has to be resumed: it failed, stopped or stalled.
+fn needs_resuming(s: &ShardStatus) -> bool {
+    matches!(state(s), "failed" | "stopped" | "stalled?")
+}
+
+/// What happened to an unfinished shard that is not running, and how to resume it.
+fn print_unfinished(s: &ShardStatus) {
+    let when = |at: u64| duration(neuronpath::shards::now().saturating_sub(at) as f64);
+    let why = match &s.stopped {
+        Some(stopped) => format!("{} {} ago: {}", state(s), when(stopped.at), stopped.why),
+        None => "stalled? nothing written for a while: killed outright, or its job was lost".into(),
+    };
+    let job = s.launch.as_ref().map_or(String::new(), Launch::job);
+    println!("shard {} {why}{job}", s.shard);
+    match &s.launch {
+        Some(launch) => println!(
+            "  resume it (it carries on where it stopped): {}",
+            launch.resume
+        ),
+        None => println!("  resume it: rerun its command (it carries on where it stopped)"),
     }
 }
 

@@ -114,8 +114,7 @@ fn class_named(folder: &str, names: &[String]) -> Result<Option<usize>> {
 /// line i (blank lines skipped) starts with the folder name of class i, as
 /// ImageNet's `LOC_synset_mapping.txt`.
 fn from_map(map: &Path, folders: &[String], labels: &Labels) -> Result<Vec<usize>> {
-    let text =
-        std::fs::read_to_string(map).with_context(|| format!("{}: cannot read", map.display()))?;
+    let text = crate::files::read_text(map)?;
     let table =
         parse_map(&text, labels).with_context(|| format!("{}: not a label map", map.display()))?;
     folders
@@ -132,18 +131,31 @@ fn from_map(map: &Path, folders: &[String], labels: &Labels) -> Result<Vec<usize
         .collect()
 }
 
+/// A label map's table, folder to class; a folder given twice (two JSON keys, or
+/// two lines) and JSON that is not an object are refused.
 fn parse_map(text: &str, labels: &Labels) -> Result<HashMap<String, usize>> {
-    if !text.trim_start().starts_with('{') {
+    let start = text.trim_start();
+    if !(start.starts_with('{') || start.starts_with('[')) {
+        let mut table = HashMap::new();
         let firsts = text.lines().filter_map(|l| l.split_whitespace().next());
-        return Ok(firsts
-            .enumerate()
-            .map(|(c, f)| (f.to_string(), c))
-            .collect());
+        for (c, folder) in firsts.enumerate() {
+            if let Some(first) = table.insert(folder.to_string(), c) {
+                bail!("folder {folder} is given twice, for classes {first} and {c} (lines of the text are classes 0, 1, ...)");
+            }
+        }
+        return Ok(table);
     }
-    let json: HashMap<String, serde_json::Value> = serde_json::from_str(text)?;
-    json.into_iter()
+    let json = crate::files::parse_json(text)?;
+    let Some(object) = json.as_object() else {
+        bail!(
+            "a JSON {}, not an object {{\"folder\": class index or name}}",
+            if json.is_array() { "array" } else { "value" }
+        );
+    };
+    object
+        .iter()
         .map(|(folder, class)| {
-            let index = match &class {
+            let index = match class {
                 serde_json::Value::Number(n) => n.as_u64().map(|c| c as usize),
                 serde_json::Value::String(name) => {
                     class_named(name, labels.names.unwrap_or_default())?
@@ -151,9 +163,9 @@ fn parse_map(text: &str, labels: &Labels) -> Result<HashMap<String, usize>> {
                 _ => None,
             };
             match index {
-                Some(c) => Ok((folder, c)),
+                Some(c) => Ok((folder.clone(), c)),
                 None => bail!(
-                    "{folder}: {class} is neither a class index nor one of the model's class names"
+                    "folder {folder}: {class} is neither a class index nor one of the model's class names"
                 ),
             }
         })

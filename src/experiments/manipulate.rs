@@ -8,7 +8,6 @@ use crate::attribution::{ImageContext, NeuronPath};
 use crate::model::Vit;
 use crate::names::Named;
 use crate::record::{unrecorded, PathRecord, Record, Setting, Shardable};
-use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,68 +113,6 @@ impl Shardable for ManipulationRecord {
     fn image(&self) -> Option<&str> {
         Some(&self.image)
     }
-}
-
-/// Checks that `record`'s path fits `vit`: a layer of the path per layer of the
-/// model, each with distinct neurons in range.
-pub fn check_path(vit: &Vit, record: &PathRecord) -> Result<()> {
-    let (layers, f) = (vit.config.layers, vit.units());
-    let path = &record.path;
-    if path.layers() != layers {
-        bail!(
-            "{} ({}): the path has {} layers but the model has {layers}",
-            record.image,
-            record.method,
-            path.layers()
-        );
-    }
-    if let Some(l) = (0..layers).find(|&l| path.at(l).is_empty()) {
-        bail!(
-            "{} ({}): the path has no neuron at layer {l}",
-            record.image,
-            record.method
-        );
-    }
-    if let Some((l, n)) = path.neurons().find(|&(_, n)| n >= f) {
-        bail!(
-            "{} ({}): neuron {n} at layer {l} is out of range: the model's layers have {f} neurons",
-            record.image,
-            record.method
-        );
-    }
-    if let Some((l, n)) = path
-        .neurons()
-        .find(|&(l, n)| path.at(l).iter().filter(|&&m| m == n).count() > 1)
-    {
-        bail!(
-            "{} ({}): neuron {n} appears twice at layer {l}",
-            record.image,
-            record.method
-        );
-    }
-    if let Some((l, site)) = record
-        .sites
-        .iter()
-        .enumerate()
-        .find(|(l, s)| **s != vit.neuron_site(*l))
-    {
-        bail!(
-            "{} ({}): the path's neuron at layer {l} is at {site}, but this model's neurons are at {}",
-            record.image,
-            record.method,
-            vit.neuron_site(l)
-        );
-    }
-    if record.target >= vit.config.classes {
-        bail!(
-            "{} ({}): target class {} is outside the model's {} classes",
-            record.image,
-            record.method,
-            record.target,
-            vit.config.classes
-        );
-    }
-    Ok(())
 }
 
 /// Every `(path record, op)` of one image, run as one batch.

@@ -22,6 +22,13 @@ use std::path::Path;
 /// instead (see [`check_clean_prob`]).
 pub fn check_inputs(records: &[PathRecord], model: &str, images: &Path, file: &Path) -> Result<()> {
     check_model(records, model, file)?;
+    check_images(records, images, file)
+}
+
+/// Checks that each image file below `images` named by `records` (from `file`)
+/// has the bytes its record's fingerprint says (records of older versions carry
+/// none); a missing or unreadable image is left to where it is used.
+pub fn check_images(records: &[PathRecord], images: &Path, file: &Path) -> Result<()> {
     let mut seen = HashSet::new();
     for r in records.iter().filter(|r| seen.insert(&r.image)) {
         let Some(want) = &r.image_fingerprint else {
@@ -29,7 +36,7 @@ pub fn check_inputs(records: &[PathRecord], model: &str, images: &Path, file: &P
         };
         let path = crate::data::folder::path_of(images, &r.image);
         // A missing or unreadable image is reported (and skipped) where it is used.
-        let Ok(bytes) = std::fs::read(&path) else {
+        let Ok(bytes) = crate::files::read(&path, crate::files::IMAGE) else {
             continue;
         };
         if &crate::numeric::fingerprint(&bytes) != want {
@@ -111,12 +118,11 @@ pub fn edited_outcomes(vit: &Vit, image: &ImageContext, edits: &[&NeuronEdit]) -
         .map(|l| edits.iter().map(|e| e[l].clone()).collect())
         .collect();
     let interventions = vit.at_neuron_sites(per_layer.iter().map(|e| Action::Scale(e)));
-    let embedded = vit.embed(&image.pixels);
-    let x: Vec<f32> = edits
+    let pixels: Vec<f32> = edits
         .iter()
-        .flat_map(|_| embedded.iter().copied())
+        .flat_map(|_| image.pixels.iter().copied())
         .collect();
-    let logits = vit.logits(x, &interventions);
+    let logits = vit.logits(&pixels, &interventions);
     let classes = vit.config.classes;
     softmax(&logits, classes)
         .chunks_exact(classes)

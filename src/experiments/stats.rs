@@ -59,6 +59,9 @@ impl ClassStats {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatsFile {
     pub methods: Vec<PathStats>,
+    /// The model the paths were found on (absent in older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_fingerprint: Option<String>,
 }
 
 /// Statistics of the paths of `method` among `records`, grouped by target class.
@@ -73,11 +76,12 @@ pub fn path_stats(records: &[PathRecord], method: Method) -> Result<PathStats> {
         .find(|r| r.path.layers() != layers || r.neurons != neurons)
     {
         bail!(
-            "{} ({method}): a path of {} layers x {} neurons among paths of {layers} x {neurons}: \
-             the file mixes models",
+            "{} ({method}): a path of {} layers x {} neurons, but {} has {layers} x {neurons}: \
+             the file mixes models, or one was edited",
             r.image,
             r.path.layers(),
-            r.neurons
+            r.neurons,
+            first.image
         );
     }
     if let Some((r, (l, n))) = records.iter().find_map(|r| {
@@ -139,6 +143,7 @@ pub fn all_stats(records: &[PathRecord]) -> Result<StatsFile> {
             .into_iter()
             .map(|m| path_stats(records, m))
             .collect::<Result<_>>()?,
+        model_fingerprint: records.iter().find_map(|r| r.model_fingerprint.clone()),
     })
 }
 

@@ -4,7 +4,7 @@
 
 use super::Pixels;
 use crate::attribution::ImageContext;
-use crate::experiments::manipulate::{self, check_path, ManipulationRecord, Op};
+use crate::experiments::manipulate::{self, ManipulationRecord, Op};
 use crate::experiments::{check_clean_prob, check_inputs, check_model};
 use crate::model::{fingerprint, Normalization, Vit};
 use crate::names::Named;
@@ -16,15 +16,6 @@ use std::path::Path;
 
 /// One image's key and every `(path record, op)` of it to run.
 pub type ImageItems<'r> = (&'r str, Vec<(&'r PathRecord, Op)>);
-
-/// Checks that the paths of `records` (from `file`) fit `vit`, set up as they
-/// were found ([`crate::record::as_found`]).
-pub fn check_paths(vit: &Vit, records: &[PathRecord], file: &Path) -> Result<()> {
-    for r in records {
-        check_path(vit, r).with_context(|| file.display().to_string())?;
-    }
-    Ok(())
-}
 
 /// Checks that `records` were found on `vit` (loaded from `model`) and, for image
 /// files, on these images.

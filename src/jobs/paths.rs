@@ -11,7 +11,7 @@ use crate::names::Named;
 use crate::numeric::{self, argmax};
 use crate::progress::Progress;
 use crate::record::{PathRecord, RecordFile};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::Path;
 
 /// What a paths run asks for (`neuronpath paths`' options).
@@ -32,7 +32,7 @@ pub struct PathsJob {
     pub tokens: Option<Tokens>,
     /// The unit of a path: an FFN neuron ([`Activation::MlpPost`]) or a head ([`Activation::AttnZ`]).
     pub unit: Activation,
-    /// Images per batch (none: as many as keep ~8k token rows per pass).
+    /// Images per batch (none: as the model's executor holds, [`Vit::images_per_batch`]).
     pub batch: Option<usize>,
 }
 
@@ -172,10 +172,9 @@ impl PathsJob {
         if methods.is_empty() {
             bail!("no method left to run for this unit");
         }
-        let batch = self.batch.unwrap_or_else(|| {
-            let rows = vit.config.tokens() * self.rule.steps() * self.search.beam;
-            (8192 / rows.max(1)).clamp(1, 16)
-        });
+        let batch = self
+            .batch
+            .unwrap_or_else(|| vit.images_per_batch(self.rule.steps() * self.search.beam));
         Ok(PathsRun {
             vit,
             attributor,
@@ -192,6 +191,14 @@ impl PathsJob {
     /// The methods to run: those asked for, or the default for the search.
     fn asked_methods(&self) -> Result<Vec<Method>> {
         let top_k_methods = [Method::Jas, Method::Activation];
+        if let Some(m) =
+            (self.methods.iter()).find(|m| self.methods.iter().filter(|n| n == m).count() > 1)
+        {
+            bail!(
+                "--method: {} is given twice; each method's paths are written once per image",
+                m.name()
+            );
+        }
         match (self.methods.is_empty(), self.search.top_k) {
             (true, 1) => Ok(Method::ALL.to_vec()),
             (true, _) => Ok(top_k_methods.to_vec()),
@@ -213,10 +220,13 @@ impl PathsJob {
             label: None,
             label_name: None,
             method: Method::Jas,
-            path: NeuronPath(vec![]),
+            // The shape of the run's paths, K neurons per layer (the top-k setting
+            // a resumed file must match), filled in per image.
+            path: NeuronPath(vec![vec![0; self.search.top_k]; vit.config.layers]),
             beam: self.search.beam,
             rank: 0,
             neurons: vit.units(),
+            classes: Some(vit.config.classes),
             score: 0.0,
             target: 0,
             target_source: self.target,
@@ -276,8 +286,7 @@ impl Input<'_> {
     /// [`numeric::fingerprint`] of the file's bytes, or of the pixels' (little-endian f32).
     fn fingerprint(&self) -> Result<String> {
         Ok(numeric::fingerprint(&match self {
-            Input::File(entry) => std::fs::read(&entry.path)
-                .with_context(|| format!("{}: cannot read", entry.path.display()))?,
+            Input::File(entry) => crate::files::read(&entry.path, crate::files::IMAGE)?,
             Input::Pixels { pixels, .. } => pixels.iter().flat_map(|v| v.to_le_bytes()).collect(),
         }))
     }
@@ -372,14 +381,19 @@ fn class_name(vit: &Vit, key: &str, label: usize) -> Option<String> {
         .or_else(|| key.split('/').next().map(String::from))
 }
 
-/// Refuses to resume when an image's label in the file is not its label now (the
-/// folders were renamed, or labels were assigned otherwise).
-pub fn check_labels(out: &RecordFile<PathRecord>, inputs: &[Input], file: &Path) -> Result<()> {
+/// Refuses to resume when an image of the file is not the one its records were
+/// found on: its label is not its label now (the folders were renamed, or labels
+/// were assigned otherwise), or its file's bytes changed (the image
+/// fingerprint). Nothing is written then.
+pub fn check_resumed(out: &RecordFile<PathRecord>, inputs: &[Input], file: &Path) -> Result<()> {
     for input in inputs {
         let old = Method::ALL
             .iter()
             .find_map(|&m| out.get(&PathRecord::key_of(input.key(), m)));
-        if let Some(old) = old.filter(|old| old.label != input.label()) {
+        let Some(old) = old else {
+            continue;
+        };
+        if old.label != input.label() {
             bail!(
                 "{}: {} has label {:?} ({}) there, but {:?} in this run (class folders now match the model's class names, or were renamed); write to another file to start afresh",
                 file.display(),
@@ -388,6 +402,16 @@ pub fn check_labels(out: &RecordFile<PathRecord>, inputs: &[Input], file: &Path)
                 old.label_name.as_deref().unwrap_or("-"),
                 input.label()
             );
+        }
+        if let Some(print) = &old.image_fingerprint {
+            if &input.fingerprint()? != print {
+                bail!(
+                    "{}: the paths of {} there were found on another image: {} changed since (its bytes differ); refused, nothing was written: put the image back, or write to another file to find the paths of every image afresh",
+                    file.display(),
+                    input.key(),
+                    input.name()
+                );
+            }
         }
     }
     Ok(())

@@ -4,14 +4,12 @@
 //! No weight gradient is formed: each linear layer costs one GEMM backwards,
 //! so the backward costs about as much as the forward.
 
-use super::attention;
-use super::kernels;
-use super::rows::{add_rows_par, clip, select_rows};
+use super::engine::{clip, Passes};
+use super::exec::{AttentionShape, Batch, Executor};
 use super::site::{Activation, Site};
 use super::tape::{BlockTape, Tape};
-use super::vit::Vit;
+use super::vit::Linear;
 use crate::numeric::softmax;
-use rayon::prelude::*;
 
 /// Gradients of each sequence's target probability, keyed by site.
 pub struct Gradients {
@@ -62,122 +60,139 @@ fn probability_gradient(logits: &[f32], targets: &[usize], classes: usize) -> (V
     (dlogits, probability)
 }
 
-impl Vit {
+/// Where a block's backward stops, and which of its sites' gradients it reports.
+struct Stop<'s> {
+    sites: &'s [Site],
+    /// The stream gradient below the block is not needed.
+    here: bool,
+}
+
+impl<E: Executor> Passes<'_, E> {
     /// Backpropagates `p[target[s]]` of every sequence `s` through the tape to
     /// `sites` (blocks the tape ran). Returns also the gradient of the stream
     /// entering block `tape.from` when `input_grad` is set.
     pub(super) fn backward(
         &self,
-        tape: &Tape,
+        tape: &Tape<E::Tensor>,
         logits: &[f32],
         targets: &[usize],
         sites: &[Site],
         input_grad: bool,
-    ) -> (Gradients, Option<Vec<f32>>) {
-        let (dlogits, probability) = probability_gradient(logits, targets, self.config.classes);
+    ) -> (Gradients, Option<E::Tensor>) {
+        let (dlogits, probability) = probability_gradient(logits, targets, self.vit.config.classes);
         let mut grads = Gradients::new(probability);
-        let mut dx = self.readout_backward(tape, &dlogits, targets.len());
+        let mut dx = self.readout_backward(&tape.readout, dlogits, targets.len());
         let lowest_site = sites.iter().map(|s| s.block).min();
         for (bi, bt) in tape.blocks.iter().enumerate().rev() {
             let l = tape.from + bi;
-            let done = !input_grad && lowest_site.is_none_or(|b| b >= l);
-            self.block_backward(l, bt, &mut dx, targets.len(), sites, &mut grads, done);
-            if done {
+            let here = !input_grad && lowest_site.is_none_or(|b| b >= l);
+            let stop = Stop { sites, here };
+            self.block_backward(l, bt, &mut dx, targets.len(), stop, &mut grads);
+            if here {
                 break;
             }
         }
         (grads, input_grad.then_some(dx))
     }
 
-    /// One block backwards: the gradients at its sites, then (unless `stop`) the
-    /// stream gradient `dx` carried below the block.
-    #[allow(clippy::too_many_arguments)]
+    /// One block backwards: the gradients at its sites, then (unless it stops
+    /// here) the stream gradient `dx` carried below the block.
     fn block_backward(
         &self,
         l: usize,
-        bt: &BlockTape,
-        dx: &mut [f32],
+        bt: &BlockTape<E::Tensor>,
+        dx: &mut E::Tensor,
         s: usize,
-        sites: &[Site],
+        stop: Stop,
         grads: &mut Gradients,
-        stop: bool,
     ) {
-        let c = &self.config;
-        let (t, d, f) = (c.tokens(), c.hidden, c.intermediate);
-        let block = &self.blocks[l];
+        let c = &self.vit.config;
+        let (d, f) = (c.hidden, c.intermediate);
+        let b = Batch::new(s, c.tokens(), d);
+        let block = &self.w.blocks[l];
         let q = bt.q_rows;
+        let at = |activation| move |site: &&Site| site.block == l && site.activation == activation;
         // FFN: dg = dx W2 on the first q rows.
-        let dxq = select_rows(dx, s, t, 0..q, d);
-        let mut dg = vec![0f32; s * q * f];
-        kernels::linear_backward(&mut dg, &dxq, s * q, &block.fc2.w, d);
-        drop(dxq);
-        for site in sites
-            .iter()
-            .filter(|site| site.block == l && site.activation == Activation::MlpPost)
-        {
-            grads.insert(*site, self.site_rows(&dg, s, q, *site, f));
+        let mut dg = self.back_through(dx, b, q, &block.fc2);
+        for site in stop.sites.iter().filter(at(Activation::MlpPost)) {
+            grads.insert(*site, self.site_rows(&dg, Batch::new(s, q, f), *site));
         }
-        let z_here = |site: &&Site| site.block == l && site.activation == Activation::AttnZ;
-        if stop && !sites.iter().any(|s| z_here(&s)) {
+        let z_here = stop.sites.iter().any(|s| at(Activation::AttnZ)(&s));
+        if stop.here && !z_here {
             return;
         }
         if let Some(rows) = &bt.replaced {
-            dg.chunks_exact_mut(q * f)
-                .for_each(|seq| seq[rows.start * f..rows.end * f].fill(0.0));
+            self.e.zero_rows(&mut dg, Batch::new(s, q, f), rows.clone());
         }
         let activation = c.family.activation;
-        let du = activation.backward(dg, &bt.act_grad, f);
-        let mut dh2 = vec![0f32; s * q * d];
-        kernels::linear_backward(&mut dh2, &du, s * q, &block.fc1.w, activation.fc1_width(f));
+        let du = self.e.activation_backward(dg, &bt.act_grad, activation, f);
+        let dh2 = self
+            .e
+            .linear_backward(&du, s * q, &block.fc1.w, activation.fc1_width(f));
         drop(du);
-        add_rows_par(dx, s, t, 0..q, &dh2, &bt.xhat2, &bt.rstd2, &block.ln2.gamma);
+        self.e
+            .layer_norm_backward(dx, b, 0..q, &dh2, &bt.norm2, &block.ln2.gamma);
         // Attention: d attn = dx W_o on the first q rows, then through the heads.
-        let dxq = select_rows(dx, s, t, 0..q, d);
-        let mut dattn = vec![0f32; s * q * d];
-        kernels::linear_backward(&mut dattn, &dxq, s * q, &block.proj.w, d);
-        drop(dxq);
-        for site in sites.iter().filter(z_here) {
-            grads.insert(*site, self.site_rows(&dattn, s, q, *site, d));
+        let mut dattn = self.back_through(dx, b, q, &block.proj);
+        for site in stop.sites.iter().filter(at(Activation::AttnZ)) {
+            grads.insert(*site, self.site_rows(&dattn, Batch::new(s, q, d), *site));
         }
-        if stop {
+        if stop.here {
             return;
         }
         if let Some(rows) = &bt.z_replaced {
-            dattn
-                .chunks_exact_mut(q * d)
-                .for_each(|seq| seq[rows.start * d..rows.end * d].fill(0.0));
+            self.e
+                .zero_rows(&mut dattn, Batch::new(s, q, d), rows.clone());
         }
-        let mut dqkv = vec![0f32; s * t * 3 * d];
-        dqkv.par_chunks_mut(t * 3 * d)
-            .zip(bt.qkv.par_chunks(t * 3 * d))
-            .zip(bt.probs.par_chunks(c.heads * q * t))
-            .zip(dattn.par_chunks(q * d))
-            .for_each_init(
-                || vec![0f32; q * t],
-                |scratch, (((dqkv, qkv), probs), dout)| {
-                    attention::backward(c, qkv, probs, dout, t, q, dqkv, scratch)
-                },
-            );
-        let mut dh1 = vec![0f32; s * t * d];
-        kernels::linear_backward(&mut dh1, &dqkv, s * t, &block.qkv.w, 3 * d);
+        let shape = AttentionShape {
+            seqs: s,
+            tokens: b.rows,
+            queries: q,
+            heads: c.heads,
+            head_dim: c.head_dim(),
+        };
+        let dqkv = self.e.attention_backward(&bt.qkv, &bt.probs, &dattn, shape);
+        drop(dattn);
+        let dh1 = self
+            .e
+            .linear_backward(&dqkv, s * b.rows, &block.qkv.w, 3 * d);
         drop(dqkv);
-        add_rows_par(dx, s, t, 0..t, &dh1, &bt.xhat1, &bt.rstd1, &block.ln1.gamma);
+        self.e
+            .layer_norm_backward(dx, b, 0..b.rows, &dh1, &bt.norm1, &block.ln1.gamma);
     }
 
-    /// The rows of `site` from a block's `[S, q, width]` post-activation gradient,
-    /// `[S, rows, width]`; rows the block did not compute have none (zero).
-    fn site_rows(&self, dg: &[f32], s: usize, q: usize, site: Site, f: usize) -> Vec<f32> {
-        let rows = self.config.rows(site.tokens);
-        let computed = clip(rows.clone(), q);
+    /// The gradient at the input of `layer` (whose output is `b.width` wide) from
+    /// `dx`'s first `q` rows of every sequence.
+    fn back_through(
+        &self,
+        dx: &E::Tensor,
+        b: Batch,
+        q: usize,
+        layer: &Linear<E::Tensor>,
+    ) -> E::Tensor {
+        let packed = (q < b.rows).then(|| self.e.rows(dx, b, 0..q));
+        let dxq = packed.as_ref().unwrap_or(dx);
+        self.e.linear_backward(dxq, b.seqs * q, &layer.w, b.width)
+    }
+
+    /// The rows of `site` from a block's post-activation gradient (`b`: `[S, q,
+    /// width]`), `[S, rows, width]`; rows the block did not compute have none (zero).
+    fn site_rows(&self, g: &E::Tensor, b: Batch, site: Site) -> Vec<f32> {
+        let rows = self.vit.config.rows(site.tokens);
+        let computed = clip(rows.clone(), b.rows);
+        let got = self.e.take_host(self.e.rows(g, b, computed.clone()));
         if computed == rows {
-            return select_rows(dg, s, q, rows, f).into_owned();
+            return got;
         }
-        let mut out = vec![0f32; s * rows.len() * f];
-        for (o, seq) in out
-            .chunks_exact_mut(rows.len() * f)
-            .zip(dg.chunks_exact(q * f))
-        {
-            o[..computed.len() * f].copy_from_slice(&seq[computed.start * f..computed.end * f]);
+        let w = b.width;
+        let mut out = vec![0f32; b.seqs * rows.len() * w];
+        if !computed.is_empty() {
+            for (o, seq) in out
+                .chunks_exact_mut(rows.len() * w)
+                .zip(got.chunks_exact(computed.len() * w))
+            {
+                o[..seq.len()].copy_from_slice(seq);
+            }
         }
         out
     }

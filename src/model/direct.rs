@@ -8,6 +8,8 @@
 //! scalar of the image ([`Vit::frozen_scale`]) times a map of the weights alone
 //! ([`Vit::unit_effect`]).
 
+use super::engine::Passes;
+use super::exec::Cpu;
 use super::family::{Compat, Readout};
 use super::site::Tokens;
 use super::vit::Vit;
@@ -61,7 +63,7 @@ impl Vit {
         let entry = self.entry(tokens)?;
         let c = &self.config;
         let d = c.hidden;
-        let gamma = &self.norm.gamma;
+        let gamma = &self.weights.norm.gamma;
         let centred = |v: &[f32]| -> Vec<f32> {
             let mean = v.iter().sum::<f32>() / d as f32;
             v.iter().zip(gamma).map(|(x, g)| (x - mean) * g).collect()
@@ -79,14 +81,15 @@ impl Vit {
         };
         let mut features = vec![0f32; c.family.readout.width(d)];
         features[block * d..(block + 1) * d].copy_from_slice(&u);
-        let out = self.head.b.len();
+        let out = self.weights.head.b.len();
         let y: Vec<f32> = self
+            .weights
             .head
             .w
             .chunks_exact(features.len())
             .map(|row| row.iter().zip(&features).map(|(a, b)| a * b).sum())
             .collect();
-        Some(match &self.zero_shot {
+        Some(match &self.weights.zero_shot {
             None => y,
             Some(zs) => zs
                 .text
@@ -104,24 +107,25 @@ impl Vit {
     pub fn frozen_scale(&self, tokens: Tokens, output: &[f32]) -> Option<f32> {
         let entry = self.entry(tokens)?;
         let c = &self.config;
-        let (_, tape) = self.readout_forward(output, 1, true);
+        let passes = Passes::new(self, &Cpu);
+        let (_, tape) = passes.readout_forward(&output.to_vec(), 1, true);
         let rows = c.rows(tokens);
         let patches = c.rows(Tokens::Patches);
         let written = patches.clone().filter(|p| rows.contains(p));
         let n = patches.len() as f32;
         let norm_scale = match entry {
-            Entry::Row { row, .. } => tape.norms[0].1[row],
+            Entry::Row { row, .. } => tape.norms[0].rstd[row],
             Entry::PatchMean { per_row: true, .. } => {
-                written.map(|p| tape.norms[0].1[p]).sum::<f32>() / n
+                written.map(|p| tape.norms[0].rstd[p]).sum::<f32>() / n
             }
             Entry::PatchMean { per_row: false, .. } => {
                 let share = written.count() as f32 / n;
-                share * tape.norms.iter().map(|(_, rstd)| rstd[0]).product::<f32>()
+                share * tape.norms.iter().map(|n| n.rstd[0]).product::<f32>()
             }
         };
-        let embedding = match &self.zero_shot {
+        let embedding = match &tape.embedding {
             None => 1.0,
-            Some(_) => 1.0 / tape.embedding.iter().map(|v| v * v).sum::<f32>().sqrt(),
+            Some(e) => 1.0 / e.iter().map(|v| v * v).sum::<f32>().sqrt(),
         };
         Some(norm_scale * embedding)
     }
@@ -130,7 +134,7 @@ impl Vit {
     /// activation writes into the residual stream (`[hidden]`, layer scale folded in).
     pub fn neuron_direction(&self, layer: usize, neuron: usize) -> Vec<f32> {
         let f = self.config.intermediate;
-        let w = &self.blocks[layer].fc2.w;
+        let w = &self.weights.blocks[layer].fc2.w;
         (0..self.config.hidden).map(|i| w[i * f + neuron]).collect()
     }
 }

@@ -4,10 +4,8 @@
 //! checkpoint; the forward and backward passes honour it; nothing else branches
 //! on the family.
 
-use super::kernels;
 use super::site::Tokens;
 use crate::names::Named;
-use rayon::prelude::*;
 use std::fmt;
 use std::ops::Range;
 
@@ -69,51 +67,6 @@ impl FfnActivation {
             FfnActivation::SwiGlu => 2 * neurons,
             _ => neurons,
         }
-    }
-
-    /// `g = act(u)` for rows of `u` (`[rows, fc1 width]`) into `g` (`[rows, f]`); with
-    /// `keep`, `u` is replaced by what the backward multiplies by.
-    pub fn forward(self, u: &mut [f32], g: &mut [f32], f: usize, keep: bool) {
-        const ROWS: usize = 16;
-        let w = self.fc1_width(f);
-        let chunks = g.par_chunks_mut(f * ROWS).zip(u.par_chunks_mut(w * ROWS));
-        match (self, keep) {
-            (FfnActivation::GeluErf, true) => {
-                chunks.for_each(|(g, u)| kernels::gelu_keeping_derivative(u, g))
-            }
-            (FfnActivation::GeluErf, false) => chunks.for_each(|(g, u)| kernels::gelu(u, g)),
-            (FfnActivation::QuickGelu, keep) => {
-                chunks.for_each(|(g, u)| kernels::quick_gelu(u, g, keep))
-            }
-            (FfnActivation::GeluTanh, keep) => {
-                chunks.for_each(|(g, u)| kernels::tanh_gelu(u, g, keep))
-            }
-            (FfnActivation::SwiGlu, keep) => {
-                chunks.for_each(|(g, u)| kernels::swiglu(u, g, f, keep))
-            }
-        }
-    }
-
-    /// The gradient at fc1's output from `dg` at the neurons (`[rows, f]`) and the
-    /// derivative [`FfnActivation::forward`] kept.
-    pub fn backward(self, mut dg: Vec<f32>, kept: &[f32], f: usize) -> Vec<f32> {
-        const ROWS: usize = 16;
-        if self != FfnActivation::SwiGlu {
-            dg.par_chunks_mut(f * ROWS)
-                .zip(kept.par_chunks(f * ROWS))
-                .for_each(|(dg, kept)| kernels::mul_assign(dg, kept));
-            return dg;
-        }
-        let mut du = vec![0f32; 2 * dg.len()];
-        du.par_chunks_mut(2 * f)
-            .zip(dg.par_chunks(f))
-            .zip(kept.par_chunks(2 * f))
-            .for_each(|((du, dg), kept)| {
-                for (i, (du, k)) in du.iter_mut().zip(kept).enumerate() {
-                    *du = dg[i % f] * k;
-                }
-            });
-        du
     }
 }
 

@@ -2,7 +2,7 @@
 //! resumed run or an experiment can tell another model from the same one.
 
 use super::Vit;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::Path;
 
 /// Hash of the weights file's bytes (`model.safetensors` of a Hugging Face folder),
@@ -16,8 +16,7 @@ pub fn fingerprint(checkpoint: &Path, vit: &Vit) -> Result<String> {
     } else {
         checkpoint.to_path_buf()
     };
-    let bytes =
-        std::fs::read(&weights).with_context(|| format!("{}: cannot read", weights.display()))?;
+    let bytes = crate::files::read(&weights, crate::files::WHOLE)?;
     let described = serde_json::to_string(&(
         &vit.config,
         vit.normalization.mean,
@@ -26,11 +25,11 @@ pub fn fingerprint(checkpoint: &Path, vit: &Vit) -> Result<String> {
     ))?;
     let mut both = [crate::numeric::fingerprint(&bytes), described].concat();
     // Only for the models that have them, so that other fingerprints stay as they were.
-    if let Some(z) = &vit.zero_shot {
+    if let Some(z) = &vit.weights.zero_shot {
         both += &floats(z.text.iter().chain([&z.scale]));
     }
     if vit.config.family.name.ends_with("linear probe") {
-        both += &floats(vit.head.w.iter().chain(&vit.head.b));
+        both += &floats(vit.weights.head.w.iter().chain(&vit.weights.head.b));
     }
     Ok(crate::numeric::fingerprint(both.as_bytes()))
 }

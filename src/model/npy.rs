@@ -148,8 +148,7 @@ fn parse_shape(text: &str) -> Result<Vec<usize>> {
 
 /// All arrays of an `.npz` archive, keyed by name without the `.npy` suffix.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, Array)>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let file = crate::files::open(path)?;
     let mut zip = zip::ZipArchive::new(file)
         .with_context(|| format!("{}: not a valid .npz (zip) archive", path.display()))?;
     let mut out = Vec::with_capacity(zip.len());

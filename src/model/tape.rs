@@ -1,35 +1,36 @@
 //! What a forward pass keeps for the backward pass: the model's own, read by the
-//! backward pass and by branching, by nothing outside the model.
+//! backward pass and by branching, by nothing outside the model. Tensors are the
+//! executor's (`T`).
 
+use super::exec::NormStats;
 use std::ops::Range;
 
 /// Activations of one block kept for the backward pass.
-pub(super) struct BlockTape {
+pub(super) struct BlockTape<T> {
+    /// Rows of each sequence the block computed (the last block: those the readout reads).
     pub q_rows: usize,
-    pub xhat1: Vec<f32>,
-    pub rstd1: Vec<f32>,
-    pub qkv: Vec<f32>,
-    pub probs: Vec<f32>,
-    pub xhat2: Vec<f32>,
-    pub rstd2: Vec<f32>,
+    pub norm1: NormStats<T>,
+    pub qkv: T,
+    pub probs: T,
+    pub norm2: NormStats<T>,
     /// The FFN non-linearity's derivative at the fc1 output: what its backward
     /// multiplies by.
-    pub act_grad: Vec<f32>,
-    /// FFN rows overwritten by a [`Action::Replace`] (the gradient stops there).
+    pub act_grad: T,
+    /// FFN rows overwritten by a [`super::Action::Replace`] (the gradient stops there).
     pub replaced: Option<Range<usize>>,
     /// Attention-output (`attn.z`) rows overwritten likewise.
     pub z_replaced: Option<Range<usize>>,
 }
 
-pub(super) struct Tape {
+pub(super) struct Tape<T> {
     pub from: usize,
-    pub blocks: Vec<BlockTape>,
-    pub readout: ReadoutTape,
+    pub blocks: Vec<BlockTape<T>>,
+    pub readout: ReadoutTape<T>,
 }
 
-/// What the readout's backward needs: `xhat` and `1/std` of each norm applied,
-/// and the projected embedding of a zero-shot head.
-pub(super) struct ReadoutTape {
-    pub norms: Vec<(Vec<f32>, Vec<f32>)>,
-    pub embedding: Vec<f32>,
+/// What the readout's backward needs: the statistics of each norm applied, and
+/// the projected embedding of a zero-shot head.
+pub(super) struct ReadoutTape<T> {
+    pub norms: Vec<NormStats<T>>,
+    pub embedding: Option<T>,
 }

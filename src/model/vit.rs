@@ -5,10 +5,11 @@
 //! embedding, `L` blocks of `x += Attn(LN1(x)); x += FFN(LN2(x))`, then the
 //! family's readout ([`Readout`]) and a linear head.
 
+use super::exec::gpu::Gpu;
 use super::family::{Compat, Family};
-use super::kernels;
 use super::site::{Action, Activation, Intervention, Site, Tokens};
 use std::ops::Range;
+use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct VitConfig {
@@ -43,38 +44,113 @@ impl VitConfig {
 }
 
 /// A torch-layout linear layer: `y = x W^T + b`, `w` is `[out, in]` row-major.
+/// Weights are host vectors, or an executor's tensors ([`Weights`]).
 #[derive(Clone, Debug)]
-pub struct Linear {
-    pub w: Vec<f32>,
-    pub b: Vec<f32>,
+pub struct Linear<T = Vec<f32>> {
+    pub w: T,
+    pub b: T,
 }
 
 #[derive(Clone, Debug)]
-pub struct LayerNorm {
-    pub gamma: Vec<f32>,
-    pub beta: Vec<f32>,
+pub struct LayerNorm<T = Vec<f32>> {
+    pub gamma: T,
+    pub beta: T,
     pub eps: f32,
 }
 
 #[derive(Clone, Debug)]
-pub struct Block {
-    pub ln1: LayerNorm,
+pub struct Block<T = Vec<f32>> {
+    pub ln1: LayerNorm<T>,
     /// Q, K and V fused: `[3 * hidden, hidden]`, rows in that order, heads contiguous.
-    pub qkv: Linear,
-    pub proj: Linear,
-    pub ln2: LayerNorm,
-    pub fc1: Linear,
-    pub fc2: Linear,
+    pub qkv: Linear<T>,
+    pub proj: Linear<T>,
+    pub ln2: LayerNorm<T>,
+    pub fc1: Linear<T>,
+    pub fc2: Linear<T>,
 }
 
 /// A zero-shot classifier (CLIP): `logits[c] = scale * <e / |e|, text[c]>` for the
 /// projected image embedding `e`.
 #[derive(Clone, Debug)]
-pub struct ZeroShot {
+pub struct ZeroShot<T = Vec<f32>> {
     /// `[classes, embedding]`, one class text embedding per row (used as given).
-    pub text: Vec<f32>,
+    pub text: T,
     /// The multiplier (CLIP's `logit_scale.exp()`, 100 for the released models).
     pub scale: f32,
+}
+
+/// Every weight of a model: host vectors as loaded, or the copies an executor
+/// holds ([`Weights::map`] makes them).
+#[derive(Clone, Debug)]
+pub struct Weights<T = Vec<f32>> {
+    /// Conv weight flattened to `[hidden, channels * patch * patch]` in (c, y, x) order.
+    pub patch_embed: Linear<T>,
+    /// The prefix tokens, `[prefix, hidden]`: CLS, then the distillation token or
+    /// the registers.
+    pub prefix: T,
+    /// `[tokens, hidden]`, added to every token (zero rows where a family adds
+    /// none, as DINOv2's registers).
+    pub pos_embed: T,
+    /// A LayerNorm on the embeddings before block 0 (CLIP).
+    pub norm_pre: Option<LayerNorm<T>>,
+    pub blocks: Vec<Block<T>>,
+    /// The norm the readout applies before the head: the final LayerNorm (CLIP's
+    /// `post_layernorm`), or `fc_norm` after a patch mean.
+    pub norm: LayerNorm<T>,
+    /// The head on the readout (`[classes, readout width]`), or, for a zero-shot
+    /// model, the projection to the embedding space (`[embedding, hidden]`).
+    pub head: Linear<T>,
+    pub zero_shot: Option<ZeroShot<T>>,
+}
+
+impl<T> Linear<T> {
+    fn map<U>(&self, f: &mut impl FnMut(&T) -> U) -> Linear<U> {
+        Linear {
+            w: f(&self.w),
+            b: f(&self.b),
+        }
+    }
+}
+
+impl<T> LayerNorm<T> {
+    fn map<U>(&self, f: &mut impl FnMut(&T) -> U) -> LayerNorm<U> {
+        LayerNorm {
+            gamma: f(&self.gamma),
+            beta: f(&self.beta),
+            eps: self.eps,
+        }
+    }
+}
+
+impl<T> Weights<T> {
+    /// The same weights with every tensor passed through `f` (an upload).
+    pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> Weights<U> {
+        let f = &mut f;
+        Weights {
+            patch_embed: self.patch_embed.map(f),
+            prefix: f(&self.prefix),
+            pos_embed: f(&self.pos_embed),
+            norm_pre: self.norm_pre.as_ref().map(|n| n.map(f)),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| Block {
+                    ln1: b.ln1.map(f),
+                    qkv: b.qkv.map(f),
+                    proj: b.proj.map(f),
+                    ln2: b.ln2.map(f),
+                    fc1: b.fc1.map(f),
+                    fc2: b.fc2.map(f),
+                })
+                .collect(),
+            norm: self.norm.map(f),
+            head: self.head.map(f),
+            zero_shot: self.zero_shot.as_ref().map(|z| ZeroShot {
+                text: f(&z.text),
+                scale: z.scale,
+            }),
+        }
+    }
 }
 
 /// Where the weights came from, for `inspect` and the output records.
@@ -103,24 +179,10 @@ impl std::fmt::Display for Layout {
 #[derive(Clone, Debug)]
 pub struct Vit {
     pub config: VitConfig,
-    /// Conv weight flattened to `[hidden, channels * patch * patch]` in (c, y, x) order.
-    pub patch_embed: Linear,
-    /// The prefix tokens, `[prefix, hidden]`: CLS, then the distillation token or
-    /// the registers.
-    pub prefix: Vec<f32>,
-    /// `[tokens, hidden]`, added to every token (zero rows where a family adds
-    /// none, as DINOv2's registers).
-    pub pos_embed: Vec<f32>,
-    /// A LayerNorm on the embeddings before block 0 (CLIP).
-    pub norm_pre: Option<LayerNorm>,
-    pub blocks: Vec<Block>,
-    /// The norm the readout applies before the head: the final LayerNorm (CLIP's
-    /// `post_layernorm`), or `fc_norm` after a patch mean.
-    pub norm: LayerNorm,
-    /// The head on the readout (`[classes, readout width]`), or, for a zero-shot
-    /// model, the projection to the embedding space (`[embedding, hidden]`).
-    pub head: Linear,
-    pub zero_shot: Option<ZeroShot>,
+    pub weights: Weights,
+    /// The GPU the passes run on, holding a copy of the weights ([`Vit::use_gpu`]);
+    /// none: the CPU.
+    pub(super) gpu: Option<Arc<Gpu>>,
     /// Whose arithmetic the forward follows where they differ (MAE's `fc_norm`).
     pub compat: Compat,
     /// Where the neurons live: the family's default ([`Family::neuron_tokens`]) or
@@ -180,8 +242,11 @@ pub struct Geometry {
     pub size: Option<(usize, usize)>,
     /// Resize the shortest edge to this (aspect kept) instead.
     pub shortest_edge: Option<usize>,
-    /// Centre-crop to the model's size after resizing.
+    /// Centre-crop to the model's size after resizing (padded with black where
+    /// the image is smaller, as Hugging Face's `center_crop`).
     pub crop: bool,
+    /// No resize (`do_resize: false`): the image is taken at its own size.
+    pub keep_size: bool,
     pub filter: Filter,
 }
 
@@ -273,74 +338,40 @@ impl Vit {
 
     /// The number of weights (layer scales counted in the layers they are folded into).
     pub fn parameter_count(&self) -> usize {
-        let linear = |l: &Linear| l.w.len() + l.b.len();
-        let norm = |n: &LayerNorm| n.gamma.len() + n.beta.len();
-        let blocks: usize = self
-            .blocks
-            .iter()
-            .map(|b| {
-                norm(&b.ln1)
-                    + linear(&b.qkv)
-                    + linear(&b.proj)
-                    + norm(&b.ln2)
-                    + linear(&b.fc1)
-                    + linear(&b.fc2)
-            })
-            .sum();
-        linear(&self.patch_embed)
-            + self.prefix.len()
-            + self.pos_embed.len()
-            + self.norm_pre.as_ref().map_or(0, norm)
-            + blocks
-            + norm(&self.norm)
-            + linear(&self.head)
-            + self.zero_shot.as_ref().map_or(0, |z| z.text.len())
+        let mut count = 0;
+        self.weights.map(|t| count += t.len());
+        count
     }
 
-    /// Tokens `[tokens, hidden]` of a normalised CHW image: CLS, patches, positions.
-    pub fn embed(&self, pixels: &[f32]) -> Vec<f32> {
+    /// The patches of `S` normalised CHW images, `[S * patches, channels * patch *
+    /// patch]`, each in (c, y, x) order as the flattened conv weight.
+    pub(super) fn patchify(&self, pixels: &[f32]) -> Vec<f32> {
         let c = &self.config;
-        let (p, side, d) = (c.patch_size, c.image_size, c.hidden);
+        let (p, side) = (c.patch_size, c.image_size);
         let grid = side / p;
-        assert_eq!(
-            pixels.len(),
-            c.channels * side * side,
+        let image = c.channels * side * side;
+        assert!(
+            !pixels.is_empty() && pixels.len().is_multiple_of(image),
             "pixel buffer has the wrong size"
         );
         let patch_len = c.channels * p * p;
-        let mut patches = vec![0f32; c.patches() * patch_len];
-        for gy in 0..grid {
-            for gx in 0..grid {
-                let dst = &mut patches[(gy * grid + gx) * patch_len..][..patch_len];
-                for ch in 0..c.channels {
-                    for y in 0..p {
-                        let src = ch * side * side + (gy * p + y) * side + gx * p;
-                        dst[(ch * p + y) * p..][..p].copy_from_slice(&pixels[src..src + p]);
+        let mut patches = vec![0f32; pixels.len() / image * c.patches() * patch_len];
+        for (pixels, patches) in pixels
+            .chunks_exact(image)
+            .zip(patches.chunks_exact_mut(c.patches() * patch_len))
+        {
+            for gy in 0..grid {
+                for gx in 0..grid {
+                    let dst = &mut patches[(gy * grid + gx) * patch_len..][..patch_len];
+                    for ch in 0..c.channels {
+                        for y in 0..p {
+                            let src = ch * side * side + (gy * p + y) * side + gx * p;
+                            dst[(ch * p + y) * p..][..p].copy_from_slice(&pixels[src..src + p]);
+                        }
                     }
                 }
             }
         }
-        let mut tokens = vec![0f32; c.tokens() * d];
-        let prefix = self.prefix.len();
-        tokens[..prefix].copy_from_slice(&self.prefix);
-        kernels::linear(
-            &mut tokens[prefix..],
-            &patches,
-            c.patches(),
-            &self.patch_embed.w,
-            &self.patch_embed.b,
-        );
-        kernels::add_assign(&mut tokens, &self.pos_embed);
-        if let Some(ln) = &self.norm_pre {
-            let mut normed = vec![0f32; tokens.len()];
-            let out = kernels::LayerNormOut {
-                y: &mut normed,
-                xhat: None,
-                rstd: None,
-            };
-            kernels::layer_norm(&tokens, &ln.gamma, &ln.beta, ln.eps, out);
-            return normed;
-        }
-        tokens
+        patches
     }
 }

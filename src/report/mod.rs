@@ -9,6 +9,7 @@
 //! `classes`, `images`); `figures` draws, `palette` colours the methods,
 //! `thumbnails` shrinks and embeds the images.
 
+mod check;
 mod classes;
 mod figures;
 mod images;
@@ -23,6 +24,7 @@ use crate::names::Named;
 use crate::record::PathRecord;
 use crate::roles::NeuronRecord;
 use anyhow::{bail, Result};
+pub use check::{check, Names};
 use maud::{html, DOCTYPE};
 use palette::Palette;
 use std::path::PathBuf;

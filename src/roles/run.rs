@@ -76,7 +76,7 @@ pub fn scanned(out: &Path) -> Option<usize> {
     struct Done {
         done: usize,
     }
-    let bytes = std::fs::read(state_file(out)).ok()?;
+    let bytes = crate::files::read(&state_file(out), crate::files::WHOLE).ok()?;
     serde_json::from_slice::<Done>(&bytes).ok().map(|d| d.done)
 }
 
@@ -116,8 +116,7 @@ impl NeuronScan<'_> {
             );
             return Ok((scan, 0));
         };
-        let bytes =
-            std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
+        let bytes = crate::files::read(file, crate::files::WHOLE)?;
         let saved: Saved<Started, Scan> = serde_json::from_slice(&bytes).with_context(|| {
             format!(
                 "{}: not the state of a neurons scan; move it away to start afresh",
@@ -209,15 +208,15 @@ impl NeuronScan<'_> {
     ) -> Option<(Activations, Vec<(usize, &'e ImageEntry)>)> {
         let loaded: Vec<Result<Vec<f32>>> = chunk
             .par_iter()
-            .map(|e| data::load_image(&e.path, vit, self.norm).map(|p| vit.embed(&p)))
+            .map(|e| data::load_image(&e.path, vit, self.norm))
             .collect();
         let mut ran = Vec::new();
-        let mut x = Vec::new();
-        for (entry, tokens) in chunk.iter().zip(loaded) {
-            match tokens {
-                Ok(tokens) => {
+        let mut pixels = Vec::new();
+        for (entry, image) in chunk.iter().zip(loaded) {
+            match image {
+                Ok(image) => {
                     ran.push(entry);
-                    x.extend_from_slice(&tokens);
+                    pixels.extend_from_slice(&image);
                 }
                 Err(e) => {
                     progress.note(&format!("skipped {}: {e:#}", entry.path.display()));
@@ -228,7 +227,7 @@ impl NeuronScan<'_> {
         if ran.is_empty() {
             return None;
         }
-        let pass = vit.activations(x);
+        let pass = vit.activations(&pixels);
         let classes = vit.config.classes;
         let mut ok = Vec::new();
         for (at, (entry, logits)) in ran

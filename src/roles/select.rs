@@ -33,9 +33,9 @@ impl FromStr for Neuron {
             .split_once(':')
             .with_context(|| format!("{s:?}: a neuron is layer:neuron, e.g. 3:120"))?;
         let number = |part: &str, what: &str| {
-            part.trim()
-                .parse::<usize>()
-                .with_context(|| format!("{s:?}: the {what} {part:?} is not a number"))
+            part.trim().parse::<usize>().with_context(|| {
+                format!("{s:?}: the {what} {part:?} is invalid: a {what} is a whole number from 0")
+            })
         };
         Ok(Neuron {
             layer: number(layer, "layer")?,
@@ -66,6 +66,7 @@ impl Choice<'_> {
         let (neurons, found) = match self {
             Choice::OnPaths { records, file } => {
                 record::as_found(vit, records, file)?;
+                record::check_against(vit, records, file)?;
                 if vit.unit != Activation::MlpPost {
                     bail!(
                         "{}: paths of attention heads; `neurons` describes FFN neurons",

@@ -76,6 +76,7 @@ impl Parts {
     fn check_complete(&self) -> Result<()> {
         let count = self.first().shard.map_or(1, |s| s.count());
         let mut by_index: Vec<Option<&Path>> = vec![None; count];
+        let mut unfinished = Vec::new();
         for (file, m) in &self.parts {
             let shard = m.shard.unwrap_or(crate::data::Shard::WHOLE);
             if shard.count() != count {
@@ -94,11 +95,15 @@ impl Parts {
                 );
             }
             if m.finished.is_none() {
-                bail!(
-                    "{}: shard {shard} has not finished (it was stopped, or is still running); rerun its command to resume it, then merge",
-                    file.display()
-                );
+                unfinished.push(format!(
+                    "{}: shard {shard} has not finished: {}",
+                    file.display(),
+                    m.unfinished()
+                ));
             }
+        }
+        if !unfinished.is_empty() {
+            bail!("{}; then merge", unfinished.join("; "));
         }
         let missing: Vec<String> = (0..count)
             .filter(|&i| by_index[i].is_none())
@@ -276,6 +281,8 @@ fn write(parts: &Parts, out: &Path, lines: &[String], failed: &[String]) -> Resu
         done_at_start: 0,
         finished: Some(now()),
         failed: failed.to_vec(),
+        launch: None,
+        stopped: None,
         merged_from: parts
             .parts
             .iter()
@@ -289,9 +296,5 @@ fn write(parts: &Parts, out: &Path, lines: &[String], failed: &[String]) -> Resu
     }
     manifest.write(out)?;
     let bytes: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, out))
-        .with_context(|| format!("{}: cannot write", out.display()))
+    crate::record::write_whole(out, bytes.as_bytes())
 }

@@ -5,8 +5,10 @@
 //! resumable), and beside it a manifest, `<output>.shard.json`: the shard,
 //! the image keys of the whole run (so that a missing shard's images can be named),
 //! the settings the shards must agree on, and when this session of it started and
-//! finished. The manifest is written whole (a temporary file renamed), read without
-//! a lock by `status`, and never replaces a file that is not a manifest.
+//! finished, or why it stopped before that (an error, or a termination signal such
+//! as Slurm's on `scancel`, a time limit or a requeue) with the command that resumes
+//! it. The manifest is written whole (a temporary file renamed), read without a lock
+//! by `status`, and never replaces a file that is not a manifest.
 
 pub mod merge;
 pub mod status;
@@ -16,10 +18,11 @@ pub use status::{status, RunStatus, ShardStatus};
 
 use crate::data::Shard;
 use crate::record::Setting;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The command whose records a shard holds.
@@ -61,9 +64,84 @@ pub struct Manifest {
     pub finished: Option<u64>,
     /// The shard's images that failed (no record after it finished).
     pub failed: Vec<String>,
+    /// How the latest session was started (none for a merged output, or a manifest
+    /// of an earlier version).
+    pub launch: Option<Launch>,
+    /// Why the latest session stopped before it finished; none while it runs, once
+    /// it finished, or when it was killed outright (SIGKILL, a lost node).
+    pub stopped: Option<Stopped>,
     /// The shard files a merged output was made from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+}
+
+/// How a shard's session was started: what `status` and `merge` tell the user to
+/// run when it stopped before it finished.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Launch {
+    /// A shell command that resumes the shard, wherever it is run.
+    pub resume: String,
+    /// The Slurm job the session ran as (`<array job>_<task>`, or the job's id).
+    pub slurm_job: Option<String>,
+}
+
+impl Launch {
+    /// " (Slurm job J)" when the session ran as one, else nothing.
+    pub fn job(&self) -> String {
+        self.slurm_job
+            .as_ref()
+            .map_or(String::new(), |j| format!(" (Slurm job {j})"))
+    }
+}
+
+/// When and why a shard's session stopped before it finished.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Stopped {
+    /// Seconds since 1970.
+    pub at: u64,
+    #[serde(flatten)]
+    pub why: Stop,
+}
+
+/// Why a shard's session stopped before it finished.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "lowercase")]
+pub enum Stop {
+    /// The run failed with this error.
+    Error { message: String },
+    /// A termination signal ended it.
+    Signal { signal: Signal },
+}
+
+/// The termination signals a shard records before it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Signal {
+    /// `kill`, Slurm's `scancel`, time limit, preemption or requeue.
+    Sigterm,
+    /// Ctrl-C.
+    Sigint,
+    /// The terminal closed.
+    Sighup,
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Stop::Error { message } => write!(f, "error: {message}"),
+            Stop::Signal { signal } => {
+                let (name, cause) = match signal {
+                    Signal::Sigterm => (
+                        "SIGTERM",
+                        "kill, or Slurm's scancel, time limit, preemption or requeue",
+                    ),
+                    Signal::Sigint => ("SIGINT", "Ctrl-C"),
+                    Signal::Sighup => ("SIGHUP", "its terminal closed"),
+                };
+                write!(f, "terminated by {name} ({cause})")
+            }
+        }
+    }
 }
 
 /// Seconds since 1970, now.
@@ -88,8 +166,7 @@ impl Manifest {
         if !path.exists() {
             return Ok(None);
         }
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let bytes = crate::files::read(&path, crate::files::TEXT)?;
         serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             anyhow::anyhow!(
                 "{}: not a neuronpath shard manifest ({e}); nothing was changed: move it away",
@@ -141,6 +218,23 @@ impl Manifest {
         }
         Ok(())
     }
+
+    /// Why the shard has not finished, and the command that resumes it (when known),
+    /// in a sentence.
+    pub fn unfinished(&self) -> String {
+        let why = match &self.stopped {
+            Some(stopped) => format!("it stopped: {}", stopped.why),
+            None => "it is still running, or was killed outright".to_string(),
+        };
+        let job = self.launch.as_ref().map_or(String::new(), Launch::job);
+        let resume = self
+            .launch
+            .as_ref()
+            .map_or("rerun its command to resume it".to_string(), |l| {
+                format!("resume it with: {}", l.resume)
+            });
+        format!("{why}{job}; {resume}")
+    }
 }
 
 /// Which images of a run are this shard's (all of them without `--shard`),
@@ -149,11 +243,13 @@ pub struct ShardPlan {
     shard: Option<Shard>,
     images: Vec<String>,
     mine: HashSet<String>,
+    launch: Option<Launch>,
 }
 
 impl ShardPlan {
-    /// `shard` of a run over `images` (every key of the whole run, in run order).
-    pub fn new(shard: Option<Shard>, images: Vec<String>) -> ShardPlan {
+    /// `shard` of a run over `images` (every key of the whole run, in run order),
+    /// started as `launch` says (recorded in its manifest).
+    pub fn new(shard: Option<Shard>, images: Vec<String>, launch: Option<Launch>) -> ShardPlan {
         let keys = images.iter().map(String::as_str);
         let mine = shard.unwrap_or(Shard::WHOLE).pick(keys);
         let mine = mine.into_iter().map(String::from).collect();
@@ -161,6 +257,7 @@ impl ShardPlan {
             shard,
             images,
             mine,
+            launch,
         }
     }
 
@@ -190,11 +287,7 @@ impl ShardPlan {
                     out.display()
                 );
             }
-            return Ok(ShardRun {
-                out: out.into(),
-                manifest: None,
-                mine: self.mine,
-            });
+            return Ok(ShardRun::new(out, None, self.mine));
         };
         let settings = settings
             .iter()
@@ -209,6 +302,8 @@ impl ShardPlan {
             done_at_start: self.mine.iter().filter(|k| done(k)).count(),
             finished: None,
             failed: vec![],
+            launch: self.launch,
+            stopped: None,
             merged_from: vec![],
         };
         match old {
@@ -221,28 +316,58 @@ impl ShardPlan {
             None => {}
         }
         manifest.write(out)?;
-        Ok(ShardRun {
-            out: out.into(),
-            manifest: Some(manifest),
-            mine: self.mine,
-        })
+        Ok(ShardRun::new(out, Some(manifest), self.mine))
     }
 }
 
-/// A shard under way: its manifest, finished when the run is.
+/// A shard under way: its manifest, finished when the run is, or marked stopped
+/// (through a [`Stopper`]) when it ends before that.
 pub struct ShardRun {
+    session: Arc<Mutex<Session>>,
+}
+
+/// What a shard under way writes to its manifest; one writer at a time.
+struct Session {
     out: PathBuf,
     manifest: Option<Manifest>,
     mine: HashSet<String>,
 }
 
+/// Marks a shard under way stopped, from any thread (a signal's, say).
+#[derive(Clone)]
+pub struct Stopper {
+    session: Arc<Mutex<Session>>,
+}
+
+fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
+    session
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl ShardRun {
+    fn new(out: &Path, manifest: Option<Manifest>, mine: HashSet<String>) -> ShardRun {
+        let session = Session {
+            out: out.into(),
+            manifest,
+            mine,
+        };
+        ShardRun {
+            session: Arc::new(Mutex::new(session)),
+        }
+    }
+
     /// Marks the shard finished: every image tried, those where `done` is false failed.
     pub fn finish(self, done: impl Fn(&str) -> bool) -> Result<()> {
-        let Some(mut manifest) = self.manifest else {
+        let mut session = lock(&self.session);
+        let Session {
+            out,
+            manifest,
+            mine,
+        } = &mut *session;
+        let Some(manifest) = manifest else {
             return Ok(());
         };
-        let mine = &self.mine;
         manifest.failed = manifest
             .images
             .iter()
@@ -250,7 +375,30 @@ impl ShardRun {
             .cloned()
             .collect();
         manifest.finished = Some(now());
-        manifest.write(&self.out)
+        manifest.write(out)
+    }
+
+    /// What marks this shard stopped if its session ends before it finishes.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            session: Arc::clone(&self.session),
+        }
+    }
+}
+
+impl Stopper {
+    /// Records in the manifest that the session stopped now, and why; nothing for a
+    /// run without `--shard` or a shard that finished.
+    pub fn stop(&self, why: Stop) -> Result<()> {
+        let mut session = lock(&self.session);
+        let Session { out, manifest, .. } = &mut *session;
+        match manifest {
+            Some(manifest) if manifest.finished.is_none() => {
+                manifest.stopped = Some(Stopped { at: now(), why });
+                manifest.write(out)
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -2,12 +2,11 @@
 //! the `image` of its output's records, without taking its lock), failures, the
 //! rate of its latest session and an ETA.
 
-use super::{manifest_path, now, Kind, Manifest};
+use super::{manifest_path, now, Kind, Launch, Manifest, Stopped};
 use crate::data::Shard;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::collections::HashSet;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 /// One shard of a run.
@@ -25,6 +24,10 @@ pub struct ShardStatus {
     /// Images per second in the latest session, and the seconds left at that rate.
     pub rate: Option<f64>,
     pub eta: Option<f64>,
+    /// Why its latest session stopped before it finished, if it said.
+    pub stopped: Option<Stopped>,
+    /// How that session was started: the command that resumes it, its Slurm job.
+    pub launch: Option<Launch>,
 }
 
 /// The shards of one run found in a folder, and those not there.
@@ -47,7 +50,7 @@ impl RunStatus {
     }
 
     /// Seconds until the slowest unfinished shard is done (the shards run side by
-    /// side); none while a shard is missing or has no rate yet.
+    /// side); none while a shard is missing, stopped or has no rate yet.
     pub fn eta(&self) -> Option<f64> {
         if !self.missing.is_empty() {
             return None;
@@ -154,6 +157,7 @@ fn shard_status(out: &Path, m: &Manifest, shard: Shard) -> Result<ShardStatus> {
         .filter(|&secs| !finished && secs > 0.0 && gained > 0.0)
         .map(|secs| gained / secs);
     let left = mine.len().saturating_sub(done) as f64;
+    let stopped = m.stopped.clone().filter(|_| !finished);
     Ok(ShardStatus {
         file: out.to_path_buf(),
         shard,
@@ -162,12 +166,14 @@ fn shard_status(out: &Path, m: &Manifest, shard: Shard) -> Result<ShardStatus> {
         failed: finished.then_some(m.failed.len()),
         finished,
         idle: updated.map(|u| now().saturating_sub(u)),
-        eta: if finished {
-            Some(0.0)
-        } else {
-            rate.map(|r| left / r)
+        eta: match (finished, &stopped) {
+            (true, _) => Some(0.0),
+            (false, Some(_)) => None,
+            (false, None) => rate.map(|r| left / r),
         },
         rate,
+        stopped,
+        launch: m.launch.clone(),
     })
 }
 
@@ -178,15 +184,12 @@ fn images_written(out: &Path, mine: &HashSet<&str>) -> Result<usize> {
     struct Line {
         image: Option<String>,
     }
-    let file = match std::fs::File::open(out) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", out.display())),
-    };
+    if !out.exists() {
+        return Ok(0);
+    }
     let mut seen = HashSet::new();
-    for line in std::io::BufReader::new(file).split(b'\n') {
-        let line = line.with_context(|| format!("{}: cannot read", out.display()))?;
-        if let Ok(Line { image: Some(image) }) = serde_json::from_slice(&line) {
+    for line in crate::files::lines(out)? {
+        if let Ok(Line { image: Some(image) }) = serde_json::from_slice(&line?.bytes) {
             if mine.contains(image.as_str()) {
                 seen.insert(image);
             }

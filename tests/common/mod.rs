@@ -16,7 +16,7 @@ pub const CIFAR10: [&str; 10] = [
     "ship",
     "truck",
 ];
-use std::process::Command;
+use std::process::{Command, Output};
 
 pub fn shared(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -309,4 +309,115 @@ pub fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 
 pub fn max_abs(x: &[f32]) -> f32 {
     x.iter().fold(0f32, |m, v| m.max(v.abs()))
+}
+
+/// The complete lines (records) in `file` so far; none when it does not exist.
+pub fn lines_written(file: &Path) -> usize {
+    std::fs::read(file).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+}
+
+/// `neuronpath paths` (one cheap method, one step unless `extra` says) on `images`
+/// into `out`, with `extra` flags.
+pub fn paths(images: &Path, out: &Path, extra: &[&str]) -> Output {
+    let steps: &[&str] = if extra.contains(&"--steps") {
+        &[]
+    } else {
+        &["--steps", "1"]
+    };
+    neuronpath()
+        .args(["paths", "--method", "activation"])
+        .args(steps)
+        .arg("--images")
+        .arg(images)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+pub fn manipulate(images: &Path, paths: &Path, out: &Path, extra: &[&str]) -> Output {
+    neuronpath()
+        .args(["manipulate", "--images"])
+        .arg(images)
+        .arg("--paths")
+        .arg(paths)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Asserts that the command failed with a message holding every one of `want`.
+pub fn fails_with(out: &Output, want: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "succeeded: {stderr}");
+    for w in want {
+        assert!(stderr.contains(w), "wanted {w:?} in: {stderr}");
+    }
+}
+
+pub fn succeeds(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+pub fn records(file: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A copy of the bundled model with one head bias changed: same shape, other answers.
+pub fn other_model(dir: &Path) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/vit-cifar10");
+    let to = dir.join("other-model");
+    std::fs::create_dir_all(&to).unwrap();
+    for f in ["config.json", "preprocessor_config.json"] {
+        std::fs::copy(src.join(f), to.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut bias: Vec<u8> = st.tensor("classifier.bias").unwrap().data().to_vec();
+    bias[..4].copy_from_slice(&5f32.to_le_bytes());
+    let tensors: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| match name.as_str() {
+            "classifier.bias" => {
+                let view = safetensors::tensor::TensorView::new(
+                    view.dtype(),
+                    view.shape().to_vec(),
+                    &bias,
+                )
+                .unwrap();
+                (name, view)
+            }
+            _ => (name, view),
+        })
+        .collect();
+    safetensors::serialize_to_file(tensors, None, &to.join("model.safetensors")).unwrap();
+    to
+}
+
+/// A slow `paths` run on `images` into `out` (jas, one image a batch), returned
+/// once it holds the file and has written a record.
+pub fn writing(images: &Path, out: &Path) -> std::process::Child {
+    let child = neuronpath()
+        .args(["paths", "--method", "jas", "--batch", "1", "--images"])
+        .arg(images)
+        .arg("--out")
+        .arg(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::fs::read_to_string(out).map_or(0, |t| t.lines().count()) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child
 }

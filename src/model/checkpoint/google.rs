@@ -3,7 +3,7 @@
 //! the head count comes from the `query/kernel` shape `[hidden, heads, head_dim]`.
 
 use super::{assemble, block_count, check_consumed, config_from_shapes, Tensors};
-use crate::model::vit::{Block, LayerNorm, Layout, Linear, Normalization, Vit};
+use crate::model::vit::{Block, LayerNorm, Layout, Linear, Normalization, Vit, Weights};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
@@ -21,7 +21,7 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 pub fn load(path: &Path) -> Result<Vit> {
     let mut tensors = Tensors::from_npz(path)?;
     let block = |i: usize, s: &str| format!("Transformer/encoderblock_{i}/{s}");
-    let layers = block_count(&tensors, |i| block(i, "MlpBlock_3/Dense_0/kernel"));
+    let layers = block_count(&tensors, "Transformer/encoderblock_", "/");
     if layers == 0 {
         bail!(
             "{}: unknown checkpoint layout: no Transformer/encoderblock_0 tensors",
@@ -150,14 +150,17 @@ pub fn load(path: &Path) -> Result<Vit> {
     check_consumed(&tensors)?;
     assemble(Vit {
         config,
-        patch_embed,
-        prefix: cls_token,
-        pos_embed,
-        norm_pre: None,
-        blocks,
-        norm: final_norm,
-        head,
-        zero_shot: None,
+        weights: Weights {
+            patch_embed,
+            prefix: cls_token,
+            pos_embed,
+            norm_pre: None,
+            blocks,
+            norm: final_norm,
+            head,
+            zero_shot: None,
+        },
+        gpu: None,
         compat: crate::model::Compat::Principled,
         neuron_tokens: crate::model::Family::VIT.neuron_tokens(),
         unit: crate::model::site::Activation::MlpPost,

@@ -7,17 +7,13 @@
 //! SwiGLU, at any image size), and any of them saved as a backbone without its head
 //! (with a `--head` probe).
 
+use super::config::Json;
 use super::interpolate::{self, Bicubic};
 use super::text::{TextConfig, TextNames, TextTower};
 use super::zero_shot::Text;
-use super::{
-    assemble, average_heads, check_consumed, join, BlockNames, Qkv, Tensors, IMAGENET_MEAN,
-    IMAGENET_STD,
-};
+use super::{assemble, average_heads, check_consumed, join, BlockNames, Qkv, Tensors};
 use crate::model::family::{Compat, Family, FfnActivation, Readout};
-use crate::model::vit::{
-    Block, Filter, Geometry, Layout, Linear, Normalization, Vit, VitConfig, ZeroShot,
-};
+use crate::model::vit::{Block, Layout, Linear, Vit, VitConfig, Weights, ZeroShot};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -146,11 +142,10 @@ fn names_for(kind: &str, json: &Value, swiglu: bool) -> Option<(Names, Family)> 
     })
 }
 
-/// What a model's config.json says, read with errors naming the file.
+/// A model's config.json (or one of `CLIPModel`'s nested configs), with the model
+/// type's defaults for the fields it leaves out.
 struct Config<'a> {
-    path: &'a Path,
-    json: Value,
-    /// The model type's defaults, for configs saved without them.
+    json: Json<'a>,
     defaults: Defaults,
 }
 
@@ -158,7 +153,7 @@ struct Config<'a> {
 #[derive(Clone, Copy)]
 struct Defaults {
     activation: &'static str,
-    eps: f64,
+    eps: f32,
 }
 
 impl Defaults {
@@ -181,33 +176,26 @@ impl Defaults {
 }
 
 impl Config<'_> {
-    fn int(&self, key: &str) -> Result<usize> {
-        self.json
-            .get(key)
-            .and_then(Value::as_u64)
-            .map(|v| v as usize)
-            .with_context(|| format!("{}: missing integer {key}", self.path.display()))
+    fn eps(&self) -> Result<f32> {
+        Ok(self
+            .json
+            .positive("layer_norm_eps")?
+            .unwrap_or(self.defaults.eps))
     }
 
-    fn eps(&self) -> f32 {
-        self.json
-            .get("layer_norm_eps")
-            .and_then(Value::as_f64)
-            .unwrap_or(self.defaults.eps) as f32
-    }
-
+    /// `hidden_act`: Hugging Face's names of the activations modelled.
     fn activation(&self, family: Family) -> Result<FfnActivation> {
         if family.activation == FfnActivation::SwiGlu {
             return Ok(FfnActivation::SwiGlu);
         }
-        let act = self.json.get("hidden_act").and_then(Value::as_str);
+        let act = self.json.string("hidden_act")?;
         Ok(match act.unwrap_or(self.defaults.activation) {
             "gelu" => FfnActivation::GeluErf,
             "quick_gelu" => FfnActivation::QuickGelu,
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => FfnActivation::GeluTanh,
             other => bail!(
-                "{}: hidden_act {other:?} is not supported (gelu, quick_gelu, gelu_pytorch_tanh)",
-                self.path.display()
+                "{}: hidden_act is {other:?}: not supported (gelu, quick_gelu, gelu_pytorch_tanh)",
+                self.json.path.display()
             ),
         })
     }
@@ -227,38 +215,30 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
     let weights_path = weights_file(dir);
     if !config_path.exists() || !weights_path.exists() {
         bail!(
-            "{}: a Hugging Face checkpoint directory needs config.json and model.safetensors (or pytorch_model.bin)",
-            dir.display()
+            "{}: a Hugging Face checkpoint directory needs config.json and model.safetensors (or pytorch_model.bin){}",
+            dir.display(),
+            super::other_checkpoints(dir)
         );
     }
-    let text = std::fs::read_to_string(&config_path)
-        .with_context(|| format!("{}: cannot read", config_path.display()))?;
-    let json: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: invalid JSON", config_path.display()))?;
-    let kind = json
-        .get("model_type")
-        .and_then(Value::as_str)
-        .unwrap_or("vit");
+    let json = crate::files::read_json(&config_path)?;
+    if !json.is_object() {
+        bail!("{}: {json}: not a JSON object", config_path.display());
+    }
+    let top = Json::new(&config_path, &json);
+    let kind = top.string("model_type")?.unwrap_or("vit");
     // CLIPModel: the vision tower's settings are nested, the text tower beside them.
     let clip_model = kind == "clip";
-    let (kind, vision_json) = match clip_model {
-        true => (
-            "clip_vision_model",
-            sub_config(&json, "vision_config", &config_path)?,
-        ),
-        false => (kind, json.clone()),
+    let (kind, vision) = match clip_model {
+        true => ("clip_vision_model", sub_config(&top, "vision_config")?),
+        false => (kind, Json::new(&config_path, &json)),
     };
     let cfg = Config {
-        path: &config_path,
-        json: vision_json,
+        json: vision,
         defaults: Defaults::of(kind),
     };
-    let swiglu = cfg
-        .json
-        .get("use_swiglu_ffn")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let Some((names, mut family)) = names_for(kind, &cfg.json, swiglu) else {
+    let swiglu = cfg.json.boolean("use_swiglu_ffn")?.unwrap_or(false);
+    cfg.json.uint("num_register_tokens", 0)?;
+    let Some((names, mut family)) = names_for(kind, cfg.json.value, swiglu) else {
         let arch = json
             .pointer("/architectures/0")
             .and_then(Value::as_str)
@@ -272,6 +252,12 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
             config_path.display()
         );
     };
+    if let Some(heads) = options.heads {
+        bail!(
+            "--heads {heads}: a Hugging Face checkpoint's config.json gives its head count ({}); --heads is for timm and .pth files",
+            cfg.json.uint("num_attention_heads", 0)?.map_or("none".into(), |h| h.to_string())
+        );
+    }
     family.activation = cfg.activation(family)?;
     if clip_model {
         family.name = "CLIP (vision and text towers)";
@@ -292,23 +278,19 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
         &format!("{}.0.{}.weight", names.layers, names.block.fc1),
     );
     let f = tensors.dim(&fc1, 0)? / family.activation.fc1_width(1);
-    let trained = cfg.int("image_size")?;
-    let dinov2 = kind.starts_with("dinov2");
+    let trained = cfg.json.size("image_size")?;
+    let preprocessor = dir.join("preprocessor_config.json");
+    let sizes = RunSize::of(options, kind, trained, &preprocessor)?;
     let config = VitConfig {
-        image_size: run_size(
-            options,
-            dinov2,
-            trained,
-            &dir.join("preprocessor_config.json"),
-        )?,
-        patch_size: cfg.int("patch_size")?,
-        channels: cfg.int("num_channels").unwrap_or(3),
-        hidden: cfg.int("hidden_size")?,
-        layers: cfg.int("num_hidden_layers")?,
-        heads: cfg.int("num_attention_heads")?,
+        image_size: sizes.run,
+        patch_size: cfg.json.size("patch_size")?,
+        channels: cfg.json.uint("num_channels", 1)?.unwrap_or(3),
+        hidden: cfg.json.size("hidden_size")?,
+        layers: cfg.json.size("num_hidden_layers")?,
+        heads: cfg.json.size("num_attention_heads")?,
         intermediate: f,
         classes: 1,
-        layer_norm_eps: cfg.eps(),
+        layer_norm_eps: cfg.eps()?,
         family,
     };
     let at_trained = VitConfig {
@@ -333,25 +315,32 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
         .collect::<Result<Vec<Block>>>()?;
     let norm = tensors.pp(root).norm(names.norm, d, eps)?;
     let text = match clip_model {
-        true => Some(text_tower(&mut tensors, &json, &config_path, dir)?),
+        true => Some(text_tower(&mut tensors, &top, dir)?),
         false => None,
     };
     let mut config = config;
     let (head, zero_shot, names_of_classes) =
         head(&mut tensors, &cfg.json, &mut config, options, text)?;
     check_consumed(&tensors)?;
-    let normalization = read_preprocessor(&dir.join("preprocessor_config.json"))?;
+    let normalization = super::config::rescaled(
+        super::config::preprocessor(&preprocessor, sizes.processor)?,
+        sizes.processor,
+        sizes.run,
+    );
     assemble(Vit {
         neuron_tokens: config.family.neuron_tokens(),
         config,
-        patch_embed,
-        prefix,
-        pos_embed,
-        norm_pre,
-        blocks,
-        norm,
-        head,
-        zero_shot,
+        weights: Weights {
+            patch_embed,
+            prefix,
+            pos_embed,
+            norm_pre,
+            blocks,
+            norm,
+            head,
+            zero_shot,
+        },
+        gpu: None,
         compat: Compat::Principled,
         unit: crate::model::site::Activation::MlpPost,
         layout: Layout::HuggingFace,
@@ -360,67 +349,59 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
     })
 }
 
-/// `json[key]`, a nested config (CLIPModel's `vision_config`, `text_config`).
-fn sub_config(json: &Value, key: &str, path: &Path) -> Result<Value> {
-    json.get(key)
-        .filter(|v| v.is_object())
-        .cloned()
-        .with_context(|| format!("{}: model_type clip without its {key}", path.display()))
+/// `key` of a config, a nested config (CLIPModel's `vision_config`, `text_config`).
+fn sub_config<'a>(json: &Json<'a>, key: &str) -> Result<Json<'a>> {
+    json.object(key)?
+        .with_context(|| format!("{}: model_type clip without its {key}", json.path.display()))
 }
 
-/// The image size to run at: `--image-size`; for DINOv2 the centre crop of its
-/// `preprocessor_config.json` (what its image processor feeds it: 224 for a
-/// checkpoint trained at 518); else the size the config says. Only DINOv2's position
-/// embeddings are interpolated (as its library does at every forward).
-fn run_size(
-    options: &super::LoadOptions,
-    dinov2: bool,
-    trained: usize,
-    preprocessor: &Path,
-) -> Result<usize> {
-    match (options.image_size, dinov2) {
-        (Some(size), true) => Ok(size),
-        (Some(size), false) if size != trained => bail!(
-            "--image-size {size}: position embeddings are interpolated for DINOv2 checkpoints only (this one runs at {trained})"
-        ),
-        (_, true) => Ok(crop_size(preprocessor)?.unwrap_or(trained)),
-        (_, false) => Ok(trained),
-    }
+/// The image size a model runs at, and the one its `preprocessor_config.json` is
+/// made for.
+struct RunSize {
+    run: usize,
+    processor: usize,
 }
 
-/// `crop_size` of a `preprocessor_config.json` that centre-crops to a square.
-fn crop_size(path: &Path) -> Result<Option<usize>> {
-    if !path.exists() {
-        return Ok(None);
+impl RunSize {
+    /// `--image-size`; for DINOv2 the centre crop of its `preprocessor_config.json`
+    /// (what its image processor feeds it: 224 for a checkpoint trained at 518);
+    /// else the size the config says. Only DINOv2's position embeddings are
+    /// interpolated (as its library does at every forward).
+    fn of(
+        options: &super::LoadOptions,
+        kind: &str,
+        trained: usize,
+        preprocessor: &Path,
+    ) -> Result<RunSize> {
+        if !kind.starts_with("dinov2") {
+            return match options.image_size {
+                Some(size) if size != trained => bail!(
+                    "--image-size {size}: position embeddings are interpolated for DINOv2 checkpoints only (this one runs at {trained})"
+                ),
+                _ => Ok(RunSize {
+                    run: trained,
+                    processor: trained,
+                }),
+            };
+        }
+        let processor = super::config::crop_side(preprocessor)?.unwrap_or(trained);
+        Ok(RunSize {
+            run: options.image_size.unwrap_or(processor),
+            processor,
+        })
     }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    let json: Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
-    if json.get("do_center_crop").and_then(Value::as_bool) != Some(true) {
-        return Ok(None);
-    }
-    let side = |k: &str| {
-        json.pointer(&format!("/crop_size/{k}"))
-            .and_then(Value::as_u64)
-    };
-    Ok(match (side("height"), side("width")) {
-        (Some(h), Some(w)) if h == w => Some(h as usize),
-        _ => None,
-    })
 }
 
 /// `CLIPModel`'s text tower (`text_model.*`, `text_projection`, `logit_scale`).
-fn text_tower(t: &mut Tensors, json: &Value, path: &Path, dir: &Path) -> Result<Text> {
+fn text_tower(t: &mut Tensors, top: &Json, dir: &Path) -> Result<Text> {
     let cfg = Config {
-        path,
-        json: sub_config(json, "text_config", path)?,
+        json: sub_config(top, "text_config")?,
         defaults: Defaults::of("clip_text_model"),
     };
     let text_config = TextConfig {
-        heads: cfg.int("num_attention_heads")?,
+        heads: cfg.json.size("num_attention_heads")?,
         activation: cfg.activation(Family::VIT)?,
-        eps: cfg.eps(),
+        eps: cfg.eps()?,
     };
     let e = t.dim("text_projection.weight", 0)?;
     let w = t.dim("text_model.embeddings.token_embedding.weight", 1)?;
@@ -431,11 +412,12 @@ fn text_tower(t: &mut Tensors, json: &Value, path: &Path, dir: &Path) -> Result<
         &text_config,
         projection,
     )?;
+    let eot = cfg.json.uint("eos_token_id", 0)?;
     Ok(Text {
         tower,
         scale: super::zero_shot::logit_scale(t)?,
         folder: dir.to_path_buf(),
-        eot: cfg.int("eos_token_id").ok().map(|e| e as u32),
+        eot: eot.map(|e| u32::try_from(e).unwrap_or(u32::MAX)),
     })
 }
 
@@ -444,7 +426,7 @@ fn text_tower(t: &mut Tensors, json: &Value, path: &Path, dir: &Path) -> Result<
 #[allow(clippy::type_complexity)]
 fn head(
     t: &mut Tensors,
-    json: &Value,
+    json: &Json,
     c: &mut VitConfig,
     options: &super::LoadOptions,
     text: Option<Text>,
@@ -495,17 +477,18 @@ fn head(
         root.linear("classifier", classes, c.family.readout.width(d))?
     };
     c.classes = classes;
-    let names = json.get("id2label").and_then(Value::as_object).map(|m| {
-        (0..classes)
-            .map(|i| {
-                m.get(&i.to_string())
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_string()
-            })
-            .collect()
-    });
-    Ok((head, None, names))
+    Ok((head, None, class_names(json, classes)?))
+}
+
+/// The names of `id2label` for `classes` classes (`"?"` for one it leaves out).
+fn class_names(json: &Json, classes: usize) -> Result<Option<Vec<String>>> {
+    let Some(map) = json.object("id2label")? else {
+        return Ok(None);
+    };
+    let names = (0..classes)
+        .map(|i| Ok(map.string(&i.to_string())?.unwrap_or("?").to_string()))
+        .collect::<Result<_>>()?;
+    Ok(Some(names))
 }
 
 /// The patch embedding, the prefix tokens `[prefix, d]` and the position
@@ -565,78 +548,4 @@ fn embeddings(
     full.extend(std::iter::repeat_n(0.0, fam.registers * d));
     full.extend_from_slice(&grid);
     Ok((patch, prefix, full))
-}
-
-/// `preprocessor_config.json`'s mean/std, ImageNet's when the file is absent.
-fn read_preprocessor(path: &Path) -> Result<Normalization> {
-    if !path.exists() {
-        return Ok(Normalization::imagenet(
-            "ImageNet (no preprocessor_config.json)",
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    let json: Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
-    let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
-        match json.get(key).and_then(Value::as_array) {
-            None => Ok(default),
-            Some(a) if a.len() == 3 => {
-                Ok([0, 1, 2].map(|i| a[i].as_f64().unwrap_or(f64::NAN) as f32))
-            }
-            Some(_) => bail!("{}: {key} must have 3 values", path.display()),
-        }
-    };
-    let normalize = json
-        .get("do_normalize")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
-    let (mean, std) = if normalize {
-        (
-            triple("image_mean", IMAGENET_MEAN)?,
-            triple("image_std", IMAGENET_STD)?,
-        )
-    } else {
-        ([0.0; 3], [1.0; 3])
-    };
-    Ok(Normalization {
-        mean,
-        std,
-        geometry: geometry(&json, path)?,
-        source: format!("{}", path.display()),
-    })
-}
-
-/// The resize and crop of a `preprocessor_config.json` (`size` as height/width or
-/// shortest_edge, `do_center_crop` + `crop_size`, `resample`).
-fn geometry(json: &Value, path: &Path) -> Result<Geometry> {
-    let size = json.get("size");
-    let dim = |v: Option<&Value>, key: &str| {
-        v.and_then(|v| v.get(key))
-            .and_then(Value::as_u64)
-            .map(|v| v as usize)
-    };
-    let filter = match json.get("resample").and_then(Value::as_u64) {
-        None | Some(2) => Filter::Bilinear,
-        Some(3) => Filter::Bicubic,
-        Some(other) => bail!(
-            "{}: resample {other} is not supported (2 bilinear, 3 bicubic)",
-            path.display()
-        ),
-    };
-    let resize = json
-        .get("do_resize")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
-    Ok(Geometry {
-        size: resize
-            .then(|| dim(size, "height").zip(dim(size, "width")))
-            .flatten(),
-        shortest_edge: resize.then(|| dim(size, "shortest_edge")).flatten(),
-        crop: json
-            .get("do_center_crop")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        filter,
-    })
 }

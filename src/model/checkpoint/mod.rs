@@ -4,6 +4,7 @@
 //! of the file: a tensor it does not know is an error naming it, and the family it
 //! suggests.
 
+mod config;
 mod google;
 mod huggingface;
 mod interpolate;
@@ -64,22 +65,36 @@ pub const DEFAULT_PROMPT: &str = "a photo of a {}.";
 /// Loads a Hugging Face, timm or open_clip directory, a timm `.safetensors`, a
 /// PyTorch `.pth`/`.pt`/`.bin` state dict (timm or open_clip names), or a Google `.npz`.
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Vit> {
-    // Device copies are keyed by host address, which the new weights may reuse.
-    #[cfg(feature = "cuda")]
-    super::gpu::forget_weights();
     check_options(options)?;
-    if path.is_dir() {
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "{}: no such checkpoint file or directory, or it cannot be read",
+            path.display()
+        )
+    })?;
+    if meta.is_dir() {
         return load_dir(path, options);
     }
-    if !path.exists() {
-        bail!("{}: no such checkpoint file or directory", path.display());
-    }
     match path.extension().and_then(|e| e.to_str()) {
-        Some("npz") if options.classifier.is_some() || options.classes.is_some() || options.head.is_some() || options.image_size.is_some() || options.activation.is_some() => bail!(
-            "{}: a Google ViT .npz has its own head and runs at its size: --classifier, --classes, --head, --image-size and --activation do not apply",
-            path.display()
-        ),
-        Some("npz") => google::load(path),
+        Some("npz") => {
+            refuse_heads(
+                options,
+                path,
+                "a Google .npz, whose query kernels give the head count",
+            )?;
+            if options.classifier.is_some()
+                || options.classes.is_some()
+                || options.head.is_some()
+                || options.image_size.is_some()
+                || options.activation.is_some()
+            {
+                bail!(
+                    "{}: a Google ViT .npz has its own head and runs at its size: --classifier, --classes, --head, --image-size and --activation do not apply",
+                    path.display()
+                );
+            }
+            google::load(path)
+        }
         Some("safetensors" | "pth" | "pt" | "bin") => load_file(path, options),
         _ => bail!(
             "{}: unknown checkpoint layout: expected a directory, .safetensors, .pth/.pt/.bin or .npz",
@@ -94,10 +109,10 @@ fn check_options(o: &LoadOptions) -> Result<()> {
         bail!("--prompt and --tokenizer go with --classes");
     }
     if o.class_names.is_some() && o.classifier.is_none() {
-        bail!("--class-names goes with --classifier (with --classes the classes are their names)");
+        bail!("--class-names is for a CLIP vision tower's zero-shot classifier and goes with --classifier (with --classes the classes are their names)");
     }
     if o.logit_scale.is_some() && o.classifier.is_none() && o.classes.is_none() {
-        bail!("--logit-scale goes with --classifier or --classes");
+        bail!("--logit-scale is for a CLIP vision tower's zero-shot classifier and goes with --classifier or --classes");
     }
     Ok(())
 }
@@ -145,12 +160,17 @@ impl Kind {
     fn of(dir: &Path) -> Result<Kind> {
         let config = dir.join("config.json");
         if config.exists() {
-            let text = std::fs::read_to_string(&config)
-                .with_context(|| format!("{}: cannot read", config.display()))?;
-            let json: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{}: invalid JSON", config.display()))?;
+            let json = crate::files::read_json(&config)?;
             if json.get("model_type").is_none() && json.get("architecture").is_some() {
-                return Ok(Kind::Timm(dir.join("model.safetensors")));
+                let weights = dir.join("model.safetensors");
+                if !weights.exists() {
+                    bail!(
+                        "{}: a timm folder (config.json naming an architecture) needs model.safetensors{}",
+                        dir.display(),
+                        other_checkpoints(dir)
+                    );
+                }
+                return Ok(Kind::Timm(weights));
             }
             return Ok(Kind::HuggingFace);
         }
@@ -158,13 +178,42 @@ impl Kind {
             let weights = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
                 .iter()
                 .map(|w| dir.join(w))
-                .find(|w| w.exists())
-                .with_context(|| {
-                    format!("{}: open_clip_config.json without open_clip_model.safetensors or open_clip_pytorch_model.bin", dir.display())
-                })?;
+                .find(|w| w.exists());
+            let Some(weights) = weights else {
+                bail!(
+                    "{}: open_clip_config.json without open_clip_model.safetensors or open_clip_pytorch_model.bin{}",
+                    dir.display(),
+                    other_checkpoints(dir)
+                );
+            };
             return Ok(Kind::OpenClip(weights));
         }
         Ok(Kind::HuggingFace)
+    }
+}
+
+/// The checkpoint files a folder holds, for the error of a folder without the
+/// weights its layout needs: "; it holds X: pass that file as --model", or nothing.
+pub(super) fn other_checkpoints(dir: &Path) -> String {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| {
+                ["pth", "pt", "bin", "safetensors", "npz"].contains(&&*e.to_string_lossy())
+            })
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    found.sort();
+    match &found[..] {
+        [] => String::new(),
+        [one] => format!("; it holds {one}: pass that file as --model"),
+        more => format!(
+            "; it holds {}: pass one of them as --model",
+            more.join(", ")
+        ),
     }
 }
 
@@ -174,6 +223,104 @@ pub fn weights_file(dir: &Path) -> PathBuf {
         Ok(Kind::Timm(w) | Kind::OpenClip(w)) => w,
         _ => huggingface::weights_file(dir),
     }
+}
+
+/// What a user should know of a model loaded from `path` with `options` that
+/// changes its answers: a head count guessed (timm, `.pth` and open_clip state dicts
+/// store none).
+pub fn notes(path: &Path, vit: &Vit, options: &LoadOptions) -> Result<Vec<String>> {
+    use super::vit::Layout;
+    let file = match path.is_dir() {
+        true => weights_file(path),
+        false => path.to_path_buf(),
+    };
+    let fix = match vit.layout {
+        Layout::Timm | Layout::PyTorch if timm::heads_guessed(&file, options)? => {
+            "put num_heads in a config.json beside it"
+        }
+        Layout::OpenClip if open_clip::heads_guessed(&file, options) => {
+            "put its open_clip_config.json beside it"
+        }
+        _ => return Ok(Vec::new()),
+    };
+    Ok(vec![format!(
+        "{}: the file stores no head count; {} heads of 64 were assumed (width {} / 64), which changes every answer if wrong: pass --heads, or {fix}",
+        file.display(),
+        vit.config.heads,
+        vit.config.hidden
+    )])
+}
+
+/// `--heads` only for layouts that store no head count.
+fn refuse_heads(options: &LoadOptions, path: &Path, what: &str) -> Result<()> {
+    if let Some(heads) = options.heads {
+        bail!(
+            "--heads {heads}: {} is {what}; --heads is for timm and .pth files",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The largest weight magnitude accepted. Trained ViTs' weights stay below 10^3;
+/// a product of two weights of 10^19 already overflows float32 (attention logits
+/// and LayerNorm variances are such products), and 10^8 leaves room for the sums.
+pub const MAX_WEIGHT: f32 = 1e8;
+
+/// Why a safetensors file's header does not fit its data, naming the tensor: its
+/// dtype, or its offsets against its shape, the tensor before it and the data's
+/// length. None when the header itself does not parse (the library says why).
+fn safetensors_fault(bytes: &[u8]) -> Option<String> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let data = (bytes.len() - 8 - n) as u64;
+    let mut tensors: Vec<(&String, &serde_json::Value)> = header
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .collect();
+    let offset =
+        |t: &serde_json::Value, i: usize| t["data_offsets"].get(i).and_then(|v| v.as_u64());
+    tensors.sort_by_key(|(_, t)| offset(t, 0));
+    let mut end = 0u64;
+    for (name, t) in tensors {
+        let width: u64 = match t["dtype"].as_str() {
+            Some("F64" | "I64" | "U64") => 8,
+            Some("F32" | "I32" | "U32") => 4,
+            Some("F16" | "BF16" | "I16" | "U16") => 2,
+            Some("I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2") => 1,
+            _ => {
+                return Some(format!(
+                    "tensor {name} has dtype {}, which safetensors does not define",
+                    t["dtype"]
+                ))
+            }
+        };
+        let shape: Option<Vec<u64>> = t["shape"]
+            .as_array()
+            .and_then(|s| s.iter().map(|d| d.as_u64()).collect());
+        let Some(shape) = shape else {
+            return Some(format!(
+                "tensor {name} has shape {}: not a list of sizes",
+                t["shape"]
+            ));
+        };
+        let (Some(start), Some(stop)) = (offset(t, 0), offset(t, 1)) else {
+            return Some(format!(
+                "tensor {name} has data_offsets {}: not two byte offsets",
+                t["data_offsets"]
+            ));
+        };
+        let size = shape.iter().try_fold(width, |n, &d| n.checked_mul(d));
+        if start != end || stop < start || Some(stop - start) != size || stop > data {
+            return Some(format!(
+                "tensor {name} has data_offsets [{start}, {stop}], but its dtype and shape {shape:?} need {} bytes from {end} (the end of the tensor before it), within the {data} bytes of data",
+                size.map_or("too many".into(), |s| s.to_string())
+            ));
+        }
+        end = stop;
+    }
+    (end != data).then(|| format!("the tensors end at byte {end} of the {data} bytes of data"))
 }
 
 /// Named tensors of one file, taken out one by one with shape checks.
@@ -193,10 +340,11 @@ impl Tensors {
     }
 
     pub(crate) fn from_safetensors(path: &Path) -> Result<Self> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
+        let bytes = crate::files::read(path, crate::files::WHOLE)?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+            let why = safetensors_fault(&bytes).unwrap_or_else(|| e.to_string());
+            anyhow::anyhow!("{}: not a valid safetensors file: {why}", path.display())
+        })?;
         let mut map = HashMap::new();
         for (name, view) in st.tensors() {
             let data = view.data();
@@ -291,6 +439,13 @@ impl Tensors {
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             bail!(
                 "{}: tensor {name} holds a non-finite value ({}) at index {i}",
+                self.file.display(),
+                values[i]
+            );
+        }
+        if let Some(i) = values.iter().position(|v| v.abs() > MAX_WEIGHT) {
+            bail!(
+                "{}: tensor {name} holds {:e} at index {i}, beyond the {MAX_WEIGHT:e} no trained ViT's weights come near: the passes would overflow float32",
                 self.file.display(),
                 values[i]
             );
@@ -445,8 +600,12 @@ pub(crate) fn check_config(c: &VitConfig) -> Result<()> {
 /// The patch/pos/cls/head parts and blocks, checked for consistency.
 pub(crate) fn assemble(mut vit: Vit) -> Result<Vit> {
     let c = &vit.config;
-    if vit.blocks.len() != c.layers {
-        bail!("expected {} blocks, found {}", c.layers, vit.blocks.len());
+    if vit.weights.blocks.len() != c.layers {
+        bail!(
+            "expected {} blocks, found {}",
+            c.layers,
+            vit.weights.blocks.len()
+        );
     }
     if let Some(names) = &vit.class_names {
         if names.len() != c.classes {
@@ -572,9 +731,9 @@ impl Scope<'_> {
         self.tensors.dim(&self.name(s), axis)
     }
 
-    /// How many of `name_of(0)`, `name_of(1)`, ... the scope holds in a row.
-    pub(crate) fn count(&self, name_of: impl Fn(usize) -> String) -> usize {
-        block_count(self.tensors, |i| self.name(&name_of(i)))
+    /// The number of blocks under `{layers}.{i}.` in this scope (see [`block_count`]).
+    pub(crate) fn count(&self, layers: &str) -> usize {
+        block_count(self.tensors, &format!("{}.", self.name(layers)), ".")
     }
 
     /// A `[rows, cols]` parameter used as `x @ P` (open_clip's `proj`), as a linear
@@ -623,8 +782,21 @@ impl Scope<'_> {
     }
 }
 
-pub(crate) fn block_count(tensors: &Tensors, name_of: impl Fn(usize) -> String) -> usize {
-    (0..).take_while(|&i| tensors.contains(&name_of(i))).count()
+/// The number of blocks of a layout whose block `i` tensors are named
+/// `{before}{i}{after}...`: one more than the highest index found (a block missing
+/// a tensor is then named by the tensor it misses, not left out).
+pub(crate) fn block_count(tensors: &Tensors, before: &str, after: &str) -> usize {
+    tensors
+        .map
+        .keys()
+        .filter_map(|name| {
+            let rest = name.strip_prefix(before)?;
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            let index: usize = rest[..digits].parse().ok()?;
+            rest[digits..].starts_with(after).then_some(index + 1)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// `prefix.s`, or `s` under the root.
@@ -665,11 +837,6 @@ pub(crate) struct BlockNames {
 }
 
 impl BlockNames {
-    /// The name of the first norm's weight, which every block has.
-    pub(crate) fn ln1_weight(&self) -> String {
-        format!("{}.weight", self.ln1)
-    }
-
     /// One block of width `d` with `f` neurons. A SwiGLU's gate and up projections
     /// stored apart (timm's `{fc1}_g` and `{fc1}_x`) are fused, gate first.
     pub(crate) fn block(

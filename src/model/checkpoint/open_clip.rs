@@ -5,13 +5,13 @@
 //! (`quick_gelu`), the head widths and the preprocessing; without it the activation
 //! must be given (`--activation`), and the rest is OpenAI CLIP's.
 
+use super::config::Json;
 use super::text::{TextConfig, TextNames, TextTower};
 use super::zero_shot::Text;
 use super::{assemble, check_consumed, config_from_shapes, BlockNames, LoadOptions, Qkv, Tensors};
 use crate::model::family::{Compat, Family, FfnActivation};
-use crate::model::vit::{Block, Filter, Geometry, Layout, Normalization, Vit};
+use crate::model::vit::{Block, Filter, Geometry, Layout, Normalization, Vit, Weights};
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// The configuration open_clip saves beside its weights.
@@ -58,7 +58,7 @@ pub fn load(mut tensors: Tensors, options: &LoadOptions) -> Result<Vit> {
     let mut v = tensors.pp("visual");
     let [d, channels, p, _] = v.shape_n::<4>("conv1.weight")?;
     let [positions, _] = v.shape_n("positional_embedding")?;
-    let layers = v.count(|i| format!("transformer.resblocks.{i}.{}", BLOCK.ln1_weight()));
+    let layers = v.count("transformer.resblocks");
     let f = v.dim("transformer.resblocks.0.mlp.c_fc.weight", 0)?;
     let heads = match options.heads.or(cfg.head_width.map(|w| d / w.max(1))) {
         Some(h) => h,
@@ -108,14 +108,17 @@ pub fn load(mut tensors: Tensors, options: &LoadOptions) -> Result<Vit> {
         neuron_tokens: config.family.neuron_tokens(),
         normalization: cfg.normalization(config.image_size),
         config,
-        patch_embed,
-        prefix,
-        pos_embed,
-        norm_pre,
-        blocks,
-        norm,
-        head,
-        zero_shot: Some(zero_shot),
+        weights: Weights {
+            patch_embed,
+            prefix,
+            pos_embed,
+            norm_pre,
+            blocks,
+            norm,
+            head,
+            zero_shot: Some(zero_shot),
+        },
+        gpu: None,
         compat: Compat::Principled,
         unit: crate::model::site::Activation::MlpPost,
         layout: Layout::OpenClip,
@@ -179,32 +182,22 @@ impl Beside {
         if !path.exists() {
             return Ok(beside);
         }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        let json: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid JSON", path.display()))?;
-        refuse_unmodelled(&json, &path)?;
-        let model = &json["model_cfg"];
-        let int = |p: &str| model.pointer(p).and_then(Value::as_u64).map(|v| v as usize);
-        let triple = |key: &str| -> Option<[f32; 3]> {
-            let a = json
-                .pointer(&format!("/preprocess_cfg/{key}"))?
-                .as_array()?;
-            let v: Vec<f32> = a
-                .iter()
-                .filter_map(|x| x.as_f64().map(|x| x as f32))
-                .collect();
-            v.try_into().ok()
-        };
-        beside.quick_gelu = Some(model["quick_gelu"].as_bool().unwrap_or(false));
-        beside.head_width = int("/vision_cfg/head_width").or(Some(64));
-        beside.text_heads = int("/text_cfg/heads").or(Some(8));
-        beside.mean = triple("mean");
-        beside.std = triple("std");
-        if let Some(mode) = json
-            .pointer("/preprocess_cfg/resize_mode")
-            .and_then(Value::as_str)
-        {
+        let value = crate::files::read_json(&path)?;
+        if !value.is_object() {
+            bail!("{}: {value}: not a JSON object", path.display());
+        }
+        let json = Json::new(&path, &value);
+        let model = json.object_or_empty("model_cfg")?;
+        let vision = model.object_or_empty("vision_cfg")?;
+        let text = model.object_or_empty("text_cfg")?;
+        let preprocess = json.object_or_empty("preprocess_cfg")?;
+        refuse_unmodelled(&vision, &text, &preprocess)?;
+        beside.quick_gelu = Some(model.boolean("quick_gelu")?.unwrap_or(false));
+        beside.head_width = Some(vision.uint("head_width", 1)?.unwrap_or(64));
+        beside.text_heads = Some(text.uint("heads", 1)?.unwrap_or(8));
+        beside.mean = preprocess.triple("mean")?;
+        beside.std = preprocess.std("std")?;
+        if let Some(mode) = preprocess.string("resize_mode")? {
             beside.resize = mode.to_string();
         }
         beside.path = Some(path);
@@ -243,6 +236,7 @@ impl Beside {
                 size: None,
                 shortest_edge: shortest.then_some(size),
                 crop: shortest,
+                keep_size: false,
                 filter: Filter::Bicubic,
             },
             source: match &self.path {
@@ -256,55 +250,50 @@ impl Beside {
 /// Settings of open_clip models whose towers differ from CLIP's (a Hugging Face
 /// text model or tokenizer, no causal mask, other poolings, a timm image tower):
 /// refused, naming the field.
-fn refuse_unmodelled(json: &Value, path: &Path) -> Result<()> {
-    let model = &json["model_cfg"];
-    let text = &model["text_cfg"];
-    let vision = &model["vision_cfg"];
-    let present = |v: &Value, key: &str| v.get(key).is_some_and(|x| !x.is_null() && x != false);
-    for (v, tower, key) in [
-        (text, "text_cfg", "hf_model_name"),
-        (text, "text_cfg", "hf_tokenizer_name"),
-        (text, "text_cfg", "no_causal_mask"),
-        (text, "text_cfg", "embed_cls"),
-        (vision, "vision_cfg", "timm_model_name"),
-        (vision, "vision_cfg", "attentional_pool"),
-        (vision, "vision_cfg", "no_ln_pre"),
+fn refuse_unmodelled(vision: &Json, text: &Json, preprocess: &Json) -> Result<()> {
+    let path = vision.path.display();
+    for (tower, key) in [
+        (text, "hf_model_name"),
+        (text, "hf_tokenizer_name"),
+        (text, "no_causal_mask"),
+        (text, "embed_cls"),
+        (vision, "timm_model_name"),
+        (vision, "attentional_pool"),
+        (vision, "no_ln_pre"),
     ] {
-        if present(v, key) {
+        if tower.get(key).is_some_and(|x| x != false) {
             bail!(
-                "{}: {tower}.{key} is set: a tower this tool does not model",
-                path.display()
+                "{path}: {} is set: a tower this tool does not model",
+                tower.name(key)
             );
         }
     }
-    let pool = |v: &Value, ok: &[&str]| {
-        v.get("pool_type")
-            .and_then(Value::as_str)
-            .filter(|p| !ok.contains(p))
-            .map(String::from)
+    let pool = |tower: &Json, ok: &[&str]| -> Result<()> {
+        match tower.string("pool_type")? {
+            Some(p) if !ok.contains(&p) => bail!(
+                "{path}: {} is {p:?}: only {} is modelled",
+                tower.name("pool_type"),
+                match ok {
+                    ["tok"] => "the CLS token (tok)",
+                    _ => "CLIP's EOT pooling (argmax, eos)",
+                }
+            ),
+            _ => Ok(()),
+        }
     };
-    if let Some(p) = pool(text, &["argmax", "eos"]) {
-        bail!(
-            "{}: text_cfg.pool_type {p:?}: only CLIP's EOT pooling (argmax, eos) is modelled",
-            path.display()
-        );
+    pool(text, &["argmax", "eos"])?;
+    pool(vision, &["tok"])?;
+    match preprocess.string("resize_mode")? {
+        Some(mode) if !["shortest", "squash"].contains(&mode) => bail!(
+            "{path}: {} is {mode:?}: not modelled (shortest, squash)",
+            preprocess.name("resize_mode")
+        ),
+        _ => Ok(()),
     }
-    if let Some(p) = pool(vision, &["tok"]) {
-        bail!(
-            "{}: vision_cfg.pool_type {p:?}: only the CLS token (tok) is modelled",
-            path.display()
-        );
-    }
-    if let Some(mode) = json
-        .pointer("/preprocess_cfg/resize_mode")
-        .and_then(Value::as_str)
-    {
-        if !["shortest", "squash"].contains(&mode) {
-            bail!(
-                "{}: preprocess_cfg.resize_mode {mode:?} is not modelled (shortest, squash)",
-                path.display()
-            );
-        }
-    }
-    Ok(())
+}
+
+/// Whether the head count of the open_clip state dict `file` is a guess (width /
+/// 64): no `--heads` and no `open_clip_config.json` beside it.
+pub(super) fn heads_guessed(file: &Path, options: &LoadOptions) -> bool {
+    options.heads.is_none() && !file.with_file_name(CONFIG).exists()
 }

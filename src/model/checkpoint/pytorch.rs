@@ -30,8 +30,7 @@ pub(crate) type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
 /// The float tensors of a `torch.save` state dict, in the order the file stores them.
 pub(crate) fn read(path: &Path) -> Result<Vec<NamedTensor>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let file = crate::files::open(path)?;
     let file_len = file
         .metadata()
         .with_context(|| format!("{}: cannot read", path.display()))?

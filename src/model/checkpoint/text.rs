@@ -8,8 +8,9 @@
 //! cannot reach it.
 
 use super::{BlockNames, Scope};
+use crate::model::exec::cpu::kernels::{self, matmul, LayerNormOut, MatRef};
+use crate::model::exec::{Cpu, Executor};
 use crate::model::family::FfnActivation;
-use crate::model::kernels::{self, matmul, LayerNormOut, MatRef};
 use crate::model::vit::{Block, LayerNorm, Linear};
 use crate::numeric::softmax_rows;
 use anyhow::{bail, Result};
@@ -74,7 +75,7 @@ impl TextTower {
                 scope.file().display()
             );
         }
-        let layers = scope.count(|i| format!("{}.{i}.{}", names.layers, names.block.ln1_weight()));
+        let layers = scope.count(names.layers);
         let f = scope.dim(&format!("{}.0.{}.weight", names.layers, names.block.fc1), 0)?;
         let blocks = (0..layers)
             .map(|i| {
@@ -139,14 +140,7 @@ impl TextTower {
         }
         let normed = norm(&self.final_norm, &last);
         let e = self.embedding();
-        let mut out = vec![0f32; sequences.len() * e];
-        kernels::linear(
-            &mut out,
-            &normed,
-            sequences.len(),
-            &self.projection.w,
-            &self.projection.b,
-        );
+        let mut out = Cpu.linear(&normed, sequences.len(), &self.projection);
         for row in out.chunks_exact_mut(e) {
             let length = row.iter().map(|v| v * v).sum::<f32>().sqrt();
             row.iter_mut().for_each(|v| *v /= length);
@@ -157,8 +151,7 @@ impl TextTower {
     /// `x += attn(ln1(x)); x += fc2(act(fc1(ln2(x))))` over all sequences' rows.
     fn block(&self, b: &Block, x: &mut [f32], lengths: &[usize]) {
         let (w, rows) = (self.width(), x.len() / self.width());
-        let mut qkv = vec![0f32; rows * 3 * w];
-        kernels::linear(&mut qkv, &norm(&b.ln1, x), rows, &b.qkv.w, &b.qkv.b);
+        let qkv = Cpu.linear(&norm(&b.ln1, x), rows, &b.qkv);
         let mut attended = vec![0f32; rows * w];
         let mut start = 0;
         for &n in lengths {
@@ -170,16 +163,11 @@ impl TextTower {
             );
             start += n;
         }
-        let mut y = vec![0f32; rows * w];
-        kernels::linear(&mut y, &attended, rows, &b.proj.w, &b.proj.b);
-        kernels::add_assign(x, &y);
+        kernels::add_assign(x, &Cpu.linear(&attended, rows, &b.proj));
         let f = b.fc2.w.len() / w;
-        let mut u = vec![0f32; rows * self.activation.fc1_width(f)];
-        kernels::linear(&mut u, &norm(&b.ln2, x), rows, &b.fc1.w, &b.fc1.b);
-        let mut g = vec![0f32; rows * f];
-        self.activation.forward(&mut u, &mut g, f, false);
-        kernels::linear(&mut y, &g, rows, &b.fc2.w, &b.fc2.b);
-        kernels::add_assign(x, &y);
+        let mut u = Cpu.linear(&norm(&b.ln2, x), rows, &b.fc1);
+        let g = Cpu.activation(&mut u, self.activation, f, false);
+        kernels::add_assign(x, &Cpu.linear(&g, rows, &b.fc2));
     }
 
     /// Multi-head attention of one sequence of `n` tokens where token `i` sees

@@ -8,14 +8,17 @@
 //! Dimensions come from shapes; the head count from `--heads`, a `config.json`
 //! beside the file (`num_heads`), or the ViT convention of 64-wide heads.
 
+use super::config::Json;
 use super::{
     assemble, average_heads, block_count, check_consumed, config_from_shapes, BlockNames, Qkv,
     Tensors,
 };
 use crate::model::family::{Compat, Family, FfnActivation, Readout};
-use crate::model::vit::{Block, Layout, Linear, Normalization, Vit, VitConfig, ZeroShot};
+use crate::model::vit::{
+    Block, Layout, Linear, Normalization, Vit, VitConfig, Weights, ZeroShot, IMAGENET_MEAN,
+    IMAGENET_STD,
+};
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 use std::path::Path;
 
 /// A timm block's names.
@@ -37,7 +40,7 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
     if options.image_size.is_some() {
         bail!("{}: --image-size interpolates the position embeddings of Hugging Face DINOv2 checkpoints only", file.display());
     }
-    let layers = block_count(&tensors, |i| format!("blocks.{i}.attn.qkv.weight"));
+    let layers = block_count(&tensors, "blocks.", ".");
     let patch_shape = tensors.shape("patch_embed.proj.weight")?.to_vec();
     let [d, channels, p, _] = patch_shape[..] else {
         bail!("{}: patch_embed.proj.weight must be 4-D", file.display())
@@ -126,14 +129,17 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
     assemble(Vit {
         neuron_tokens: config.family.neuron_tokens(),
         config,
-        patch_embed,
-        prefix: prefix_tokens,
-        pos_embed,
-        norm_pre,
-        blocks,
-        norm,
-        head,
-        zero_shot,
+        weights: Weights {
+            patch_embed,
+            prefix: prefix_tokens,
+            pos_embed,
+            norm_pre,
+            blocks,
+            norm,
+            head,
+            zero_shot,
+        },
+        gpu: None,
         compat: Compat::Principled,
         unit: crate::model::site::Activation::MlpPost,
         layout,
@@ -153,13 +159,16 @@ fn head(
     names: Option<Vec<String>>,
 ) -> Result<(Linear, Option<ZeroShot>, Option<Vec<String>>)> {
     let (d, file) = (c.hidden, t.file().to_path_buf());
-    if options.classes.is_some() {
+    if !c.family.norm_pre {
+        super::zero_shot::refuse_classifier(options, &file)?;
+    } else if options.classes.is_some() {
         bail!("{}: --classes needs the checkpoint's text tower, and timm files hold the image tower only: pass --classifier text.npy", file.display());
     }
     if !t.contains("head.weight") {
         let Some(probe) = &options.head else {
             bail!("{}: no head.weight (a backbone saved without its head): pass --head W.npy[,b.npy], a linear probe on its features", file.display());
         };
+        super::zero_shot::refuse_classifier(options, &file)?;
         let (head, readout) = probe.read(d)?;
         c.family.readout = readout;
         c.family.name = "backbone + linear probe";
@@ -293,49 +302,61 @@ impl Beside {
             classes: None,
             normalization: Normalization::imagenet("ImageNet (timm files carry none)"),
         };
-        let Ok(text) = std::fs::read_to_string(&path) else {
+        if !path.exists() {
             return Ok(none);
+        }
+        let value = crate::files::read_json(&path)?;
+        let root = Json::new(&path, &value);
+        // timm writes its settings at the top, or under model_args / pretrained_cfg.
+        let scopes = [
+            Some(Json::new(&path, &value)),
+            root.object("model_args")?,
+            root.object("pretrained_cfg")?,
+        ];
+        let find = |keys: &[&'static str]| {
+            (scopes.iter().flatten()).find_map(|scope| {
+                keys.iter()
+                    .find(|k| scope.get(k).is_some())
+                    .map(|k| (scope, *k))
+            })
         };
-        let json: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid JSON", path.display()))?;
-        let find = |key: &str| {
-            json.get(key)
-                .or_else(|| json.pointer(&format!("/model_args/{key}")))
-                .or_else(|| json.pointer(&format!("/pretrained_cfg/{key}")))
+        let heads = match find(&["num_heads"]) {
+            Some((scope, key)) => scope.uint(key, 1)?,
+            None => None,
         };
-        let heads = find("num_heads")
-            .and_then(Value::as_u64)
-            .map(|h| h as usize);
-        let classes = find("classes")
-            .or_else(|| find("label_names"))
-            .and_then(|v| {
-                v.as_array()?
-                    .iter()
-                    .map(|s| s.as_str().map(String::from))
-                    .collect()
-            });
-        let triple = |keys: [&str; 2]| -> Option<[f32; 3]> {
-            let a = keys.iter().find_map(|k| find(k)?.as_array())?;
-            (a.len() == 3).then(|| [0, 1, 2].map(|i| a[i].as_f64().unwrap_or(f64::NAN) as f32))
+        let classes = match find(&["classes", "label_names"]) {
+            Some((scope, key)) => Some(scope.names(key)?),
+            None => None,
         };
-        let normalization = match (triple(["image_mean", "mean"]), triple(["image_std", "std"])) {
-            (Some(mean), Some(std)) if mean.iter().chain(&std).all(|v| v.is_finite()) => {
-                Normalization {
-                    mean,
-                    std,
-                    geometry: Default::default(),
-                    source: path.display().to_string(),
-                }
-            }
-            _ => none.normalization,
+        let mean = find(&["image_mean", "mean"]);
+        let std = find(&["image_std", "std"]);
+        let normalization = match (mean, std) {
+            (None, None) => none.normalization,
+            (mean, std) => Normalization {
+                mean: mean
+                    .map_or(Ok(None), |(scope, key)| scope.triple(key))?
+                    .unwrap_or(IMAGENET_MEAN),
+                std: std
+                    .map_or(Ok(None), |(scope, key)| scope.std(key))?
+                    .unwrap_or(IMAGENET_STD),
+                geometry: Default::default(),
+                source: path.display().to_string(),
+            },
         };
         Ok(Beside {
             heads,
-            architecture: find("architecture")
-                .and_then(Value::as_str)
-                .map(String::from),
+            architecture: match find(&["architecture"]) {
+                Some((scope, key)) => scope.string(key)?.map(String::from),
+                None => None,
+            },
             classes,
             normalization,
         })
     }
+}
+
+/// Whether the head count of the timm file `file` is a guess (width / 64): no
+/// `--heads` and no `num_heads` in a config.json beside it.
+pub(super) fn heads_guessed(file: &Path, options: &super::LoadOptions) -> Result<bool> {
+    Ok(options.heads.is_none() && Beside::read(file)?.heads.is_none())
 }

@@ -58,8 +58,7 @@ pub(crate) struct ClipTokenizer {
 impl ClipTokenizer {
     /// A `tokenizer.json`, or an open_clip merges file (`.txt.gz` or `.txt`).
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let bytes = crate::files::read(path, crate::files::TEXT)?;
         let name = path.display().to_string();
         let source = name.clone();
         let read = move || match path.extension().and_then(|e| e.to_str()) {
@@ -120,7 +119,8 @@ impl ClipTokenizer {
     /// A Hugging Face `tokenizer.json` of CLIP's kind: a BPE model with the `</w>`
     /// suffix and CLIP's pre-tokenizer.
     fn from_tokenizer_json(bytes: &[u8], source: String) -> Result<Self> {
-        let json: Value = serde_json::from_slice(bytes).context("invalid JSON")?;
+        let text = std::str::from_utf8(bytes).context("not UTF-8")?;
+        let json = crate::files::parse_json(text).context("invalid JSON")?;
         let model = &json["model"];
         let kind = model["type"].as_str().unwrap_or("?");
         let suffix = model["end_of_word_suffix"].as_str().unwrap_or("");
@@ -275,11 +275,21 @@ impl ClipTokenizer {
     }
 }
 
+/// The text of a gzip, at most the bound of text inputs once inflated.
 fn gunzip(bytes: &[u8]) -> Result<String> {
+    let limit = crate::files::TEXT;
     let mut text = String::new();
     flate2::read::GzDecoder::new(bytes)
+        .take(limit.bytes + 1)
         .read_to_string(&mut text)
         .context("not a gzipped UTF-8 text")?;
+    if text.len() as u64 > limit.bytes {
+        bail!(
+            "inflates to over the limit of {} MiB for {}",
+            limit.bytes >> 20,
+            limit.what
+        );
+    }
     Ok(text)
 }
 

@@ -202,9 +202,15 @@ fn read(
 
 /// Class options are for zero-shot models only.
 pub(super) fn refuse_classifier(options: &LoadOptions, model: &Path) -> Result<()> {
-    if options.classifier.is_some() || options.classes.is_some() {
+    let given = [
+        ("--classifier", options.classifier.is_some()),
+        ("--classes", options.classes.is_some()),
+        ("--logit-scale", options.logit_scale.is_some()),
+        ("--class-names", options.class_names.is_some()),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
         bail!(
-            "{}: --classifier and --classes are for CLIP models; this model has its own head",
+            "{}: {flag} is for a CLIP vision tower's zero-shot classifier; this model has its own head",
             model.display()
         );
     }
@@ -212,7 +218,7 @@ pub(super) fn refuse_classifier(options: &LoadOptions, model: &Path) -> Result<(
 }
 
 pub(super) fn read_npy(path: &Path) -> Result<npy::Array> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let bytes = crate::files::read(path, crate::files::WHOLE)?;
     npy::parse_npy(&bytes).with_context(|| path.display().to_string())
 }
 
@@ -237,8 +243,7 @@ fn beside_scale(classifier: &Path) -> Result<Option<f32>> {
 
 /// One name per line, as many as the classifier has rows.
 fn class_names(path: &Path, classes: usize) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = crate::files::read_text(path)?;
     let names: Vec<String> = text
         .lines()
         .map(str::trim)

@@ -1,35 +1,10 @@
-//! Row helpers of the passes: selecting token rows of batched sequences, and the
-//! LayerNorm forward and backward over rows, in parallel.
+//! The LayerNorm forward and backward over the rows of batched sequences, in
+//! parallel.
 
 use super::kernels::{self, LayerNormOut};
-use super::vit::LayerNorm;
+use crate::model::vit::LayerNorm;
 use rayon::prelude::*;
-use std::borrow::Cow;
 use std::ops::Range;
-
-/// `rows` limited to the first `q` rows (those a block computes).
-pub(super) fn clip(rows: Range<usize>, q: usize) -> Range<usize> {
-    rows.start.min(q)..rows.end.min(q)
-}
-
-/// Rows `rows` of every `t`-row sequence, packed: `[S, rows, d]` (`x` itself when
-/// that is all of it).
-pub(super) fn select_rows(
-    x: &[f32],
-    s: usize,
-    t: usize,
-    rows: Range<usize>,
-    d: usize,
-) -> Cow<'_, [f32]> {
-    if rows == (0..t) {
-        return Cow::Borrowed(x);
-    }
-    let mut out = Vec::with_capacity(s * rows.len() * d);
-    for seq in x.chunks_exact(t * d) {
-        out.extend_from_slice(&seq[rows.start * d..rows.end * d]);
-    }
-    Cow::Owned(out)
-}
 
 const LN_ROWS_PER_TASK: usize = 32;
 
@@ -79,16 +54,13 @@ pub(super) fn par_layer_norm(
     }
 }
 
-/// `dx[rows of each sequence] += LayerNorm backward of dh` (packed `[S, rows, d]`).
-#[allow(clippy::too_many_arguments)]
+/// `dx[rows of each sequence] += LayerNorm backward of dh` (packed `[S, rows, d]`),
+/// for `dx` of `s` sequences of `t` rows.
 pub(super) fn add_rows_par(
     dx: &mut [f32],
-    s: usize,
-    t: usize,
-    rows: std::ops::Range<usize>,
+    (s, t, rows): (usize, usize, Range<usize>),
     dh: &[f32],
-    xhat: &[f32],
-    rstd: &[f32],
+    (xhat, rstd): (&[f32], &[f32]),
     gamma: &[f32],
 ) {
     let d = gamma.len();

@@ -4,22 +4,16 @@
 //! first `q_rows` query rows are computed: the last block needs just the CLS row.
 
 use super::kernels::{matmul, MatRef};
-use super::vit::VitConfig;
+use crate::model::exec::AttentionShape;
 use crate::numeric::softmax_rows;
 use gemm::Parallelism::None as Serial;
 
 /// `out[q_rows, hidden]` = attention output; `probs[heads, q_rows, t]` = softmax weights.
-pub fn forward(
-    c: &VitConfig,
-    qkv: &[f32],
-    t: usize,
-    q_rows: usize,
-    probs: &mut [f32],
-    out: &mut [f32],
-) {
-    let (d, dh) = (c.hidden, c.head_dim());
+pub fn forward(a: &AttentionShape, qkv: &[f32], probs: &mut [f32], out: &mut [f32]) {
+    let (t, q_rows, dh) = (a.tokens, a.queries, a.head_dim);
+    let d = a.heads * dh;
     let scale = 1.0 / (dh as f32).sqrt();
-    for h in 0..c.heads {
+    for h in 0..a.heads {
         let p = &mut probs[h * q_rows * t..(h + 1) * q_rows * t];
         let q = MatRef::strided(&qkv[h * dh..], q_rows, dh, 3 * d, 1);
         let k = MatRef::strided(&qkv[d + h * dh..], t, dh, 3 * d, 1);
@@ -39,25 +33,21 @@ pub fn forward(
 }
 
 /// `dqkv[t, 3 * hidden]` from `dout[q_rows, hidden]`; `scratch` holds `q_rows * t`.
-#[allow(clippy::too_many_arguments)]
 pub fn backward(
-    c: &VitConfig,
-    qkv: &[f32],
-    probs: &[f32],
-    dout: &[f32],
-    t: usize,
-    q_rows: usize,
+    a: &AttentionShape,
+    (qkv, probs, dout): (&[f32], &[f32], &[f32]),
     dqkv: &mut [f32],
     scratch: &mut [f32],
 ) {
-    let (d, dh) = (c.hidden, c.head_dim());
+    let (t, q_rows, dh) = (a.tokens, a.queries, a.head_dim);
+    let d = a.heads * dh;
     let scale = 1.0 / (dh as f32).sqrt();
     // dK and dV are written for all t rows and dQ for the first q_rows: the rest of
     // dQ is zero (those queries were not computed).
     for row in dqkv.chunks_exact_mut(3 * d).skip(q_rows) {
         row[..d].fill(0.0);
     }
-    for h in 0..c.heads {
+    for h in 0..a.heads {
         let p = &probs[h * q_rows * t..(h + 1) * q_rows * t];
         let q = MatRef::strided(&qkv[h * dh..], q_rows, dh, 3 * d, 1);
         let k = MatRef::strided(&qkv[d + h * dh..], t, dh, 3 * d, 1);

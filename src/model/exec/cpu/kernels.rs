@@ -6,11 +6,6 @@
 
 use crate::numeric::exp;
 use gemm::Parallelism;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Floating-point operations done by [`matmul`] so far (2 per multiply-add), for the
-/// benchmark's FLOP/s figure. GEMMs are >95% of the work; element-wise ops are not counted.
-pub static GEMM_FLOPS: AtomicU64 = AtomicU64::new(0);
 
 /// Keeps freed activation buffers in the process heap instead of returning them to
 /// the kernel: every pass allocates gigabytes of same-sized buffers, and without
@@ -91,7 +86,7 @@ pub fn matmul(
         (m - 1) * dst_rs + n <= dst.len(),
         "matmul destination too small"
     );
-    GEMM_FLOPS.fetch_add(2 * (m * n * k) as u64, Ordering::Relaxed);
+    crate::model::exec::count_gemm(m, k, n);
     if k == 0 {
         if !accumulate {
             for r in 0..m {
@@ -177,16 +172,6 @@ pub fn linear(y: &mut [f32], x: &[f32], rows: usize, w: &[f32], b: &[f32]) {
     let out = b.len();
     let inp = w.len() / out;
     let (y, x) = (&mut y[..rows * out], &x[..rows * inp]);
-    #[cfg(feature = "cuda")]
-    if let Some(product) = super::gpu::linear(x, rows, w, out) {
-        GEMM_FLOPS.fetch_add(2 * (rows * inp * out) as u64, Ordering::Relaxed);
-        for (y_row, p_row) in y.chunks_exact_mut(out).zip(product.chunks_exact(out)) {
-            for ((y, p), b) in y_row.iter_mut().zip(p_row).zip(b) {
-                *y = b + p;
-            }
-        }
-        return;
-    }
     for row in y.chunks_exact_mut(out) {
         row.copy_from_slice(b);
     }
@@ -207,12 +192,6 @@ pub fn linear(y: &mut [f32], x: &[f32], rows: usize, w: &[f32], b: &[f32]) {
 pub fn linear_backward(dx: &mut [f32], dy: &[f32], rows: usize, w: &[f32], out: usize) {
     let inp = w.len() / out;
     let (dx, dy) = (&mut dx[..rows * inp], &dy[..rows * out]);
-    #[cfg(feature = "cuda")]
-    if let Some(product) = super::gpu::linear_backward(dy, rows, w, out) {
-        GEMM_FLOPS.fetch_add(2 * (rows * inp * out) as u64, Ordering::Relaxed);
-        dx.copy_from_slice(&product);
-        return;
-    }
     padded(dy, dx, rows, (out, inp), |dy, dx, rows| {
         let par = parallelism(2 * rows * inp * out);
         matmul(
