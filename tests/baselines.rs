@@ -2,20 +2,24 @@
 //! per-layer integrated gradients against a brute-force Riemann sum of
 //! finite-difference gradients, and against the completeness axiom; `random`
 //! for reproducibility, range and spread. (`influence` is checked against the
-//! reference code's own paths in `reference_paths.rs`.)
+//! reference code's own paths in `reference_paths.rs`.) The integrated gradients
+//! on both executors.
 
 mod common;
+use common::executors::{Executor, BOTH};
 use neuronpath::attribution::baselines::random_path;
 use neuronpath::attribution::{Attributor, ImageContext, Integration, ScoreForm};
 use neuronpath::model::{self, Action, Intervention, LoadOptions, Vit};
 use neuronpath::numeric::softmax;
 
-fn tiny_vit() -> Vit {
-    model::load(
-        &common::shared("fixtures/tiny-vit-hf"),
-        &LoadOptions::default(),
+fn tiny_vit(on: Executor) -> Vit {
+    on.place(
+        model::load(
+            &common::shared("fixtures/tiny-vit-hf"),
+            &LoadOptions::default(),
+        )
+        .unwrap(),
     )
-    .unwrap()
 }
 
 /// Two images of the tiny fixture's reference pixels, explaining class 1 and 3.
@@ -49,7 +53,15 @@ fn probability_with_row(vit: &Vit, image: &ImageContext, layer: usize, rows: &[f
 
 #[test]
 fn layer_integrated_gradients_equal_a_brute_force_riemann_sum() {
-    let vit = tiny_vit();
+    for on in BOTH {
+        layer_integrated_gradients_equal_a_brute_force_riemann_sum_on(on);
+    }
+}
+
+fn layer_integrated_gradients_equal_a_brute_force_riemann_sum_on(on: Executor) {
+    let vit = tiny_vit(on);
+    // The finite differences: forward passes on the CPU.
+    let cpu = tiny_vit(Executor::Cpu);
     let images = tiny_images(&vit);
     let refs: Vec<&ImageContext> = images.iter().collect();
     let m = 20;
@@ -76,7 +88,7 @@ fn layer_integrated_gradients_equal_a_brute_force_riemann_sum() {
                     }
                 }
             }
-            let p = probability_with_row(&vit, img, layer, &rows);
+            let p = probability_with_row(&cpu, img, layer, &rows);
             let want: Vec<f64> = (0..f)
                 .map(|n| {
                     let mean_grad: f64 = (0..m)
@@ -93,7 +105,7 @@ fn layer_integrated_gradients_equal_a_brute_force_riemann_sum() {
             for n in 0..f {
                 assert!(
                     (got[n] - want[n]).abs() <= 2e-3 * scale + 1e-6,
-                    "layer {layer} neuron {n}: IG {} vs brute force {}",
+                    "{on:?} layer {layer} neuron {n}: IG {} vs brute force {}",
                     got[n],
                     want[n]
                 );
@@ -104,9 +116,15 @@ fn layer_integrated_gradients_equal_a_brute_force_riemann_sum() {
 
 #[test]
 fn layer_integrated_gradients_are_complete() {
+    for on in BOTH {
+        layer_integrated_gradients_are_complete_on(on);
+    }
+}
+
+fn layer_integrated_gradients_are_complete_on(on: Executor) {
     // Sum over neurons of IG = p(clean) - p(row at zero), up to quadrature error,
     // which 24-point Gauss-Legendre makes negligible.
-    let vit = tiny_vit();
+    let vit = tiny_vit(on);
     let images = tiny_images(&vit);
     let refs: Vec<&ImageContext> = images.iter().collect();
     let attributor = Attributor {
@@ -126,7 +144,7 @@ fn layer_integrated_gradients_are_complete() {
             let want = (p[0] - p[1]) as f64;
             assert!(
                 (total - want).abs() < 1e-4 + 1e-3 * want.abs(),
-                "layer {layer}: sum of IG {total} vs p(clean) - p(zero row) {want}"
+                "{on:?} layer {layer}: sum of IG {total} vs p(clean) - p(zero row) {want}"
             );
         }
     }
@@ -134,7 +152,7 @@ fn layer_integrated_gradients_are_complete() {
 
 #[test]
 fn random_paths_are_reproducible_in_range_and_spread() {
-    let vit = tiny_vit();
+    let vit = tiny_vit(Executor::Cpu);
     let images = tiny_images(&vit);
     let (layers, f) = (vit.config.layers, vit.config.intermediate);
     let a = random_path(&vit, &images[0], 7);

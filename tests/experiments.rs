@@ -3,6 +3,7 @@
 //! an edit against branching from the clean pass, and the pruning plan and split.
 
 mod common;
+use common::executors::{Executor, BOTH};
 use neuronpath::attribution::{ImageContext, Method, Rule, ScoreForm, Target};
 use neuronpath::data::ImageSet;
 use neuronpath::data::Preset;
@@ -137,13 +138,21 @@ fn manipulation_summary_of_hand_made_outcomes() {
 
 #[test]
 fn an_edit_at_one_layer_equals_branching_from_the_clean_pass() {
+    for on in BOTH {
+        an_edit_at_one_layer_equals_branching_from_the_clean_pass_on(on);
+    }
+}
+
+fn an_edit_at_one_layer_equals_branching_from_the_clean_pass_on(on: Executor) {
     // `edited_outcomes` runs the whole model with the row edited in place; here the
     // edited row is formed by hand and the model is run from the block above.
-    let vit = model::load(
-        &common::shared("fixtures/vit-cifar10"),
-        &LoadOptions::default(),
-    )
-    .unwrap();
+    let vit = on.place(
+        model::load(
+            &common::shared("fixtures/vit-cifar10"),
+            &LoadOptions::default(),
+        )
+        .unwrap(),
+    );
     let records = common::reference_records("vit-cifar10-dev.json");
     let image: &ImageContext = &common::contexts(&vit, &records[..1])[0];
     let layers = vit.config.layers;

@@ -1,11 +1,24 @@
-//! The engine against PyTorch/transformers on the tiny random ViT, in all three layouts.
+//! The engine against PyTorch/transformers on the tiny random ViT, in all three
+//! layouts, on both executors.
 //! Tolerances: logits 1e-4 absolute, CLS FFN activations 1e-5 absolute, gradients
 //! 1e-3 relative to the largest gradient of that image and layer.
 
 mod common;
+use common::executors::BOTH;
 use neuronpath::model::{self, Action, Intervention, LoadOptions, Site, Vit};
 
-fn layouts() -> Vec<(&'static str, Vit)> {
+/// The three layouts, each on both executors.
+fn layouts() -> Vec<(String, Vit)> {
+    BOTH.into_iter()
+        .flat_map(|on| {
+            loaded()
+                .into_iter()
+                .map(move |(name, vit)| (format!("{name} on {on:?}"), on.place(vit)))
+        })
+        .collect()
+}
+
+fn loaded() -> Vec<(&'static str, Vit)> {
     let heads = LoadOptions {
         heads: Some(4),
         ..LoadOptions::default()
@@ -105,11 +118,19 @@ fn logits_activations_and_gradients_match_pytorch() {
 
 #[test]
 fn branching_equals_a_full_forward_with_the_row_replaced() {
-    let vit = model::load(
-        &common::shared("fixtures/tiny-vit-hf"),
-        &LoadOptions::default(),
-    )
-    .unwrap();
+    for on in BOTH {
+        let vit = on.place(
+            model::load(
+                &common::shared("fixtures/tiny-vit-hf"),
+                &LoadOptions::default(),
+            )
+            .unwrap(),
+        );
+        branching_on(&vit);
+    }
+}
+
+fn branching_on(vit: &Vit) {
     let reference = common::npz("fixtures/tiny-vit-reference.npz");
     let pixels = reference["pixels"].to_f32().unwrap();
     let pixels = &pixels[..pixels.len() / 4];

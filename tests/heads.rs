@@ -2,21 +2,22 @@
 //! computed here with forward passes only: the gradient of the target probability
 //! with respect to every head output value (within 1e-3 of each layer's largest),
 //! and a head path's JAS recomputed as a Riemann sum of central differences along
-//! each head's scale (within 1e-3 relative).
+//! each head's scale (within 1e-3 relative). On both executors.
 
 mod common;
+use common::executors::{Executor, BOTH};
 use neuronpath::attribution::{Attributor, ImageContext, Integration, ScoreForm};
 use neuronpath::model::{self, Action, Activation, Intervention, LoadOptions, Site, Vit};
 use neuronpath::numeric::softmax;
 
-fn tiny_heads() -> Vit {
+fn tiny_heads(on: Executor) -> Vit {
     let mut vit = model::load(
         &common::shared("fixtures/tiny-vit-hf"),
         &LoadOptions::default(),
     )
     .unwrap();
     vit.unit = Activation::AttnZ;
-    vit
+    on.place(vit)
 }
 
 fn image(vit: &Vit, i: usize, target: usize) -> ImageContext {
@@ -47,7 +48,13 @@ fn probabilities(vit: &Vit, image: &ImageContext, values: &[(usize, Vec<f32>)]) 
 
 #[test]
 fn head_gradients_equal_central_differences() {
-    let vit = tiny_heads();
+    for on in BOTH {
+        head_gradients_equal_central_differences_on(on);
+    }
+}
+
+fn head_gradients_equal_central_differences_on(on: Executor) {
+    let vit = tiny_heads(on);
     let img = image(&vit, 0, 1);
     let (d, layers) = (vit.config.hidden, vit.config.layers);
     let sites: Vec<Site> = (0..layers).map(|l| vit.neuron_site(l)).collect();
@@ -79,7 +86,13 @@ fn head_gradients_equal_central_differences() {
 
 #[test]
 fn a_head_paths_jas_equals_an_independent_riemann_sum() {
-    let vit = tiny_heads();
+    for on in BOTH {
+        a_head_paths_jas_equals_an_independent_riemann_sum_on(on);
+    }
+}
+
+fn a_head_paths_jas_equals_an_independent_riemann_sum_on(on: Executor) {
+    let vit = tiny_heads(on);
     let img = image(&vit, 1, 3);
     let m = 20;
     let attributor = Attributor {

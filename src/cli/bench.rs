@@ -50,6 +50,17 @@ pub struct Args {
     /// The image folder of the neuron-scan measurement.
     #[arg(long, default_value = "../shared/data/cifar10-test")]
     scan_images: PathBuf,
+    /// Also run every measurement on GPU N of `neuronpath devices`, next to the CPU's
+    /// in the same run; its % peak is of the device's FMA throughput, measured.
+    #[arg(long, value_name = "N")]
+    gpu: Option<usize>,
+}
+
+/// Where a row of the table ran, and the peak its "% peak" is of (FLOP/s).
+struct On {
+    name: &'static str,
+    device: Option<model::exec::gpu::Device>,
+    peak: f64,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -60,45 +71,38 @@ pub fn run(args: Args) -> Result<ExitCode> {
         peak.1,
         peak.2
     );
+    let mut executors = vec![On {
+        name: "cpu",
+        device: None,
+        peak: peak.0,
+    }];
+    if let Some(index) = args.gpu {
+        let device = model::exec::gpu::Device::open(index)?;
+        let peak = device.peak_flops();
+        println!(
+            "gpu {index}: {}, {:.0} GFLOP/s f32 FMA peak (measured); its rows' \"vs ref\" is left out (the reference timings are of its CPU run)",
+            device.name(),
+            peak / 1e9
+        );
+        executors.push(On {
+            name: "gpu",
+            device: Some(device),
+            peak,
+        });
+    }
     println!(
-        "{:<8} {:<22} {:>10} {:>9} {:>10} {:>12} {:>9} {:>7}",
-        "shape", "mode", "s/image", "vs ref", "peak GiB", "GFLOP/image", "GFLOP/s", "% peak"
+        "{:<8} {:<4} {:<22} {:>10} {:>9} {:>10} {:>12} {:>9} {:>7}",
+        "shape", "on", "mode", "s/image", "vs ref", "peak GiB", "GFLOP/image", "GFLOP/s", "% peak"
     );
     super::with_threads(args.threads, || -> Result<()> {
         for &shape in &args.shapes {
             let (vit, images) = build(shape, args.images)?;
-            let reference = reference_seconds(&args.reference, shape);
-            for (mode, rule) in [
-                ("default (riemann 20)", Integration::LeftRiemann(20)),
-                (
-                    "fast (gauss-legendre)",
-                    Integration::GaussLegendre(args.fast_steps),
-                ),
-            ] {
-                super::rss::reset_peak();
-                GEMM_FLOPS.store(0, Ordering::Relaxed);
-                let start = Instant::now();
-                find_paths(&vit, &images, rule);
-                let per_image = start.elapsed().as_secs_f64() / images.len() as f64;
-                let flops = GEMM_FLOPS.load(Ordering::Relaxed) as f64 / images.len() as f64;
-                let ratio = reference.map_or("-".to_string(), |r| format!("{:.2}x", r / per_image));
-                let mode = if let Integration::GaussLegendre(n) = rule {
-                    format!("fast (gauss-legendre {n})")
-                } else {
-                    mode.to_string()
-                };
-                println!(
-                    "{:<8} {:<22} {:>10.3} {:>9} {:>10.2} {:>12.1} {:>9.1} {:>6.1}%",
-                    clap::ValueEnum::to_possible_value(&shape)
-                        .map_or(String::new(), |v| v.get_name().to_string()),
-                    mode,
-                    per_image,
-                    ratio,
-                    super::rss::peak_gib(),
-                    flops / 1e9,
-                    flops / per_image / 1e9,
-                    100.0 * flops / per_image / peak.0
-                );
+            for on in &executors {
+                let mut vit = vit.clone();
+                if let Some(device) = &on.device {
+                    vit.use_gpu(device)?;
+                }
+                measure(&args, shape, &vit, &images, on);
             }
         }
         if args.scan > 0 {
@@ -107,6 +111,43 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Ok(())
     })??;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The rows of one shape on one executor: default and fast mode.
+fn measure(args: &Args, shape: Shape, vit: &Vit, images: &[Vec<f32>], on: &On) {
+    let reference = match on.device {
+        None => reference_seconds(&args.reference, shape),
+        Some(_) => None,
+    };
+    for rule in [
+        Integration::LeftRiemann(20),
+        Integration::GaussLegendre(args.fast_steps),
+    ] {
+        super::rss::reset_peak();
+        GEMM_FLOPS.store(0, Ordering::Relaxed);
+        let start = Instant::now();
+        find_paths(vit, images, rule);
+        let per_image = start.elapsed().as_secs_f64() / images.len() as f64;
+        let flops = GEMM_FLOPS.load(Ordering::Relaxed) as f64 / images.len() as f64;
+        let ratio = reference.map_or("-".to_string(), |r| format!("{:.2}x", r / per_image));
+        let mode = match rule {
+            Integration::GaussLegendre(n) => format!("fast (gauss-legendre {n})"),
+            Integration::LeftRiemann(m) => format!("default (riemann {m})"),
+        };
+        println!(
+            "{:<8} {:<4} {:<22} {:>10.3} {:>9} {:>10.2} {:>12.1} {:>9.1} {:>6.1}%",
+            clap::ValueEnum::to_possible_value(&shape)
+                .map_or(String::new(), |v| v.get_name().to_string()),
+            on.name,
+            mode,
+            per_image,
+            ratio,
+            super::rss::peak_gib(),
+            flops / 1e9,
+            flops / per_image / 1e9,
+            100.0 * flops / per_image / on.peak
+        );
+    }
 }
 
 /// What `paths` does per image: clean pass, JAS locating, scores of the JAS and activation paths.

@@ -1,6 +1,8 @@
 //! Paths to the shared ground truth (`../shared`, read-only).
 #![allow(dead_code)]
 
+pub mod executors;
+
 use std::path::{Path, PathBuf};
 
 /// CIFAR-10's classes, in the order of its labels (and of the bundled model's).

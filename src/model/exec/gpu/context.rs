@@ -263,7 +263,9 @@ impl Context {
             let mut pass = e.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
             pass.set_pipeline(&kernel.pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
-            pass.set_immediates(0, params);
+            if !params.is_empty() {
+                pass.set_immediates(0, params);
+            }
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         });
     }

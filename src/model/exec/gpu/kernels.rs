@@ -9,6 +9,7 @@ const GEMM: &str = include_str!("shaders/gemm.wgsl");
 const ROWS: &str = include_str!("shaders/rows.wgsl");
 const ELEMENTWISE: &str = include_str!("shaders/elementwise.wgsl");
 const COSINE: &str = include_str!("shaders/cosine.wgsl");
+const PEAK: &str = include_str!("shaders/peak.wgsl");
 
 /// A pipeline and the layout of its bindings.
 pub(super) struct Kernel {
@@ -32,6 +33,8 @@ pub(super) struct Kernels {
     pub mean_rows: Kernel,
     pub cosine_logits: Kernel,
     pub cosine_backward: Kernel,
+    /// FMAs only, for the benchmark's peak.
+    pub peak: Kernel,
 }
 
 /// How a kernel's bindings are used, in binding order: `true` read-only.
@@ -108,6 +111,7 @@ impl Kernels {
             mean_rows: elem_kernel("mean_rows"),
             cosine_logits: cos_kernel("logits"),
             cosine_backward: cos_kernel("backward"),
+            peak: kernel(device, &module(device, PEAK), "main", &[false], 0),
         })
     }
 }

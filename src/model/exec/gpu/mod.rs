@@ -50,6 +50,36 @@ impl Device {
         self.0.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// The device's f32 throughput (FLOP/s, an FMA counted as 2), measured with a
+    /// kernel of independent FMA chains run for at least 0.2 s.
+    pub fn peak_flops(&self) -> f64 {
+        let ctx = &self.0;
+        const PER_THREAD: f64 = 1024.0 * 4.0 * 4.0 * 2.0;
+        let mut groups = 64usize;
+        loop {
+            let out = ctx.tensor(groups * 256);
+            let run = || {
+                for _ in 0..4 {
+                    ctx.dispatch(
+                        &ctx.kernels.peak,
+                        &[out.buffer()],
+                        &[],
+                        Context::spread(groups),
+                    );
+                }
+                ctx.download(&out);
+            };
+            run();
+            let start = std::time::Instant::now();
+            run();
+            let seconds = start.elapsed().as_secs_f64();
+            if seconds >= 0.2 || groups >= 1 << 24 {
+                return 4.0 * (groups * 256) as f64 * PER_THREAD / seconds;
+            }
+            groups *= 4;
+        }
+    }
+
     /// The largest tensor one kernel may bind, in values.
     pub fn max_tensor(&self) -> usize {
         let limits = &self.0.limits;
