@@ -8,9 +8,11 @@
 //! 1e-5, activations 1e-5 of each image and layer's largest (at least 1e-5: the
 //! float32 reference itself is off by up to 1.2e-5 absolute, 1.5e-6 of the
 //! largest, per the READMEs), gradients 1e-3 of each image and layer's largest, at
-//! the CLS token and at every token.
+//! the CLS token and at every token. On both executors (a software GPU on the first
+//! two images of each fixture).
 
 mod common;
+use common::executors::{Executor, BOTH};
 use common::{close, max_abs};
 use neuronpath::model::{npy::Array, Site, Tokens};
 use std::collections::HashMap;
@@ -21,19 +23,25 @@ fn values(reference: &HashMap<String, Array>, key: &str) -> Vec<f32> {
 
 #[test]
 fn families_match_pytorch() {
+    for on in BOTH {
+        families_match_pytorch_on(on);
+    }
+}
+
+fn families_match_pytorch_on(on: Executor) {
     for fixture in common::family_fixtures() {
-        let name = fixture.name;
+        let name = format!("{} ({on:?})", fixture.name);
         let reference = fixture.reference();
-        let pixels = values(&reference, "pixel_values");
-        let targets: Vec<usize> = values(&reference, "target")
-            .iter()
-            .map(|&t| t as usize)
-            .collect();
-        let images = targets.len();
-        let per_image = pixels.len() / images;
+        let all_targets = values(&reference, "target");
+        let images = on.images(all_targets.len(), 2);
+        let targets: Vec<usize> = all_targets[..images].iter().map(|&t| t as usize).collect();
+        let all_pixels = values(&reference, "pixel_values");
+        let per_image = all_pixels.len() / all_targets.len();
+        let pixels = &all_pixels[..images * per_image];
         for tokens in [Tokens::Cls, Tokens::All] {
             let mut vit = fixture.load();
             vit.neuron_tokens = tokens;
+            let vit = on.place(vit);
             let (t, f, layers) = (
                 vit.config.tokens(),
                 vit.config.intermediate,
@@ -47,7 +55,7 @@ fn families_match_pytorch() {
                 (values(&reference, acts_key), values(&reference, grads_key));
             let rows = vit.neuron_rows();
             let sites: Vec<Site> = (0..layers).map(|l| vit.neuron_site(l)).collect();
-            let grads = vit.gradients(&pixels, 0, &[], &targets, &sites);
+            let grads = vit.gradients(pixels, 0, &[], &targets, &sites);
             let want_logits = values(&reference, "logits");
             let logit_tol = match vit.weights.zero_shot {
                 Some(_) => 1e-4 * max_abs(&want_logits).max(1.0),
