@@ -31,6 +31,7 @@ fn bundled_with(images: &Path) -> (Vit, ImageSet) {
         names: vit.class_names.as_deref(),
         classes: 10,
         map: None,
+        required: false,
     };
     let set = ImageSet::open(images, &labels).unwrap();
     (vit, set)

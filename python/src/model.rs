@@ -136,6 +136,7 @@ impl Model {
             names: self.vit.class_names.as_deref(),
             classes: self.vit.config.classes,
             map: label_map,
+            required: true,
         };
         if let Ok(root) = images.extract::<PathBuf>() {
             return ImageSet::open(&root, &labels_of);

@@ -114,7 +114,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut vit = args.run.model.load()?;
     let job = args.job();
     job.configure(&mut vit)?;
-    let mut set = super::image_set(&args.run.images, &vit, args.labels.label_map.as_deref())?;
+    let needs_labels = job.target == Target::Label;
+    let label_map = args.labels.label_map.as_deref();
+    let mut set = super::image_set(&args.run.images, &vit, label_map, needs_labels)?;
     let plan = ShardPlan::new(
         args.sharding.shard,
         set.entries.iter().map(|e| e.key.clone()).collect(),

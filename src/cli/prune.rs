@@ -52,7 +52,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     neuronpath::record::check_output(&args.out, PRUNE_MARKER)?;
     let mut vit = args.input.run.model.load()?;
-    let set = super::image_set(&args.input.run.images, &vit, args.label_map.as_deref())?;
+    let set = super::image_set(
+        &args.input.run.images,
+        &vit,
+        args.label_map.as_deref(),
+        true,
+    )?;
     let split = prune::split(&set, args.holdout);
     if split.evaluate.is_empty() {
         bail!(
