@@ -35,6 +35,13 @@ impl PyProgress {
         }
     }
 
+    /// Tells `notes` (what an image set left out or assumed), each as a note.
+    pub fn notes(&self, notes: &[String]) {
+        for note in notes {
+            self.note(&format!("note: {note}"));
+        }
+    }
+
     /// Runs `job` without the GIL on a thread of rayon's pool, so that its parallel
     /// work runs in the pool as the CLI's does (not handed over op by op), while this
     /// thread, the one Python delivers signals to, checks for Ctrl-C every 50 ms.

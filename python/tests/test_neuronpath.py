@@ -1,12 +1,9 @@
 """The Python package against reference numbers and against the command line run
-on the same inputs (never against values the package itself produced).
-
-The command line is `$NEURONPATH_BIN`, else `neuronpath` in the cargo target folder
-(`$CARGO_TARGET_DIR`, else `target/`, release build); the ground truth is
-`../shared` beside the repository."""
+on the same inputs (never against values the package itself produced); see
+common.py for where the command line and the ground truth are found."""
 
 import json
-import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,29 +15,7 @@ import numpy as np
 import pytest
 
 import neuronpath
-
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-MODEL = REPO / "assets" / "vit-cifar10"
-IMAGES = REPO / "assets" / "images"
-TINY = SHARED / "fixtures" / "tiny-vit-hf"
-
-
-def cli_binary() -> Path:
-    given = os.environ.get("NEURONPATH_BIN")
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    binary = Path(given) if given else target / "release" / "neuronpath"
-    if not binary.is_file():
-        pytest.fail(f"{binary}: no neuronpath binary (cargo build --release, or set NEURONPATH_BIN)")
-    return binary
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(cli_binary()), *args], capture_output=True, text=True)
-
-
-def read(path: Path) -> list:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from common import IMAGES, MODEL, SHARED, TINY, cli, read
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +152,52 @@ def test_ctrl_c_stops_after_the_batch_in_flight(tmp_path):
     assert 1 <= len(records) < 20
 
 
+def test_folders_naming_no_class_are_unlabelled_for_predicted_targets(model, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    (mine / "any").mkdir(parents=True)
+    for i, image in enumerate(sorted(IMAGES.glob("*/*.jpg"))[:2]):
+        shutil.copy(image, mine / "any" / f"{i}.jpg")
+    with pytest.raises(neuronpath.NeuronpathError, match="label-map"):
+        model.paths(mine, method="activation", steps=2, progress=False)
+    records = model.paths(mine, method="activation", steps=2, target="predicted", progress=False)
+    assert "unlabelled (label null)" in capsys.readouterr().err
+    out = tmp_path / "cli.jsonl"
+    run = cli("paths", "--model", str(MODEL), "--images", str(mine), "--out", str(out),
+              "--method", "activation", "--steps", "2", "--target", "predicted")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert records == read(out) and len(records) == 2
+    assert all(r["label"] is None and r["label_name"] is None for r in records)
+    _, labels, keys = model.pixels(mine)
+    assert labels == [None, None] and keys == ["any/0.jpg", "any/1.jpg"]
+    described = neuronpath.neurons(model, mine, neurons=[(0, 1)], top=2, progress=False)
+    assert [e["label"] for e in described[0]["top"]] == [None, None]
+
+
 def test_errors_carry_the_cli_message(model, tmp_path):
     with pytest.raises(neuronpath.NeuronpathError, match="no such image file or folder"):
         model.paths(tmp_path / "missing", progress=False)
     with pytest.raises(neuronpath.NeuronpathError, match="one of jas, activation"):
         model.paths(IMAGES, method="best", progress=False)
+
+
+def test_odd_inputs_raise_naming_the_problem_never_panic(model):
+    none = np.zeros((0, 3, 32, 32), np.float32)
+    logits, activations = model.forward(none)
+    assert logits.shape == (0, 10) and activations.shape == (0, 6, 512)
+    assert model.jas(none, [0] * 6, []) == []
+    one = np.zeros((1, 3, 32, 32), np.float32)
+    raised = {
+        "shape [3, 32, 32]": lambda: model.forward(one[0]),
+        "label 10 of image 0 is outside the model's 10 classes": lambda: model.paths(
+            one, labels=[10], target="predicted", progress=False
+        ),
+        "a folder's class folders give its labels": lambda: model.paths(IMAGES, labels=[0], progress=False),
+        "batch 0": lambda: neuronpath.neurons(model, IMAGES, neurons=[(0, 1)], batch=0, progress=False),
+        "not a path": lambda: model.jas(one, [[]] * 6, 0),
+    }
+    for message, call in raised.items():
+        with pytest.raises(neuronpath.NeuronpathError, match=re.escape(message)):
+            call()
 
 
 def test_to_pandas(cli_paths):
