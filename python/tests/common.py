@@ -34,3 +34,11 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 def read(path: Path) -> list:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def cli_run(command: str, images: Path, out: Path, *args: str) -> list:
+    """`neuronpath COMMAND` on the bundled model and `images` into `out`, checked;
+    the records it wrote."""
+    run = cli(command, "--model", str(MODEL), "--images", str(images), "--out", str(out), *args)
+    assert run.returncode == 0, run.stderr
+    return read(out)

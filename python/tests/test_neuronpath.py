@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 
 import neuronpath
-from common import IMAGES, MODEL, SHARED, TINY, cli, read
+from common import IMAGES, MODEL, SHARED, TINY, cli, cli_run, read
 
 
 @pytest.fixture(scope="module")
 def cli_paths(tmp_path_factory) -> Path:
     """`neuronpath paths` (all methods) on the bundled model and images."""
     out = tmp_path_factory.mktemp("cli") / "paths.jsonl"
-    run = cli("paths", "--model", str(MODEL), "--images", str(IMAGES), "--out", str(out))
-    assert run.returncode == 0, run.stderr
+    cli_run("paths", IMAGES, out)
     return out
 
 
@@ -67,10 +66,10 @@ def test_jas_of_a_record_path_equals_its_score(model, cli_paths):
 
 def test_manipulate_and_stats_equal_the_cli(model, cli_paths, tmp_path):
     out = tmp_path / "manipulate.jsonl"
-    run = cli("manipulate", "--model", str(MODEL), "--images", str(IMAGES), "--paths", str(cli_paths), "--out", str(out))
-    assert run.returncode == 0, run.stderr
     records = read(cli_paths)
-    assert neuronpath.manipulate(model, records, IMAGES, progress=False) == read(out)
+    assert neuronpath.manipulate(model, records, IMAGES, progress=False) == cli_run(
+        "manipulate", IMAGES, out, "--paths", str(cli_paths)
+    )
     stats = tmp_path / "stats.json"
     run = cli("stats", "--paths", str(cli_paths), "--out", str(stats))
     assert run.returncode == 0, run.stderr
@@ -83,11 +82,9 @@ def test_manipulate_and_stats_equal_the_cli(model, cli_paths, tmp_path):
 
 def test_neurons_equal_the_cli_and_make_cards(model, cli_paths, tmp_path):
     out = tmp_path / "neurons.jsonl"
-    run = cli("neurons", "--model", str(MODEL), "--images", str(IMAGES), "--paths", str(cli_paths), "--out", str(out))
-    assert run.returncode == 0, run.stderr
     records = read(cli_paths)
     described = neuronpath.neurons(model, IMAGES, records, progress=False)
-    assert described == read(out)
+    assert described == cli_run("neurons", IMAGES, out, "--paths", str(cli_paths))
     given = neuronpath.neurons(model, IMAGES, neurons=[(0, 1), (5, 7)], top=3, rank="patch-max", progress=False)
     assert [(r["layer"], r["neuron"], r["ranked_by"], len(r["top"])) for r in given] == [
         (0, 1, "patch-max", 3),
@@ -162,11 +159,8 @@ def test_folders_naming_no_class_are_unlabelled_for_predicted_targets(model, tmp
         model.paths(mine, method="activation", steps=2, progress=False)
     records = model.paths(mine, method="activation", steps=2, target="predicted", progress=False)
     assert "unlabelled (label null)" in capsys.readouterr().err
-    out = tmp_path / "cli.jsonl"
-    run = cli("paths", "--model", str(MODEL), "--images", str(mine), "--out", str(out),
-              "--method", "activation", "--steps", "2", "--target", "predicted")  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    assert records == read(out) and len(records) == 2
+    fast = ["--method", "activation", "--steps", "2", "--target", "predicted"]
+    assert records == cli_run("paths", mine, tmp_path / "cli.jsonl", *fast) and len(records) == 2
     assert all(r["label"] is None and r["label_name"] is None for r in records)
     _, labels, keys = model.pixels(mine)
     assert labels == [None, None] and keys == ["any/0.jpg", "any/1.jpg"]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from common import IMAGES, MODEL, cli, read
+from common import IMAGES, MODEL, cli_run, read
 
 if importlib.util.find_spec("numpy") is not None:
     if os.environ.get("NEURONPATH_TEST_WITHOUT_NUMPY"):
@@ -30,8 +30,7 @@ def model() -> neuronpath.Model:
 @pytest.fixture(scope="module")
 def cli_paths(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "paths.jsonl"
-    run = cli("paths", "--model", str(MODEL), "--images", str(IMAGES), "--out", str(out), *FAST)
-    assert run.returncode == 0, run.stderr
+    cli_run("paths", IMAGES, out, *FAST)
     return out
 
 
@@ -39,27 +38,21 @@ def test_folders_and_files_run_as_the_cli(model, cli_paths, tmp_path):
     records = model.paths(IMAGES, method="activation", steps=2, progress=False)
     assert records == read(cli_paths)
     image = sorted(IMAGES.glob("*/*.jpg"))[0]
-    out = tmp_path / "one.jsonl"
-    run = cli("paths", "--model", str(MODEL), "--images", str(image), "--out", str(out), *FAST, "--target", "predicted")
-    assert run.returncode == 0, run.stderr
-    assert model.paths(image, method="activation", steps=2, target="predicted", progress=False) == read(out)
+    one = cli_run("paths", image, tmp_path / "one.jsonl", *FAST, "--target", "predicted")
+    assert model.paths(image, method="activation", steps=2, target="predicted", progress=False) == one
     listed = model.paths([image], labels=[records[0]["label"]], method="activation", steps=2, progress=False)
     assert [(r["path"], r["score"]) for r in listed] == [(records[0]["path"], records[0]["score"])]
     assert "numpy" not in sys.modules
 
 
 def test_experiments_on_folders_run_as_the_cli(model, cli_paths, tmp_path):
-    out = tmp_path / "manipulate.jsonl"
-    run = cli("manipulate", "--model", str(MODEL), "--images", str(IMAGES), "--paths", str(cli_paths), "--out", str(out))
-    assert run.returncode == 0, run.stderr
     records = read(cli_paths)
-    assert neuronpath.manipulate(model, records, IMAGES, progress=False) == read(out)
-    out = tmp_path / "neurons.jsonl"
-    run = cli("neurons", "--model", str(MODEL), "--images", str(IMAGES), "--neurons", "0:1", "--top", "2", "--out", str(out))
-    assert run.returncode == 0, run.stderr
-    assert neuronpath.neurons(model, IMAGES, neurons=[(0, 1)], top=2, progress=False) == read(out)
+    edits = cli_run("manipulate", IMAGES, tmp_path / "manipulate.jsonl", "--paths", str(cli_paths))
+    assert neuronpath.manipulate(model, records, IMAGES, progress=False) == edits
+    described = cli_run("neurons", IMAGES, tmp_path / "neurons.jsonl", "--neurons", "0:1", "--top", "2")
+    assert neuronpath.neurons(model, IMAGES, neurons=[(0, 1)], top=2, progress=False) == described
     assert neuronpath.stats(records)["methods"]
-    assert neuronpath.summarize(read(tmp_path / "manipulate.jsonl"))
+    assert neuronpath.summarize(edits)
     page = neuronpath.report(records, tmp_path / "report.html", images=IMAGES)
     assert os.path.getsize(page) > 0
     assert "numpy" not in sys.modules
