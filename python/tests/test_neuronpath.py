@@ -132,10 +132,13 @@ def test_ctrl_c_stops_after_the_batch_in_flight(tmp_path, cli_paths):
     """SIGINT, raised by the progress callback once the first image is written (so
     the run cannot have finished, whatever the machine's speed), is handled by
     Python's own handler: KeyboardInterrupt, the run stopped after that batch, its
-    records whole; a rerun resumes to what one run writes."""
+    records whole; a rerun resumes to what one run writes. The script installs
+    that handler itself: Python leaves SIGINT ignored when it starts with it
+    ignored (a background job of a non-interactive shell, as CI runners start)."""
     out = tmp_path / "paths.jsonl"
     script = (
         "import signal, sys, neuronpath\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "def progress(done, total):\n"
         "    if done == 1:\n"
         "        signal.raise_signal(signal.SIGINT)\n"
