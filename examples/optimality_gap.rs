@@ -43,6 +43,7 @@ fn inputs(vit: &Vit, folder: Option<(&Path, usize)>) -> Result<Vec<ImageContext>
         names: vit.class_names.as_deref(),
         classes: vit.config.classes,
         map: None,
+        required: true,
     };
     let set = ImageSet::open(folder, &labels)?;
     let norm = data::normalization(vit, Preset::Checkpoint);

@@ -9,7 +9,7 @@ use common::{
     fails_with, image_folder, manipulate, neuronpath, other_model, paths, records, scratch,
     succeeds,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[test]
 fn files_that_are_not_the_commands_own_are_left_untouched() {
@@ -208,6 +208,105 @@ fn class_folders_are_labelled_by_the_models_class_names() {
         .map(|r| r["target"].as_u64().unwrap())
         .collect();
     assert_eq!(targets, [3, 8]);
+}
+
+/// A command that needs no labels (`paths --target predicted`, `manipulate`,
+/// `neurons`) runs on class folders that name none of the model's classes, the
+/// images unlabelled (and said so); one that needs them (`paths --target label`,
+/// `prune`) stops asking for `--label-map`, as does a partial match always.
+#[test]
+fn folders_that_name_no_class_are_unlabelled_where_labels_are_not_needed() {
+    let dir = scratch("unlabelled");
+    let labelled = image_folder(&dir, &["cat", "dog"], 1);
+    let mine = dir.join("mine");
+    std::fs::create_dir_all(mine.join("any")).unwrap();
+    for (i, class) in ["cat", "dog"].iter().enumerate() {
+        let file = format!("{i}.jpg");
+        std::fs::copy(
+            labelled.join(class).join("0000.jpg"),
+            mine.join("any").join(file),
+        )
+        .unwrap();
+    }
+    let out = dir.join("p.jsonl");
+    fails_with(&paths(&mine, &out, &[]), &["mine", "--label-map"]);
+    assert!(!out.exists(), "a stopped run wrote {}", out.display());
+    let predicted = ["--target", "predicted", "--steps", "2"];
+    let stderr = succeeds(&paths(&mine, &out, &predicted));
+    assert!(
+        stderr.contains("any) name none of the model's classes"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unlabelled (label null)"), "{stderr}");
+    // The same paths as on the labelled folder, the labels null.
+    let by_name = dir.join("labelled.jsonl");
+    succeeds(&paths(&labelled, &by_name, &predicted));
+    let (got, want) = (records(&out), records(&by_name));
+    assert_eq!(got.len(), 2);
+    for (got, want) in got.iter().zip(&want) {
+        assert!(
+            got["label"].is_null() && got["label_name"].is_null(),
+            "{got}"
+        );
+        assert!(want["label"].is_u64(), "{want}");
+        for field in ["path", "score", "target", "target_prob", "predicted"] {
+            assert_eq!(got[field], want[field], "{field}");
+        }
+    }
+    succeeds(&manipulate(&mine, &out, &dir.join("m.jsonl"), &[]));
+    assert_eq!(records(&dir.join("m.jsonl")).len(), 4);
+    let neurons = |images: &Path, out: &Path| {
+        neuronpath()
+            .args(["neurons", "--neurons", "0:1", "--top", "2", "--images"])
+            .arg(images)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    assert!(succeeds(&neurons(&mine, &dir.join("n.jsonl"))).contains("unlabelled"));
+    succeeds(&neurons(&labelled, &dir.join("n-labelled.jsonl")));
+    let (got, want) = (
+        records(&dir.join("n.jsonl")),
+        records(&dir.join("n-labelled.jsonl")),
+    );
+    let tops = |r: &serde_json::Value| -> Vec<(serde_json::Value, serde_json::Value)> {
+        let top = r["top"].as_array().unwrap();
+        top.iter()
+            .map(|e| (e["activation"].clone(), e["label"].clone()))
+            .collect()
+    };
+    let activations = |r: &serde_json::Value| -> Vec<serde_json::Value> {
+        tops(r).into_iter().map(|(a, _)| a).collect()
+    };
+    assert_eq!(activations(&got[0]), activations(&want[0]));
+    assert!(tops(&got[0]).iter().all(|(_, label)| label.is_null()));
+    assert!(got[0]["class_count"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c == 0));
+    let prune = neuronpath()
+        .args(["prune", "--top-k", "1", "--images"])
+        .arg(&mine)
+        .arg("--paths")
+        .arg(&out)
+        .arg("--out")
+        .arg(dir.join("prune.json"))
+        .output()
+        .unwrap();
+    fails_with(&prune, &["mine", "--label-map"]);
+    // Some folders name a class, others not: a misspelt class, never unlabelled.
+    std::fs::create_dir_all(mine.join("cat")).unwrap();
+    std::fs::copy(labelled.join("cat/0000.jpg"), mine.join("cat/0.jpg")).unwrap();
+    fails_with(
+        &paths(&mine, &dir.join("partial.jsonl"), &predicted),
+        &[
+            "any",
+            "match none of the model's class names",
+            "--label-map",
+        ],
+    );
 }
 
 #[cfg(unix)]

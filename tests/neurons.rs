@@ -31,6 +31,7 @@ fn bundled_with(images: &Path) -> (Vit, ImageSet) {
         names: vit.class_names.as_deref(),
         classes: 10,
         map: None,
+        required: false,
     };
     let set = ImageSet::open(images, &labels).unwrap();
     (vit, set)
@@ -328,6 +329,16 @@ fn a_stopped_scan_resumes_to_the_same_records() {
     );
     let got = records(&whole);
     assert_eq!((got[0].images, got[0].failed), (24, 1));
+    // A pass of no images would never get through them: refused, not a hang.
+    let options = neuronpath::roles::Options {
+        batch: 0,
+        ..job.options.clone()
+    };
+    let empty = neuronpath::roles::NeuronScan { options, ..job };
+    let Err(refused) = empty.scan(&mut vit, None, &neuronpath::progress::Silent) else {
+        panic!("a batch of 0 is refused");
+    };
+    assert!(refused.to_string().contains("batch 0"), "{refused}");
 }
 
 /// Stops a scan after `.1` batches.

@@ -9,9 +9,11 @@ The same engine and the same answers as the ``neuronpath`` command line::
     table = neuronpath.to_pandas(records)
 
 Records are dicts with exactly the fields of the command line's JSON lines.
-numpy is needed where arrays cross (``forward``, ``jas``, ``pixels``, array
-images), pandas for ``to_pandas``; a tqdm bar shows progress when tqdm is
-installed. Errors raise :class:`NeuronpathError` with the command line's message.
+numpy is needed only where arrays cross (``forward``, ``jas``, ``pixels``, array
+images: without it they raise :class:`NeuronpathError` saying so; folders and
+files need no numpy), pandas for ``to_pandas``; a tqdm bar shows progress when
+tqdm is installed. Errors raise :class:`NeuronpathError` with the command line's
+message.
 """
 
 from __future__ import annotations
@@ -88,13 +90,33 @@ def _texts(records: Iterable[Record]) -> List[str]:
     return [json.dumps(r) for r in records]
 
 
-def _images(images: Any) -> Any:
-    """A folder or file as a path, a list of files as paths, an array as it is."""
-    if isinstance(images, (str, os.PathLike)):
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
+#: What an array of images is called in messages.
+_AN_ARRAY = "images given as an array (not a folder, a file or a list of files)"
+
+
+def _images(images: Any, *, arrays: bool = True) -> Any:
+    """A folder or file as a path, a list of files as paths; anything else, where
+    ``arrays``, as a float32 array of pixels (which needs numpy)."""
+    if _is_path(images):
         return os.fspath(images)
-    if isinstance(images, (list, tuple)):
+    if isinstance(images, (list, tuple)) and all(_is_path(i) for i in images):
         return [os.fspath(i) for i in images]
-    return images
+    if not arrays:
+        raise NeuronpathError(f"images: a folder, an image file or a list of image files, not {type(images).__name__}")
+    return _pixels(images, _AN_ARRAY)
+
+
+def _numpy(what: str) -> Any:
+    """numpy, or a NeuronpathError saying that ``what`` needs it."""
+    try:
+        import numpy
+    except ImportError as e:
+        raise NeuronpathError(f"{what} needs numpy, which cannot be imported ({e}): pip install numpy") from e
+    return numpy
 
 
 class Model:
@@ -124,7 +146,7 @@ class Model:
         neurons span several tokens, as MAE's patches, ``(N, layers, tokens,
         neurons)``). A C-contiguous float32 array is read in place.
         """
-        return self._native.forward(_pixels(pixels))
+        return self._native.forward(_pixels(pixels, "Model.forward"))
 
     def jas(
         self,
@@ -141,11 +163,10 @@ class Model:
         ``target`` (one, or one per image). Returns a dict ``score``,
         ``activation``, ``gradient``, ``contribution`` (per layer), or a list of
         them for a batch."""
-        import numpy as np
-
+        np = _numpy("Model.jas")
         pixels = np.asarray(pixels, dtype=np.float32)
         single = pixels.ndim == 3
-        batch = _pixels(pixels[None] if single else pixels)
+        batch = _pixels(pixels[None] if single else pixels, "Model.jas")
         targets = [int(target)] * len(batch) if isinstance(target, (int, np.integer)) else [int(t) for t in target]
         options = {"steps": steps, "integration": integration, "score_form": score_form}
         scores = _records(self._native.jas(batch, json.dumps(_plain(neurons)), targets, options))
@@ -153,9 +174,11 @@ class Model:
 
     def pixels(self, images: Any, *, preprocess: str = "checkpoint", label_map: Optional[PathLike] = None) -> Any:
         """Images (a folder, a file or a list of files) as ``paths`` prepares them:
-        ``(pixels (N, 3, H, W) float32, labels, keys)``."""
+        ``(pixels (N, 3, H, W) float32, labels, keys)``; needs numpy. Class folders
+        that name none of the model's classes give labels ``None`` (with a note)."""
+        _numpy("Model.pixels")
         label_map = None if label_map is None else os.fspath(label_map)
-        return self._native.pixels(_images(images), preprocess, label_map)
+        return self._native.pixels(_images(images, arrays=False), preprocess, label_map, _Progress(False))
 
     def paths(
         self,
@@ -185,7 +208,10 @@ class Model:
 
         ``images``: a folder (ImageFolder: class folders give the labels), an image
         file, a list of files (``labels`` gives theirs), or normalised pixels
-        ``(N, 3, H, W)`` float32 with ``labels`` (image ``i`` is keyed ``"i"``).
+        ``(N, 3, H, W)`` float32 with ``labels`` (image ``i`` is keyed ``"i"``; needs
+        numpy). With ``target="predicted"``, class folders that name none of the
+        model's classes give records of ``label`` None (with a note); with
+        ``"label"`` they raise asking for ``label_map``.
         The options are the command line's (``method``: ``jas``, ``activation``,
         ``influence``, ``ig``, ``random``; default all). With ``out`` the records are
         also appended to that JSON-lines file, and images already there are skipped
@@ -210,18 +236,17 @@ class Model:
             "labels": None if labels is None else [None if l is None else int(l) for l in labels],
             "label_map": None if label_map is None else os.fspath(label_map),
         }
-        images = _images(images)
-        if not isinstance(images, (str, list)):
-            images = _pixels(images)
         out = None if out is None else os.fspath(out)
-        return _records(self._native.paths(images, options, out, _Progress(progress)))
+        return _records(self._native.paths(_images(images), options, out, _Progress(progress)))
 
 
-def _pixels(pixels: Any) -> Any:
-    """A float32 C-contiguous array (no copy when it is one already)."""
-    import numpy as np
-
-    return np.ascontiguousarray(pixels, dtype=np.float32)
+def _pixels(pixels: Any, what: str) -> Any:
+    """A float32 C-contiguous array (no copy when it is one already), for ``what``."""
+    np = _numpy(what)
+    try:
+        return np.ascontiguousarray(pixels, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise NeuronpathError(f"{what}: not a float32 array of pixels ({e})") from e
 
 
 def _plain(value: Any) -> Any:
@@ -298,9 +323,7 @@ def manipulate(
         records = [r for r in records if r["method"] in methods]
         if not records:
             raise NeuronpathError(f"records: no paths of method {', '.join(methods)}")
-    images = _images(images)
-    if not isinstance(images, str):
-        images = _pixels(images)
+    images = os.fspath(images) if _is_path(images) else _pixels(images, _AN_ARRAY)
     out = None if out is None else os.fspath(out)
     return _records(_native.manipulate(model._native, _texts(records), images, op, out, _Progress(progress)))
 
@@ -338,7 +361,7 @@ def neurons(
     out = None if out is None else os.fspath(out)
     return _records(
         _native.neurons(
-            model._native, _images(images), texts, pairs, list(layers), top, rank, preprocess, batch,
+            model._native, _images(images, arrays=False), texts, pairs, list(layers), top, rank, preprocess, batch,
             label_map, out, _Progress(progress),
         )
     )

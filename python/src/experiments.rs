@@ -2,6 +2,7 @@
 //! `neuronpath::jobs::manipulate`, as the CLI runs it), `summarize`, `stats` and
 //! `report`. Records cross as JSON text.
 
+use crate::arrays::{array_in, pixels_of};
 use crate::model::{json, Model};
 use crate::progress::PyProgress;
 use crate::to_py;
@@ -10,7 +11,6 @@ use neuronpath::experiments::manipulate::{summarize as summaries, ManipulationRe
 use neuronpath::experiments::stats::{all_stats, StatsFile};
 use neuronpath::jobs::{manipulate as job, Pixels};
 use neuronpath::record::{unrecorded, PathRecord, RecordFile};
-use numpy::PyReadonlyArray4;
 use pyo3::prelude::*;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
@@ -56,17 +56,18 @@ pub fn manipulate(
             )))
         }
     };
-    let array = images.extract::<PyReadonlyArray4<f32>>().ok();
+    let array = array_in(images)?;
     let root = match &array {
         Some(_) => None,
-        None => Some(images.extract::<PathBuf>()?),
+        None => Some(images.extract::<PathBuf>().map_err(|_| {
+            to_py(anyhow::anyhow!(
+                "images: the folder the paths were found on, or their [N, 3, H, W] float32 numpy array"
+            ))
+        })?),
     };
     let pixels = match (&array, &root) {
-        (Some(a), _) => Pixels::Array(
-            a.as_slice()
-                .map_err(|e| to_py(anyhow::anyhow!("pixels: {e}")))?,
-        ),
-        (None, Some(root)) => Pixels::Files(root),
+        (Some(a), _) => Pixels::Array(pixels_of(&model.vit, a)?),
+        (_, Some(root)) => Pixels::Files(root),
         (None, None) => unreachable!("one of them"),
     };
     let progress = PyProgress::new(progress);

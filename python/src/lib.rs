@@ -2,6 +2,7 @@
 //! thin layer: the runs themselves live in `neuronpath::jobs`). Records cross as
 //! JSON text (exactly the command line's JSON lines), arrays as numpy arrays.
 
+mod arrays;
 mod experiments;
 mod model;
 mod options;

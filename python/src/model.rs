@@ -1,18 +1,19 @@
 //! `neuronpath.load` and the model: its description, the clean forward pass, JAS
 //! of any neurons, and the paths run (`neuronpath::jobs::paths`, as the CLI runs it).
 
+use crate::arrays::{array_arg, array_in, need_numpy, pixels_of, shape_error};
 use crate::options::{JasOptions, PathsOptions};
 use crate::progress::PyProgress;
 use crate::to_py;
 use anyhow::{bail, Result};
-use neuronpath::attribution::{Attributor, ImageContext, NeuronPath};
+use neuronpath::attribution::{Attributor, ImageContext, NeuronPath, Target};
 use neuronpath::data::{self, labels::Labels, ImageEntry, ImageSet, Preset};
 use neuronpath::jobs::paths::{check_resumed, Input, PathsJob, Sink};
 use neuronpath::model::{FfnActivation, LoadOptions, Probe, Vit};
 use neuronpath::names::Named;
 use neuronpath::record::{PathRecord, Record, RecordFile};
 use numpy::ndarray::Array;
-use numpy::{IntoPyArray, PyArray2, PyArrayDyn, PyReadonlyArray4, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray2, PyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::{Path, PathBuf};
@@ -142,23 +143,27 @@ impl Sink for Records {
     }
 }
 
-/// Checks `pixels` as `[N, 3, size, size]` for `vit`, in place: its data, C-contiguous.
-fn pixels_of<'a>(vit: &Vit, pixels: &'a PyReadonlyArray4<'_, f32>) -> PyResult<&'a [f32]> {
-    let size = vit.config.image_size;
-    let shape = pixels.shape();
-    if shape[1..] != [3, size, size] {
-        return Err(to_py(anyhow::anyhow!(
-            "pixels of shape {shape:?}: the model takes [N, 3, {size}, {size}] (normalised)"
-        )));
-    }
-    pixels.as_slice().map_err(|e| {
-        to_py(anyhow::anyhow!(
-            "pixels: {e} (pass a C-contiguous float32 array)"
-        ))
-    })
-}
-
 impl Model {
+    /// The labels given for `n` images (none: all unlabelled), checked: one per
+    /// image, each one of the model's classes.
+    fn given_labels(
+        &self,
+        labels: Option<Vec<Option<usize>>>,
+        n: usize,
+    ) -> Result<Vec<Option<usize>>> {
+        let labels = labels.unwrap_or_else(|| vec![None; n]);
+        if labels.len() != n {
+            bail!("labels: {} for {n} images", labels.len());
+        }
+        let classes = self.vit.config.classes;
+        if let Some((i, l)) = (labels.iter().enumerate())
+            .find_map(|(i, l)| l.filter(|&l| l >= classes).map(|l| (i, l)))
+        {
+            bail!("labels: label {l} of image {i} is outside the model's {classes} classes");
+        }
+        Ok(labels)
+    }
+
     /// Runs `f`, which sets the model up for a run (arithmetic, neuron tokens,
     /// unit), and sets it back as loaded.
     pub(crate) fn set_up<T>(&mut self, f: impl FnOnce(&mut Vit) -> Result<T>) -> Result<T> {
@@ -168,28 +173,32 @@ impl Model {
         result
     }
 
-    /// The images of a folder, a file or a list of files (`labels` for a list).
+    /// The images of a folder, a file or a list of files (`labels` for a list). Unless
+    /// the run `needs` labels, class folders that name none of the model's classes
+    /// leave their images unlabelled (with a note).
     pub(crate) fn image_set(
         &self,
         images: &Bound<'_, PyAny>,
         labels: Option<Vec<Option<usize>>>,
         label_map: Option<&Path>,
+        needs: bool,
     ) -> Result<ImageSet> {
         let labels_of = Labels {
             names: self.vit.class_names.as_deref(),
             classes: self.vit.config.classes,
             map: label_map,
+            required: needs,
         };
         if let Ok(root) = images.extract::<PathBuf>() {
+            if labels.is_some() {
+                bail!("labels: for a list of files or an array; a folder's class folders give its labels");
+            }
             return ImageSet::open(&root, &labels_of);
         }
         let Ok(files) = images.extract::<Vec<PathBuf>>() else {
-            bail!("images: a folder, an image file, a list of image files, or a [N, 3, H, W] float32 array");
+            bail!("images: a folder, an image file, a list of image files, or a [N, 3, H, W] float32 numpy array");
         };
-        let labels = labels.unwrap_or_else(|| vec![None; files.len()]);
-        if labels.len() != files.len() {
-            bail!("labels: {} for {} images", labels.len(), files.len());
-        }
+        let labels = self.given_labels(labels, files.len())?;
         let entries = files
             .into_iter()
             .zip(labels)
@@ -234,17 +243,14 @@ impl Model {
     /// classes]` and each layer's FFN activations at the neuron tokens (the CLS token
     /// for a ViT), `[N, layers, neurons]` (`[N, layers, tokens, neurons]` for a site
     /// of several tokens, as MAE's patches).
-    fn forward<'py>(
-        &self,
-        py: Python<'py>,
-        pixels: PyReadonlyArray4<'py, f32>,
-    ) -> PyResult<Forward<'py>> {
+    fn forward<'py>(&self, py: Python<'py>, pixels: &Bound<'py, PyAny>) -> PyResult<Forward<'py>> {
+        let pixels = array_arg(pixels, "Model.forward")?;
         let data = pixels_of(&self.vit, &pixels)?;
         let vit = &self.vit;
         let n = pixels.shape()[0];
         let (logits, neurons) = py.detach(|| {
             let (mut logits, mut neurons) = (Vec::new(), Vec::new());
-            for image in data.chunks_exact(data.len() / n.max(1)).take(n) {
+            for image in data.chunks_exact(3 * vit.config.image_size.pow(2)) {
                 let clean = vit.clean_forward(image);
                 logits.extend(clean.logits);
                 neurons.extend(clean.neurons.into_iter().flatten());
@@ -267,11 +273,12 @@ impl Model {
     fn jas(
         &self,
         py: Python<'_>,
-        pixels: PyReadonlyArray4<'_, f32>,
+        pixels: &Bound<'_, PyAny>,
         neurons: &str,
         targets: Vec<usize>,
         options: JasOptions,
     ) -> PyResult<Vec<String>> {
+        let pixels = array_arg(pixels, "Model.jas")?;
         let data = pixels_of(&self.vit, &pixels)?;
         let attributor = Attributor {
             vit: &self.vit,
@@ -285,18 +292,22 @@ impl Model {
     }
 
     /// The normalised pixels `[N, 3, H, W]` of a folder, an image file or a list of
-    /// files, as `paths` prepares them; with the images' labels and keys.
-    #[pyo3(signature = (images, preprocess="checkpoint", label_map=None))]
+    /// files, as `paths` prepares them; with the images' labels (none where the
+    /// folders name no class) and keys. Notes go to `progress`.
+    #[pyo3(signature = (images, preprocess="checkpoint", label_map=None, progress=None))]
     fn pixels<'py>(
         &self,
         py: Python<'py>,
         images: &Bound<'py, PyAny>,
         preprocess: &str,
         label_map: Option<PathBuf>,
+        progress: Option<Py<PyAny>>,
     ) -> PyResult<Loaded<'py>> {
+        need_numpy(py, "Model.pixels")?;
         let set = self
-            .image_set(images, None, label_map.as_deref())
+            .image_set(images, None, label_map.as_deref(), false)
             .map_err(to_py)?;
+        PyProgress::new(progress).notes(&set.notes);
         let preset = Preset::from_name(preprocess).ok_or_else(|| {
             to_py(anyhow::anyhow!(
                 "preprocess {preprocess:?}: one of checkpoint, reference"
@@ -333,26 +344,20 @@ impl Model {
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Vec<String>> {
         let job = options.job().map_err(to_py)?;
-        let array = images.extract::<PyReadonlyArray4<f32>>().ok();
+        let array = array_in(images)?;
         let source = match &array {
             Some(a) => {
-                let labels = options
-                    .labels
-                    .clone()
-                    .unwrap_or_else(|| vec![None; a.shape()[0]]);
-                if labels.len() != a.shape()[0] {
-                    return Err(to_py(anyhow::anyhow!(
-                        "labels: {} for {} images",
-                        labels.len(),
-                        a.shape()[0]
-                    )));
-                }
-                Images::Array(pixels_of(&self.vit, a)?, labels)
+                let labels = self.given_labels(options.labels.clone(), a.shape()[0]);
+                Images::Array(pixels_of(&self.vit, a)?, labels.map_err(to_py)?)
             }
-            None => Images::Set(
-                self.image_set(images, options.labels.clone(), options.label_map.as_deref())
-                    .map_err(to_py)?,
-            ),
+            None => {
+                let (labels, map) = (options.labels.clone(), options.label_map.as_deref());
+                let needs_labels = job.target == Target::Label;
+                Images::Set(
+                    self.image_set(images, labels, map, needs_labels)
+                        .map_err(to_py)?,
+                )
+            }
         };
         let progress = PyProgress::new(progress);
         let file = self.file.clone();
@@ -400,6 +405,9 @@ fn jas_of(
     if targets.len() != images.len() {
         bail!("targets: {} for {} images", targets.len(), images.len());
     }
+    if images.is_empty() {
+        return Ok(Vec::new());
+    }
     if let Some(t) = targets.iter().find(|&&t| t >= vit.config.classes) {
         bail!(
             "target {t}: outside the model's {} classes",
@@ -425,9 +433,7 @@ fn run_paths(
     progress: &PyProgress,
 ) -> Result<Vec<PathRecord>> {
     if let Images::Set(set) = images {
-        for note in &set.notes {
-            neuronpath::progress::Progress::note(progress, &format!("note: {note}"));
-        }
+        progress.notes(&set.notes);
     }
     let run = job.prepare(vit, model, progress)?;
     let mut inputs = images.inputs();
@@ -446,10 +452,6 @@ fn run_paths(
     inputs.retain(|input| run.methods.iter().any(|&m| !records.has(input.key(), m)));
     run.run(&inputs, &mut records, progress)?;
     Ok(records.got)
-}
-
-fn shape_error(e: numpy::ndarray::ShapeError) -> PyErr {
-    to_py(anyhow::anyhow!("array shape: {e}"))
 }
 
 /// A value as JSON text (a record, exactly as the JSON lines hold it).

@@ -64,6 +64,14 @@ pub fn integration(name: &str, steps: usize) -> Result<Integration> {
     Ok(named::<Rule>("integration", name)?.with(steps))
 }
 
+/// Images per batch, 1 to 1024, as the command line takes them (none: the run's default).
+pub fn batch(batch: Option<usize>) -> Result<Option<usize>> {
+    match batch {
+        Some(b) if !(1..=1024).contains(&b) => bail!("batch {b}: must be 1 to 1024"),
+        b => Ok(b),
+    }
+}
+
 pub fn score_form(name: &str) -> Result<ScoreForm> {
     named("score_form", name)
 }
@@ -96,10 +104,7 @@ impl PathsOptions {
                 "head" => Activation::AttnZ,
                 other => bail!("unit {other:?}: one of neuron, head"),
             },
-            batch: match self.batch {
-                Some(b) if !(1..=1024).contains(&b) => bail!("batch {b}: must be 1 to 1024"),
-                b => b,
-            },
+            batch: batch(self.batch)?,
         })
     }
 }

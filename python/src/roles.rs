@@ -54,12 +54,14 @@ pub fn neurons(
         top,
         rank: rank.map(|r| choice("rank", &r)).transpose()?,
         preprocess: preprocess.map(|p| choice("preprocess", &p)).transpose()?,
-        batch,
+        batch: crate::options::batch(batch).map_err(to_py)?,
     };
+    // Labels give the class profiles; images without one are scanned all the same.
     let set = model
-        .image_set(images, None, label_map.as_deref())
+        .image_set(images, None, label_map.as_deref(), false)
         .map_err(to_py)?;
     let progress = PyProgress::new(progress);
+    progress.notes(&set.notes);
     let model: &mut Model = &mut model;
     let file = model.file.clone();
     let found = progress.watch(py, || {

@@ -1,54 +1,26 @@
 """The Python package against reference numbers and against the command line run
-on the same inputs (never against values the package itself produced).
-
-The command line is `$NEURONPATH_BIN`, else `neuronpath` in the cargo target folder
-(`$CARGO_TARGET_DIR`, else `target/`, release build); the ground truth is
-`../shared` beside the repository."""
+on the same inputs (never against values the package itself produced); see
+common.py for where the command line and the ground truth are found."""
 
 import json
-import os
+import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import neuronpath
-
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-MODEL = REPO / "assets" / "vit-cifar10"
-IMAGES = REPO / "assets" / "images"
-TINY = SHARED / "fixtures" / "tiny-vit-hf"
-
-
-def cli_binary() -> Path:
-    given = os.environ.get("NEURONPATH_BIN")
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    binary = Path(given) if given else target / "release" / "neuronpath"
-    if not binary.is_file():
-        pytest.fail(f"{binary}: no neuronpath binary (cargo build --release, or set NEURONPATH_BIN)")
-    return binary
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(cli_binary()), *args], capture_output=True, text=True)
-
-
-def read(path: Path) -> list:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from common import IMAGES, MODEL, SHARED, TINY, cli, cli_run, read
 
 
 @pytest.fixture(scope="module")
 def cli_paths(tmp_path_factory) -> Path:
     """`neuronpath paths` (all methods) on the bundled model and images."""
     out = tmp_path_factory.mktemp("cli") / "paths.jsonl"
-    run = cli("paths", "--model", str(MODEL), "--images", str(IMAGES), "--out", str(out))
-    assert run.returncode == 0, run.stderr
+    cli_run("paths", IMAGES, out)
     return out
 
 
@@ -148,10 +120,10 @@ def test_jas_of_a_record_path_equals_its_score(model, cli_paths):
 
 def test_manipulate_and_stats_equal_the_cli(model, cli_paths, tmp_path):
     out = tmp_path / "manipulate.jsonl"
-    run = cli("manipulate", "--model", str(MODEL), "--images", str(IMAGES), "--paths", str(cli_paths), "--out", str(out))
-    assert run.returncode == 0, run.stderr
     records = read(cli_paths)
-    assert neuronpath.manipulate(model, records, IMAGES, progress=False) == read(out)
+    assert neuronpath.manipulate(model, records, IMAGES, progress=False) == cli_run(
+        "manipulate", IMAGES, out, "--paths", str(cli_paths)
+    )
     stats = tmp_path / "stats.json"
     run = cli("stats", "--paths", str(cli_paths), "--out", str(stats))
     assert run.returncode == 0, run.stderr
@@ -164,11 +136,9 @@ def test_manipulate_and_stats_equal_the_cli(model, cli_paths, tmp_path):
 
 def test_neurons_equal_the_cli_and_make_cards(model, cli_paths, tmp_path):
     out = tmp_path / "neurons.jsonl"
-    run = cli("neurons", "--model", str(MODEL), "--images", str(IMAGES), "--paths", str(cli_paths), "--out", str(out))
-    assert run.returncode == 0, run.stderr
     records = read(cli_paths)
     described = neuronpath.neurons(model, IMAGES, records, progress=False)
-    assert described == read(out)
+    assert described == cli_run("neurons", IMAGES, out, "--paths", str(cli_paths))
     given = neuronpath.neurons(model, IMAGES, neurons=[(0, 1), (5, 7)], top=3, rank="patch-max", progress=False)
     assert [(r["layer"], r["neuron"], r["ranked_by"], len(r["top"])) for r in given] == [
         (0, 1, "patch-max", 3),
@@ -212,23 +182,47 @@ def test_progress_is_reported_and_a_raising_callback_stops_the_run(model, tmp_pa
     assert len(read(out)) == 1  # the batch in flight is kept, nothing after it
 
 
-def test_ctrl_c_stops_after_the_batch_in_flight(tmp_path):
+def test_ctrl_c_stops_after_the_batch_in_flight(tmp_path, cli_paths):
+    """SIGINT, raised by the progress callback once the first image is written (so
+    the run cannot have finished, whatever the machine's speed), is handled by
+    Python's own handler: KeyboardInterrupt, the run stopped after that batch, its
+    records whole; a rerun resumes to what one run writes. The script installs
+    that handler itself: Python leaves SIGINT ignored when it starts with it
+    ignored (a background job of a non-interactive shell, as CI runners start)."""
     out = tmp_path / "paths.jsonl"
     script = (
-        "import sys, neuronpath\n"
-        "neuronpath.load(sys.argv[1]).paths(sys.argv[2], method='jas', batch=1, out=sys.argv[3], progress=False)\n"
+        "import signal, sys, neuronpath\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "def progress(done, total):\n"
+        "    if done == 1:\n"
+        "        signal.raise_signal(signal.SIGINT)\n"
+        "neuronpath.load(sys.argv[1]).paths(sys.argv[2], method='jas', batch=1, out=sys.argv[3], progress=progress)\n"
     )
-    run = subprocess.Popen(
-        [sys.executable, "-c", script, str(MODEL), str(IMAGES), str(out)], stderr=subprocess.PIPE, text=True
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(MODEL), str(IMAGES), str(out)], capture_output=True, text=True, timeout=600
     )
-    deadline = time.time() + 120
-    while not (out.exists() and out.read_text().count("\n") >= 1) and time.time() < deadline:
-        time.sleep(0.05)
-    run.send_signal(signal.SIGINT)
-    _, stderr = run.communicate(timeout=120)
-    assert run.returncode != 0 and "KeyboardInterrupt" in stderr, stderr
-    records = read(out)  # whole records only
-    assert 1 <= len(records) < 20
+    assert run.returncode != 0 and "KeyboardInterrupt" in run.stderr, run.stderr
+    assert len(read(out)) == 1  # the batch in flight, nothing after it
+    neuronpath.load(str(MODEL)).paths(IMAGES, method="jas", batch=1, out=out, progress=False)
+    assert read(out) == [r for r in read(cli_paths) if r["method"] == "jas"]
+
+
+def test_folders_naming_no_class_are_unlabelled_for_predicted_targets(model, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    (mine / "any").mkdir(parents=True)
+    for i, image in enumerate(sorted(IMAGES.glob("*/*.jpg"))[:2]):
+        shutil.copy(image, mine / "any" / f"{i}.jpg")
+    with pytest.raises(neuronpath.NeuronpathError, match="label-map"):
+        model.paths(mine, method="activation", steps=2, progress=False)
+    records = model.paths(mine, method="activation", steps=2, target="predicted", progress=False)
+    assert "unlabelled (label null)" in capsys.readouterr().err
+    fast = ["--method", "activation", "--steps", "2", "--target", "predicted"]
+    assert records == cli_run("paths", mine, tmp_path / "cli.jsonl", *fast) and len(records) == 2
+    assert all(r["label"] is None and r["label_name"] is None for r in records)
+    _, labels, keys = model.pixels(mine)
+    assert labels == [None, None] and keys == ["any/0.jpg", "any/1.jpg"]
+    described = neuronpath.neurons(model, mine, neurons=[(0, 1)], top=2, progress=False)
+    assert [e["label"] for e in described[0]["top"]] == [None, None]
 
 
 def test_errors_carry_the_cli_message(model, tmp_path):
@@ -236,6 +230,26 @@ def test_errors_carry_the_cli_message(model, tmp_path):
         model.paths(tmp_path / "missing", progress=False)
     with pytest.raises(neuronpath.NeuronpathError, match="one of jas, activation"):
         model.paths(IMAGES, method="best", progress=False)
+
+
+def test_odd_inputs_raise_naming_the_problem_never_panic(model):
+    none = np.zeros((0, 3, 32, 32), np.float32)
+    logits, activations = model.forward(none)
+    assert logits.shape == (0, 10) and activations.shape == (0, 6, 512)
+    assert model.jas(none, [0] * 6, []) == []
+    one = np.zeros((1, 3, 32, 32), np.float32)
+    raised = {
+        "shape [3, 32, 32]": lambda: model.forward(one[0]),
+        "label 10 of image 0 is outside the model's 10 classes": lambda: model.paths(
+            one, labels=[10], target="predicted", progress=False
+        ),
+        "a folder's class folders give its labels": lambda: model.paths(IMAGES, labels=[0], progress=False),
+        "batch 0": lambda: neuronpath.neurons(model, IMAGES, neurons=[(0, 1)], batch=0, progress=False),
+        "not a path": lambda: model.jas(one, [[]] * 6, 0),
+    }
+    for message, call in raised.items():
+        with pytest.raises(neuronpath.NeuronpathError, match=re.escape(message)):
+            call()
 
 
 def test_to_pandas(cli_paths):

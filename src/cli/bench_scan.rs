@@ -21,6 +21,7 @@ pub fn run(images: &Path, count: usize) -> Result<()> {
         names: vit.class_names.as_deref(),
         classes: vit.config.classes,
         map: None,
+        required: false,
     };
     let mut set = ImageSet::open(images, &labels)?;
     if set.entries.len() < count {

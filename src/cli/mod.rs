@@ -196,6 +196,10 @@ pub struct LabelMap {
     /// Class of each class folder, when the folder names are not the model's class
     /// names: JSON {"folder": class index or name}, or a text file whose line i
     /// starts with class i's folder name (as ImageNet's LOC_synset_mapping.txt).
+    /// Without it, folders that name none of the classes (and are not as many as
+    /// they) stop a run that needs labels (`paths --target label`) and leave the
+    /// images unlabelled otherwise (label null, said in a note); folders of which
+    /// only some name a class always stop the run.
     #[arg(long)]
     pub label_map: Option<std::path::PathBuf>,
 }
@@ -206,16 +210,19 @@ pub fn in_range(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<usize
 }
 
 /// The class folders of `images` mapped to `vit`'s classes (see `--label-map`);
-/// what was skipped or assumed is printed.
+/// what was skipped or assumed is printed. Unless the run `needs` labels, folders
+/// that name none of the classes leave their images unlabelled.
 pub fn image_set(
     images: &std::path::Path,
     vit: &neuronpath::model::Vit,
     label_map: Option<&std::path::Path>,
+    needs: bool,
 ) -> anyhow::Result<neuronpath::data::ImageSet> {
     let labels = neuronpath::data::labels::Labels {
         names: vit.class_names.as_deref(),
         classes: vit.config.classes,
         map: label_map,
+        required: needs,
     };
     let set = neuronpath::data::ImageSet::open(images, &labels)?;
     for note in &set.notes {

@@ -93,7 +93,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let todo: Vec<Neuron> = (neurons.iter().copied())
         .filter(|n| !out.contains(&n.to_string()))
         .collect();
-    let mut set = super::image_set(&args.run.images, &vit, args.labels.label_map.as_deref())?;
+    // Labels give the class profiles; images without one are scanned all the same.
+    let label_map = args.labels.label_map.as_deref();
+    let mut set = super::image_set(&args.run.images, &vit, label_map, false)?;
     let plan = args
         .sharding
         .plan(set.entries.iter().map(|e| e.key.clone()).collect());

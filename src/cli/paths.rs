@@ -115,7 +115,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut vit = args.run.load()?;
     let job = args.job();
     job.configure(&mut vit)?;
-    let mut set = super::image_set(&args.run.images, &vit, args.labels.label_map.as_deref())?;
+    let needs_labels = job.target == Target::Label;
+    let label_map = args.labels.label_map.as_deref();
+    let mut set = super::image_set(&args.run.images, &vit, label_map, needs_labels)?;
     let plan = args
         .sharding
         .plan(set.entries.iter().map(|e| e.key.clone()).collect());

@@ -64,7 +64,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let all = read_paths(paths)?;
     let norm = neuronpath::record::as_found(&mut vit, &all, paths)?;
     neuronpath::record::check_against(&vit, &all, paths)?;
-    let set = super::image_set(&args.input.run.images, &vit, args.label_map.as_deref())?;
+    let set = super::image_set(
+        &args.input.run.images,
+        &vit,
+        args.label_map.as_deref(),
+        true,
+    )?;
     let split = prune::split(&set, args.holdout);
     if split.evaluate.is_empty() {
         bail!(

@@ -214,7 +214,7 @@ impl ImageSet {
             for (dir, label) in class_dirs.iter().zip(assigned.labels) {
                 let mut found = Vec::new();
                 walk.images_below(dir, &mut found)?;
-                entries.extend(found.into_iter().map(|p| entry(p, Some(label))));
+                entries.extend(found.into_iter().map(|p| entry(p, label)));
             }
         }
         if entries.is_empty() {

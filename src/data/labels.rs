@@ -1,6 +1,8 @@
 //! Class folders to the model's class indices: by name (case and separators
 //! forgiven), by a label-map file, or, when the names say nothing and the counts
-//! agree, by sorted folder order (said so in a note).
+//! agree, by sorted folder order (said so in a note). When the names say nothing
+//! and the counts differ, a run that needs no labels (`--target predicted`) goes on
+//! with the images unlabelled (said so in a note); a run that needs them stops.
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -15,11 +17,15 @@ pub struct Labels<'a> {
     pub classes: usize,
     /// A file mapping folder names to classes (`--label-map`).
     pub map: Option<&'a Path>,
+    /// Whether the run needs every image's label (`--target label`, `prune`); when
+    /// not, folders that name none of the classes leave their images unlabelled.
+    pub required: bool,
 }
 
-/// Each folder's class index, and how they were found when not by name.
+/// Each folder's class index (none: unlabelled), and how they were found when not
+/// by name.
 pub struct Assigned {
-    pub labels: Vec<usize>,
+    pub labels: Vec<Option<usize>>,
     pub note: Option<String>,
 }
 
@@ -27,7 +33,10 @@ pub struct Assigned {
 pub fn assign(root: &Path, folders: &[String], labels: &Labels) -> Result<Assigned> {
     if let Some(map) = labels.map {
         let labels = from_map(map, folders, labels)?;
-        return Ok(Assigned { labels, note: None });
+        return Ok(Assigned {
+            labels: labels.into_iter().map(Some).collect(),
+            note: None,
+        });
     }
     let matched: Vec<Option<usize>> = match labels.names {
         Some(names) => folders
@@ -44,8 +53,10 @@ pub fn assign(root: &Path, folders: &[String], labels: &Labels) -> Result<Assign
         .map(|(f, _)| f.as_str())
         .collect();
     if unmatched.is_empty() {
-        let labels = matched.into_iter().flatten().collect();
-        return Ok(Assigned { labels, note: None });
+        return Ok(Assigned {
+            labels: matched,
+            note: None,
+        });
     }
     let hint = "give --label-map FILE (JSON {\"folder\": class index or name}, or a text file whose line i starts with class i's folder name)";
     if unmatched.len() < folders.len() {
@@ -56,6 +67,16 @@ pub fn assign(root: &Path, folders: &[String], labels: &Labels) -> Result<Assign
         );
     }
     if folders.len() != labels.classes {
+        if !labels.required {
+            return Ok(Assigned {
+                labels: vec![None; folders.len()],
+                note: Some(format!(
+                    "{}: the class folders ({}) name none of the model's classes, so their images are unlabelled (label null); to label them, {hint}",
+                    root.display(),
+                    shown(&unmatched),
+                )),
+            });
+        }
         bail!(
             "{}: the {} class folders ({}) do not name the model's classes and the model has {} classes; {hint}",
             root.display(),
@@ -65,7 +86,7 @@ pub fn assign(root: &Path, folders: &[String], labels: &Labels) -> Result<Assign
         );
     }
     Ok(Assigned {
-        labels: (0..folders.len()).collect(),
+        labels: (0..folders.len()).map(Some).collect(),
         note: Some(format!(
             "{}: the class folders do not name the model's classes; labels by sorted folder order ({} folders, {} classes)",
             root.display(),

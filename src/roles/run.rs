@@ -164,6 +164,9 @@ impl NeuronScan<'_> {
         state: Option<&Path>,
         progress: &dyn Progress,
     ) -> Result<(Scan, bool)> {
+        if self.options.batch == 0 {
+            bail!("batch 0: a scan takes at least one image per pass");
+        }
         let started_with = self.started_with();
         let (mut scan, mut done) = self.resume(vit, state, &started_with)?;
         set_site(vit, self.options.rank.tokens());
