@@ -34,8 +34,11 @@ pub struct LoadOptions {
     /// `[classes, embedding]`, one row per class.
     pub classifier: Option<PathBuf>,
     /// Its logit scale (the multiplier; default: a `logit_scale.npy` beside the
-    /// classifier, else the checkpoint's, else CLIP's 100).
+    /// classifier, else the checkpoint's, else CLIP's 100; SigLIP has no default).
     pub logit_scale: Option<f32>,
+    /// Its logit bias, added to every logit (SigLIP's; default: a `logit_bias.npy`
+    /// beside the classifier, else the checkpoint's). A softmax's takes none.
+    pub logit_bias: Option<f32>,
     /// Its class names, one per line.
     pub class_names: Option<PathBuf>,
     /// Zero-shot classes whose rows the checkpoint's own text tower computes from
@@ -113,6 +116,9 @@ fn check_options(o: &LoadOptions) -> Result<()> {
     }
     if o.logit_scale.is_some() && o.classifier.is_none() && o.classes.is_none() {
         bail!("--logit-scale is for a CLIP vision tower's zero-shot classifier and goes with --classifier or --classes");
+    }
+    if o.logit_bias.is_some() && o.classifier.is_none() && o.classes.is_none() {
+        bail!("--logit-bias is for a SigLIP vision tower's zero-shot classifier and goes with --classifier or --classes");
     }
     Ok(())
 }
@@ -697,7 +703,8 @@ impl Tensors {
 }
 
 impl Scope<'_> {
-    fn name(&self, s: &str) -> String {
+    /// The full name of `s` in this scope.
+    pub(crate) fn name(&self, s: &str) -> String {
         join(&self.prefix, s)
     }
 
