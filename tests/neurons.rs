@@ -1,10 +1,12 @@
 //! `neuronpath neurons` against brute force: every image run alone through the
 //! clean forward pass (itself checked against PyTorch at every token in
 //! `families.rs` and `fixture_tiny_vit.rs`), all activations sorted; and the scan's
-//! ranking on the family fixtures against PyTorch's own activations. Tolerances:
+//! ranking on the family fixtures against PyTorch's own activations, on both
+//! executors. Tolerances:
 //! activations 1e-5, class means 1e-5 (the sums are exact to 2^-24 per image).
 
 mod common;
+use common::executors::BOTH;
 use neuronpath::data::{self, ImageSet};
 use neuronpath::model::{self, LoadOptions, Tokens, Vit};
 use neuronpath::names::Named;
@@ -151,9 +153,10 @@ fn exemplars_heatmaps_and_class_means_equal_brute_force() {
 /// activations do (at CLS, and by the patch maximum), with their values.
 #[test]
 fn scan_ranks_as_pytorch_on_the_family_fixtures() {
-    for fixture in common::family_fixtures() {
-        let name = fixture.name;
-        let mut vit = fixture.load();
+    let fixtures = common::family_fixtures();
+    for (fixture, on) in fixtures.iter().flat_map(|f| BOTH.map(|on| (f, on))) {
+        let name = format!("{} on {on:?}", fixture.name);
+        let mut vit = on.place(fixture.load());
         let reference = fixture.reference();
         let pixels = reference["pixel_values"].to_f32().unwrap();
         let acts = reference["ffn_activations"].to_f32().unwrap();

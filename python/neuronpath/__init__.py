@@ -29,6 +29,7 @@ from ._native import NeuronpathError
 __all__ = [
     "Model",
     "NeuronpathError",
+    "devices",
     "load",
     "manipulate",
     "neurons",
@@ -273,6 +274,7 @@ def load(
     image_size: Optional[int] = None,
     head: Optional[PathLike] = None,
     head_bias: Optional[PathLike] = None,
+    gpu: Optional[int] = None,
 ) -> Model:
     """Loads a checkpoint, every layout the command line loads: a Hugging Face, timm
     or open_clip folder, a timm ``.safetensors``, a PyTorch ``.pth``/``.pt``/``.bin``
@@ -291,7 +293,9 @@ def load(
       (timm's CLIP towers, open_clip without its config);
     * ``image_size`` to run a DINOv2 checkpoint at another size;
     * ``head`` (and ``head_bias``): a linear probe ``.npy`` for a backbone saved
-      without its head.
+      without its head;
+    * ``gpu``: run the model's passes on GPU N of :func:`devices` (its whole pass on
+      the device; paths equal the CPU's up to rounding), as ``--gpu N``.
 
     A bad checkpoint raises :class:`NeuronpathError` naming the file and the tensor."""
     opt = lambda p: None if p is None else os.fspath(p)  # noqa: E731
@@ -300,8 +304,15 @@ def load(
     return Model(_native.load(
         os.fspath(path), heads, opt(classifier), logit_scale, opt(class_names),
         None if classes is None else list(classes), list(prompts or []), opt(tokenizer),
-        activation, image_size, opt(head), opt(head_bias),
+        activation, image_size, opt(head), opt(head_bias), gpu,
     ))
+
+
+def devices() -> List[Dict[str, Any]]:
+    """The GPUs ``load(..., gpu=N)`` can name, as ``neuronpath devices`` lists them:
+    ``index``, ``name``, ``backend`` (Vulkan, Metal, DX12), ``kind`` (discrete,
+    integrated, virtual, software), ``driver``, and ``unusable`` (why not, or None)."""
+    return json.loads(_native.devices())
 
 
 def manipulate(

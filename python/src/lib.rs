@@ -31,6 +31,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NeuronpathError", m.py().get_type::<NeuronpathError>())?;
     m.add_class::<model::Model>()?;
     m.add_function(wrap_pyfunction!(model::load, m)?)?;
+    m.add_function(wrap_pyfunction!(model::devices, m)?)?;
     m.add_function(wrap_pyfunction!(experiments::manipulate, m)?)?;
     m.add_function(wrap_pyfunction!(experiments::summarize, m)?)?;
     m.add_function(wrap_pyfunction!(experiments::stats, m)?)?;

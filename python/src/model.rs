@@ -32,7 +32,7 @@ pub struct Model {
 #[pyfunction]
 #[pyo3(signature = (path, heads=None, classifier=None, logit_scale=None, class_names=None,
     classes=None, prompts=Vec::new(), tokenizer=None, activation=None, image_size=None,
-    head=None, head_bias=None))]
+    head=None, head_bias=None, gpu=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn load(
     py: Python<'_>,
@@ -48,6 +48,7 @@ pub fn load(
     image_size: Option<usize>,
     head: Option<PathBuf>,
     head_bias: Option<PathBuf>,
+    gpu: Option<usize>,
 ) -> PyResult<Model> {
     let activation = match activation.as_deref() {
         None => None,
@@ -78,7 +79,13 @@ pub fn load(
         }),
     };
     let vit = py
-        .detach(|| neuronpath::model::load(&path, &options))
+        .detach(|| -> anyhow::Result<_> {
+            let mut vit = neuronpath::model::load(&path, &options)?;
+            if let Some(index) = gpu {
+                vit.use_gpu(&neuronpath::model::exec::gpu::Device::open(index)?)?;
+            }
+            Ok(vit)
+        })
         .map_err(to_py)?;
     let notes = neuronpath::model::checkpoint::notes(&path, &vit, &options).map_err(to_py)?;
     for note in notes {
@@ -91,6 +98,13 @@ pub fn load(
         )?;
     }
     Ok(Model { vit, file: path })
+}
+
+/// The GPUs `load(..., gpu=N)` can name, as `neuronpath devices --json` lists them.
+#[pyfunction]
+pub fn devices(py: Python<'_>) -> PyResult<String> {
+    let found = py.detach(neuronpath::model::exec::gpu::devices);
+    serde_json::to_string(&found).map_err(|e| to_py(e.into()))
 }
 
 /// Logits and neuron activations.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import neuronpath
-from common import IMAGES, MODEL, SHARED, TINY, cli, cli_run, read
+from common import IMAGES, MODEL, REPO, SHARED, TINY, cli, cli_run, read
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +258,20 @@ def test_to_pandas(cli_paths):
     table = neuronpath.to_pandas(records)
     assert isinstance(table, pd.DataFrame)
     assert len(table) == len(records) and list(table.columns) == list(records[0].keys())
+
+
+def test_paths_on_a_gpu_equal_the_cli(cli_paths):
+    """The whole pass on the first usable GPU (lavapipe, a software device, in CI):
+    the CLI's CPU paths, scores within f32 rounding. Two images: a software device
+    is slow."""
+    usable = [d for d in neuronpath.devices() if d["unusable"] is None]
+    assert usable, f"no usable GPU: {neuronpath.devices()} (scripts/test installs lavapipe)"
+    gpu = neuronpath.load(MODEL, gpu=usable[0]["index"])
+    pixels, labels, keys = gpu.pixels(IMAGES)
+    records = gpu.paths(pixels[:2], labels=labels[:2], method=["jas"], progress=False)
+    by_key = {(r["image"], r["method"]): r for r in read(cli_paths)}
+    assert len(records) == 2
+    for r in records:
+        want = by_key[(keys[int(r["image"])], "jas")]
+        assert r["path"] == want["path"]
+        assert r["score"] == pytest.approx(want["score"], rel=1e-4)
