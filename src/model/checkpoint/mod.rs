@@ -625,7 +625,10 @@ pub(crate) fn assemble(mut vit: Vit) -> Result<Vit> {
 /// family each suggests.
 const OTHER_FAMILIES: [(&str, &str); 2] = [
     ("pre_logits", "a pre-logits head"),
-    ("attn_pool", "an attention-pooling head (SigLIP)"),
+    (
+        "attn_pool",
+        "timm's SigLIP (an attention-pooling head; SigLIP is read as Hugging Face saves it)",
+    ),
 ];
 
 /// Refuses, before anything is built, a file with tensors of a family not modelled.
