@@ -11,6 +11,7 @@ mod interpolate;
 mod open_clip;
 mod probe;
 mod pytorch;
+mod sentencepiece;
 mod text;
 mod timm;
 mod tokenizer;

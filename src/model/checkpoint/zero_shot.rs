@@ -3,7 +3,8 @@
 //! zero-shot classifiers are usually shipped, a `.npy` of class text embeddings (one
 //! row per class); a logit scale; class names.
 
-use super::text::TextTower;
+use super::sentencepiece::SiglipTokenizer;
+use super::text::{Reads, TextTower};
 use super::tokenizer::ClipTokenizer;
 use super::{LoadOptions, DEFAULT_PROMPT};
 use crate::model::family::Probability;
@@ -22,7 +23,8 @@ const BATCH: usize = 256;
 pub(super) struct Text {
     pub tower: TextTower,
     pub calibration: Calibration,
-    /// The folder whose `tokenizer.json` is the default vocabulary.
+    /// The folder whose `tokenizer.json` (CLIP) or `spiece.model` (SigLIP) is the
+    /// default vocabulary.
     pub folder: PathBuf,
     pub eot: Option<u32>,
 }
@@ -144,7 +146,7 @@ fn class_rows(
     prompts: &[String],
     tokenizer: Option<&Path>,
 ) -> Result<Vec<f32>> {
-    let tokenizer = open_tokenizer(tokenizer, &text.folder)?;
+    let tokenizer = Tokenizer::open(text.tower.reads(), tokenizer, &text.folder)?;
     let (vocab, context) = (text.tower.vocab(), text.tower.context());
     if tokenizer.vocab_size() != vocab {
         bail!(
@@ -170,10 +172,7 @@ fn class_rows(
         .flat_map(|c| prompts.iter().map(move |p| p.replace("{}", c)))
         .map(|t| tokenizer.encode(&t, context))
         .collect::<Result<Vec<_>>>()?;
-    if let Some(eot) = text
-        .eot
-        .filter(|&e| e != 2 && Some(&e) != sequences[0].last())
-    {
+    if let Some(eot) = text.eot.filter(|&e| e != 2 && e != tokenizer.eos()) {
         bail!(
             "{}: the config's eos_token_id {eot} is not the end token of the vocabulary: pass the checkpoint's own with --tokenizer",
             tokenizer.source()
@@ -197,16 +196,65 @@ fn class_rows(
     Ok(rows)
 }
 
-/// `--tokenizer` (a file, or a folder's `tokenizer.json`), else the checkpoint
-/// folder's `tokenizer.json`, else OpenAI's vocabulary.
-fn open_tokenizer(given: Option<&Path>, folder: &Path) -> Result<ClipTokenizer> {
-    match given {
-        Some(p) if p.is_dir() => ClipTokenizer::open(&p.join("tokenizer.json")),
-        Some(p) => ClipTokenizer::open(p),
-        None if folder.join("tokenizer.json").exists() => {
-            ClipTokenizer::open(&folder.join("tokenizer.json"))
+/// A text tower's tokenizer: CLIP's BPE for a tower that reads the EOT token,
+/// SigLIP's SentencePiece model for one that reads the last padded position.
+enum Tokenizer {
+    Clip(ClipTokenizer),
+    Siglip(SiglipTokenizer),
+}
+
+impl Tokenizer {
+    /// `--tokenizer` (a file, or a folder holding the tokenizer's file), else the
+    /// checkpoint folder's; for CLIP, else OpenAI's vocabulary.
+    fn open(reads: Reads, given: Option<&Path>, folder: &Path) -> Result<Tokenizer> {
+        let file = match reads {
+            Reads::Eot => "tokenizer.json",
+            Reads::LastPadded => "spiece.model",
+        };
+        let path = match given {
+            Some(p) if p.is_dir() => Some(p.join(file)),
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(folder.join(file)).filter(|p| p.exists()),
+        };
+        Ok(match (reads, path) {
+            (Reads::Eot, Some(p)) => Tokenizer::Clip(ClipTokenizer::open(&p)?),
+            (Reads::Eot, None) => Tokenizer::Clip(ClipTokenizer::bundled()),
+            (Reads::LastPadded, Some(p)) => Tokenizer::Siglip(SiglipTokenizer::open(&p)?),
+            (Reads::LastPadded, None) => bail!(
+                "{}: no spiece.model, the SentencePiece vocabulary of SigLIP's text tower: pass it with --tokenizer, or --classifier text.npy",
+                folder.display()
+            ),
+        })
+    }
+
+    fn vocab_size(&self) -> usize {
+        match self {
+            Tokenizer::Clip(t) => t.vocab_size(),
+            Tokenizer::Siglip(t) => t.vocab_size(),
         }
-        None => Ok(ClipTokenizer::bundled()),
+    }
+
+    fn source(&self) -> &str {
+        match self {
+            Tokenizer::Clip(t) => t.source(),
+            Tokenizer::Siglip(t) => t.source(),
+        }
+    }
+
+    fn eos(&self) -> u32 {
+        match self {
+            Tokenizer::Clip(t) => t.eot(),
+            Tokenizer::Siglip(t) => t.eos(),
+        }
+    }
+
+    /// The ids the tower reads, at most `context`: CLIP's up to its EOT, SigLIP's
+    /// padded to `context`.
+    fn encode(&self, text: &str, context: usize) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Clip(t) => t.encode(text, context),
+            Tokenizer::Siglip(t) => t.encode(text, context),
+        }
     }
 }
 
