@@ -184,6 +184,11 @@ fn inspect_names_each_family_and_its_options() {
         ),
         ("siglip-vision", "SigLIP vision tower", "sigmoid per class"),
         (
+            "siglip",
+            "SigLIP (vision and text towers)",
+            "cosine with class text embeddings x scale + bias",
+        ),
+        (
             "siglip classifier",
             "SigLIP (vision and text towers)",
             "attention pooling",

@@ -113,10 +113,11 @@ pub struct ModelArgs {
     /// of its prompts' embeddings, as open_clip's zero-shot classifiers are built.
     #[arg(long = "prompt", value_name = "TEMPLATE")]
     pub prompts: Vec<String>,
-    /// The text tower's vocabulary for --classes: a tokenizer.json (or a folder holding
-    /// one) or an open_clip BPE merges file (bpe_simple_vocab_16e6.txt.gz). Default: the
-    /// tokenizer.json of the checkpoint's folder, else OpenAI's CLIP vocabulary (bundled,
-    /// the one open_clip ships).
+    /// The text tower's vocabulary for --classes. CLIP: a tokenizer.json (or a folder
+    /// holding one) or an open_clip BPE merges file (bpe_simple_vocab_16e6.txt.gz);
+    /// default: the tokenizer.json of the checkpoint's folder, else OpenAI's CLIP
+    /// vocabulary (bundled, the one open_clip ships). SigLIP: a SentencePiece
+    /// spiece.model (or a folder holding one); default: the checkpoint folder's.
     #[arg(long)]
     pub tokenizer: Option<std::path::PathBuf>,
     /// The FFN activation of a checkpoint that does not say it: timm's CLIP towers

@@ -194,7 +194,8 @@ pub fn fixture(rel: &str) -> PathBuf {
 /// Every family fixture: the shared ones (DeiT, the CLIP vision tower, DINOv2) and
 /// this repository's (Hugging Face CLIPModel, open_clip in both files, timm's CLIP
 /// towers, DINOv2 run at another size than it was trained at, backbones with probes,
-/// SigLIP's vision tower and SiglipModel).
+/// SigLIP's vision tower, and SiglipModel with class rows from its text tower and
+/// with a classifier).
 pub fn family_fixtures() -> Vec<Fixture> {
     use neuronpath::model::{FfnActivation, LoadOptions, Probe};
     let classes = Some(FIXTURE_CLASSES.iter().map(|c| c.to_string()).collect());
@@ -243,7 +244,7 @@ pub fn family_fixtures() -> Vec<Fixture> {
             "clip-hf",
             "clip-hf",
             LoadOptions {
-                classes,
+                classes: classes.clone(),
                 ..LoadOptions::default()
             },
         ),
@@ -300,6 +301,14 @@ pub fn family_fixtures() -> Vec<Fixture> {
             "siglip-vision",
             LoadOptions {
                 classifier: Some(fixture("siglip-vision/text.npy")),
+                ..LoadOptions::default()
+            },
+        ),
+        own(
+            "siglip",
+            "siglip",
+            LoadOptions {
+                classes: classes.clone(),
                 ..LoadOptions::default()
             },
         ),
