@@ -1,5 +1,5 @@
-//! Small numeric helpers every layer uses: the exponential and softmax of the
-//! engine, argmax, and a seeded generator. The bottom of the dependency order.
+//! Small numeric helpers every layer uses: the exponential, softmax and sigmoid of
+//! the engine, argmax, and a seeded generator. The bottom of the dependency order.
 
 /// e^x for f32, branch-free: x = n ln2 + r, |r| <= ln2/2, degree-6 Taylor for e^r.
 #[inline(always)]
@@ -36,6 +36,11 @@ pub fn softmax(logits: &[f32], classes: usize) -> Vec<f32> {
     let mut p = logits.to_vec();
     softmax_rows(&mut p, classes);
     p
+}
+
+/// `1 / (1 + e^-x)`, with the engine's exponential.
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
 }
 
 /// Index of the largest value (the first, on ties).

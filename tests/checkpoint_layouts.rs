@@ -1,6 +1,6 @@
 //! What the layouts of issue 22 add beyond `families.rs`' forward and gradients:
-//! the class rows that Hugging Face's `CLIPModel` and open_clip compute from class
-//! names with their own text towers (equal to the libraries' text embeddings, 1e-5),
+//! the class rows that Hugging Face's `CLIPModel` and `SiglipModel` and open_clip
+//! compute from class names with their own text towers and tokenizers (equal to the libraries' text embeddings, 1e-5),
 //! prompt ensembles as open_clip builds them, DINOv2's position embeddings
 //! interpolated to other sizes as Hugging Face does (1e-5 of the largest), a CLS
 //! probe on a backbone, the refusals, and every command (paths, manipulate,
@@ -23,7 +23,12 @@ fn array(f: &Fixture, key: &str) -> Vec<f32> {
 
 #[test]
 fn class_rows_equal_the_libraries_text_embeddings() {
-    for name in ["clip-hf", "open-clip safetensors", "open-clip bin"] {
+    for name in [
+        "clip-hf",
+        "open-clip safetensors",
+        "open-clip bin",
+        "siglip",
+    ] {
         let f = own(name);
         let vit = f.load();
         let z = vit.weights.zero_shot.as_ref().unwrap();
@@ -34,6 +39,12 @@ fn class_rows_equal_the_libraries_text_embeddings() {
             "{name}: scale {} vs {scale}",
             z.scale
         );
+        // SigLIP's bias as stored (CLIP has none: 0).
+        let bias = match name {
+            "siglip" => array(&f, "logit_bias")[0],
+            _ => 0.0,
+        };
+        assert_eq!(z.bias, bias, "{name}: bias");
         let names: Vec<&str> = vit
             .class_names
             .iter()
@@ -57,6 +68,39 @@ fn class_rows_equal_the_libraries_text_embeddings() {
     let vit = model::load(&f.model, &options).unwrap();
     let rows = &vit.weights.zero_shot.unwrap().text;
     close("ensemble", rows, &array(&f, "text_embeds_ensemble"), 1e-5);
+}
+
+/// A SentencePiece model (protobuf `ModelProto`) without its last `pieces` entry
+/// (field 1, length-delimited), every other field as it was.
+fn without_last_piece(model: &[u8]) -> Vec<u8> {
+    let varint = |at: &mut usize| -> u64 {
+        let mut value = 0;
+        for shift in (0..64).step_by(7) {
+            let byte = model[*at];
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                break;
+            }
+        }
+        value
+    };
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while at < model.len() {
+        let start = at;
+        let key = varint(&mut at);
+        assert_eq!(key & 7, 2, "every ModelProto field is length-delimited");
+        let length = varint(&mut at) as usize;
+        at += length;
+        fields.push((key >> 3, start..at));
+    }
+    let last = fields.iter().rposition(|(field, _)| *field == 1).unwrap();
+    fields.remove(last);
+    fields
+        .into_iter()
+        .flat_map(|(_, r)| model[r].to_vec())
+        .collect()
 }
 
 /// The patch rows of the position embedding (CLS and registers left out).
@@ -201,6 +245,44 @@ fn what_a_checkpoint_does_not_say_is_asked_for_and_what_it_cannot_be_is_refused(
         e.contains("hf_tokenizer_name") && e.contains("open_clip_config.json"),
         "{e}"
     );
+    // SiglipModel: a tokenizer that is not a SentencePiece model, a SentencePiece
+    // vocabulary of another size than its text tower's, and a vision tower alone
+    // without the logit bias its sigmoid needs.
+    let siglip = own("siglip").options;
+    let e = refused(
+        &fixture("siglip"),
+        LoadOptions {
+            tokenizer: Some(fixture("clip-hf/tokenizer.json")),
+            ..siglip.clone()
+        },
+    );
+    assert!(e.contains("tokenizer.json"), "{e}");
+    let dir = common::scratch("siglip-vocab");
+    for file in ["config.json", "model.safetensors", "tokenizer_config.json"] {
+        std::fs::copy(fixture(&format!("siglip/{file}")), dir.join(file)).unwrap();
+    }
+    let e = refused(&dir, siglip.clone());
+    assert!(e.contains("spiece.model"), "{e}");
+    // Its spiece.model less its last piece: 39 pieces for the tower's 40 rows.
+    let model = std::fs::read(fixture("siglip/spiece.model")).unwrap();
+    std::fs::write(dir.join("spiece.model"), without_last_piece(&model)).unwrap();
+    let e = refused(&dir, siglip.clone());
+    assert!(
+        e.contains("spiece.model") && e.contains("39") && e.contains("40"),
+        "{e}"
+    );
+    // A vision tower alone, its classifier without the logit_bias.npy beside it.
+    let dir = common::scratch("siglip-no-bias");
+    std::fs::copy(fixture("siglip-vision/text.npy"), dir.join("text.npy")).unwrap();
+    let e = refused(
+        &fixture("siglip-vision"),
+        LoadOptions {
+            classifier: Some(dir.join("text.npy")),
+            logit_scale: Some(10.0),
+            ..LoadOptions::default()
+        },
+    );
+    assert!(e.contains("--logit-bias"), "{e}");
     // Class options where they do not belong.
     let backbone = own("dinov2-backbone");
     let e = refused(&backbone.model, LoadOptions::default());

@@ -3,13 +3,15 @@
 //! (zero-shot) and DINOv2 (registers; GELU and SwiGLU) of `../shared`, and this
 //! repository's Hugging Face `CLIPModel` and open_clip (class rows from their own
 //! text towers), timm's CLIP towers, DINOv2 run at another size than it was trained
-//! at, and backbones with linear probes. Tolerances: logits 1e-4 (relative to the
-//! largest for zero-shot models, whose logits carry a common offset), probabilities
-//! 1e-5, activations 1e-5 of each image and layer's largest (at least 1e-5: the
-//! float32 reference itself is off by up to 1.2e-5 absolute, 1.5e-6 of the
-//! largest, per the READMEs), gradients 1e-3 of each image and layer's largest, at
-//! the CLS token and at every token. On both executors (a software GPU on the first
-//! two images of each fixture).
+//! at, backbones with linear probes, and SigLIP (no CLS token, an attention-pooling
+//! head, a sigmoid per class). Tolerances: logits 1e-4 (relative to the largest for
+//! zero-shot models, whose logits carry a common offset), probabilities (the
+//! family's: a softmax, SigLIP's sigmoid per class) 1e-5, activations 1e-5 of each
+//! image and layer's largest (at least 1e-5: the float32 reference itself is off by
+//! up to 1.2e-5 absolute, 1.5e-6 of the largest, per the READMEs), gradients 1e-3 of
+//! each image and layer's largest, at the CLS token (where there is one), at every
+//! token, and at SigLIP's pooling-head MLP. On both executors (a software GPU on the
+//! first two images of each fixture).
 
 mod common;
 use common::executors::{Executor, BOTH};
@@ -40,6 +42,10 @@ fn families_match_pytorch_on(on: Executor) {
         let pixels = &all_pixels[..images * per_image];
         for tokens in [Tokens::Cls, Tokens::All] {
             let mut vit = fixture.load();
+            if vit.config.rows(tokens).is_empty() {
+                assert!(!reference.contains_key("cls_ffn_activations"), "{name}");
+                continue;
+            }
             vit.neuron_tokens = tokens;
             let vit = on.place(vit);
             let (t, f, layers) = (
@@ -54,8 +60,20 @@ fn families_match_pytorch_on(on: Executor) {
             let (want_acts, want_grads) =
                 (values(&reference, acts_key), values(&reference, grads_key));
             let rows = vit.neuron_rows();
-            let sites: Vec<Site> = (0..layers).map(|l| vit.neuron_site(l)).collect();
+            let mut sites: Vec<Site> = (0..layers).map(|l| vit.neuron_site(l)).collect();
+            let pooled = vit.weights.pool.is_some();
+            assert_eq!(
+                pooled,
+                reference.contains_key("head_ffn_activations"),
+                "{name}"
+            );
+            if pooled {
+                sites.push(Site::HEAD_MLP);
+            }
             let grads = vit.gradients(pixels, 0, &[], &targets, &sites);
+            if pooled {
+                head_matches(&name, &vit, pixels, &grads, &reference);
+            }
             let want_logits = values(&reference, "logits");
             let logit_tol = match vit.weights.zero_shot {
                 Some(_) => 1e-4 * max_abs(&want_logits).max(1.0),
@@ -71,14 +89,14 @@ fn families_match_pytorch_on(on: Executor) {
                     want,
                     logit_tol,
                 );
-                let probs = neuronpath::numeric::softmax(&clean.logits, classes);
+                let probs = vit.probabilities(&clean.logits);
                 close(
                     &format!("{name} probs {b}"),
                     &probs,
                     &values(&reference, "probs")[b * classes..][..classes],
                     1e-5,
                 );
-                for (l, site) in sites.iter().enumerate() {
+                for (l, site) in sites.iter().take(layers).enumerate() {
                     let at = (b * layers + l) * rows * f;
                     let what = format!("{name} {site} image {b}");
                     let want = &want_acts[at..at + rows * f];
@@ -91,6 +109,40 @@ fn families_match_pytorch_on(on: Executor) {
                 assert_eq!(rows, if tokens == Tokens::Cls { 1 } else { t });
             }
         }
+    }
+}
+
+/// The attention-pooling head's MLP (`head.mlp.post`), its activations and
+/// gradients, against the reference's `head_ffn_*`.
+fn head_matches(
+    name: &str,
+    vit: &neuronpath::model::Vit,
+    pixels: &[f32],
+    grads: &neuronpath::model::Gradients,
+    reference: &HashMap<String, Array>,
+) {
+    let f = vit.config.intermediate;
+    let images = pixels.len() / (3 * vit.config.image_size.pow(2));
+    let got = vit.activations(pixels).head.expect("the head's values");
+    let want_acts = values(reference, "head_ffn_activations");
+    let want_grads = values(reference, "head_ffn_grad_prob");
+    for b in 0..images {
+        let at = b * f..(b + 1) * f;
+        let want = &want_acts[at.clone()];
+        let what = format!("{name} head.mlp.post image {b}");
+        close(
+            &format!("{what} activation"),
+            &got[at.clone()],
+            want,
+            1e-5 * max_abs(want).max(1.0),
+        );
+        let want = &want_grads[at.clone()];
+        close(
+            &format!("{what} gradient"),
+            &grads.at(Site::HEAD_MLP)[at],
+            want,
+            1e-3 * max_abs(want),
+        );
     }
 }
 
@@ -129,6 +181,17 @@ fn inspect_names_each_family_and_its_options() {
             "timm-dinov2-backbone",
             "backbone + linear probe",
             "CLS token -> norm -> head",
+        ),
+        ("siglip-vision", "SigLIP vision tower", "sigmoid per class"),
+        (
+            "siglip",
+            "SigLIP (vision and text towers)",
+            "cosine with class text embeddings x scale + bias",
+        ),
+        (
+            "siglip classifier",
+            "SigLIP (vision and text towers)",
+            "attention pooling",
         ),
     ];
     let fixtures = common::family_fixtures();

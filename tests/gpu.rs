@@ -153,6 +153,7 @@ fn steps<E: Executor>(e: &E) -> Vec<(String, Vec<f32>)> {
     let zs = ZeroShot {
         text: e.upload(values(9 * 12, 60)),
         scale: 100.0,
+        bias: 0.0,
     };
     let emb = e.upload(values(4 * 12, 61));
     put("cosine_logits".into(), &e.cosine_logits(&emb, 4, &zs));

@@ -246,7 +246,7 @@ fn direct_effect_is_the_head_through_the_frozen_norm() {
                 .map(|i| (w[i] - wmean) * rstd * vit.weights.norm.gamma[i])
                 .collect();
             for (c, want) in want.iter_mut().enumerate() {
-                let row = &vit.weights.head.w[c * d..(c + 1) * d];
+                let row = &vit.weights.head.as_ref().unwrap().w[c * d..(c + 1) * d];
                 *want += row.iter().zip(&y).map(|(a, b)| a * b).sum::<f32>() / r.top.len() as f32;
             }
         }

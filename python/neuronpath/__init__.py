@@ -266,6 +266,7 @@ def load(
     heads: Optional[int] = None,
     classifier: Optional[PathLike] = None,
     logit_scale: Optional[float] = None,
+    logit_bias: Optional[float] = None,
     class_names: Optional[PathLike] = None,
     classes: Optional[Sequence[str]] = None,
     prompts: Union[None, str, Sequence[str]] = None,
@@ -282,13 +283,16 @@ def load(
     ``.npz``. The options are the command line's model flags:
 
     * ``heads`` for timm and .pth files;
-    * zero-shot CLIP: ``classes`` (class names; their rows computed with the
-      checkpoint's own text tower, a Hugging Face ``CLIPModel`` or open_clip) with
+    * zero-shot CLIP and SigLIP: ``classes`` (class names; their rows computed with
+      the checkpoint's own text tower, a Hugging Face ``CLIPModel`` or
+      ``SiglipModel``, or open_clip) with
       ``prompts`` (templates with ``{}``, default ``"a photo of a {}."``; several are
       averaged as open_clip does) and ``tokenizer`` (a ``tokenizer.json`` or an
       open_clip BPE file; default: the checkpoint folder's ``tokenizer.json``, else
       OpenAI's vocabulary), or ``classifier`` (class text embeddings, ``.npy``) with
-      ``class_names``; ``logit_scale`` (the multiplier) for either;
+      ``class_names``; ``logit_scale`` (the multiplier) for either, and SigLIP's
+      ``logit_bias`` (added before each class's sigmoid; default: the checkpoint's,
+      or a ``logit_bias.npy`` beside the classifier);
     * ``activation`` (``"quick-gelu"`` or ``"gelu"``) for files that do not say it
       (timm's CLIP towers, open_clip without its config);
     * ``image_size`` to run a DINOv2 checkpoint at another size;
@@ -302,7 +306,7 @@ def load(
     if isinstance(prompts, str):
         prompts = [prompts]
     return Model(_native.load(
-        os.fspath(path), heads, opt(classifier), logit_scale, opt(class_names),
+        os.fspath(path), heads, opt(classifier), logit_scale, logit_bias, opt(class_names),
         None if classes is None else list(classes), list(prompts or []), opt(tokenizer),
         activation, image_size, opt(head), opt(head_bias), gpu,
     ))

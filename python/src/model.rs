@@ -30,7 +30,7 @@ pub struct Model {
 /// .safetensors, a PyTorch .pth/.pt/.bin state dict, or a Google ViT .npz (see
 /// `neuronpath inspect`), with the options of the command line's model flags.
 #[pyfunction]
-#[pyo3(signature = (path, heads=None, classifier=None, logit_scale=None, class_names=None,
+#[pyo3(signature = (path, heads=None, classifier=None, logit_scale=None, logit_bias=None, class_names=None,
     classes=None, prompts=Vec::new(), tokenizer=None, activation=None, image_size=None,
     head=None, head_bias=None, gpu=None))]
 #[allow(clippy::too_many_arguments)]
@@ -40,6 +40,7 @@ pub fn load(
     heads: Option<usize>,
     classifier: Option<PathBuf>,
     logit_scale: Option<f32>,
+    logit_bias: Option<f32>,
     class_names: Option<PathBuf>,
     classes: Option<Vec<String>>,
     prompts: Vec<String>,
@@ -67,6 +68,7 @@ pub fn load(
         heads,
         classifier,
         logit_scale,
+        logit_bias,
         class_names,
         classes,
         prompts,

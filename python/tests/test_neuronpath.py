@@ -65,6 +65,24 @@ def test_new_layouts_equal_their_pytorch_reference(name):
     np.testing.assert_allclose(activations, reference["cls_ffn_activations"], rtol=0, atol=1e-4)
 
 
+def test_siglip_equals_transformers_with_a_sigmoid_per_class():
+    # SigLIP's vision tower with its classifier beside it: no CLS token, so the
+    # neurons span the patches; the logit scale and bias are read beside text.npy.
+    folder = FAMILIES / "siglip-vision"
+    reference = np.load(folder / "reference.npz")
+    loaded = neuronpath.load(folder, classifier=folder / "text.npy")
+    logits, activations = loaded.forward(reference["pixel_values"])
+    scale = max(1.0, float(np.abs(reference["logits"]).max()))
+    np.testing.assert_allclose(logits, reference["logits"], rtol=0, atol=1e-4 * scale)
+    assert activations.shape == reference["ffn_activations"].shape
+    np.testing.assert_allclose(activations, reference["ffn_activations"], rtol=0, atol=1e-4)
+    # The records' probabilities are the target's sigmoid, as transformers' probs.
+    targets = [int(t) for t in reference["target"]]
+    records = loaded.paths(reference["pixel_values"], labels=targets, method="jas", steps=2, progress=False)
+    want = [float(reference["probs"][b, t]) for b, t in enumerate(targets)]
+    np.testing.assert_allclose([r["target_prob"] for r in records], want, rtol=0, atol=1e-5)
+
+
 def test_zero_shot_classes_run_paths_as_the_cli(tmp_path):
     path, options = LAYOUTS["open-clip"]
     images = tmp_path / "images"

@@ -98,8 +98,8 @@ impl ImageContext {
         Ok(image)
     }
 
-    /// Softmax probabilities of the clean pass.
-    pub fn probabilities(&self, classes: usize) -> Vec<f32> {
-        crate::numeric::softmax(&self.clean.logits, classes)
+    /// The probabilities of the clean pass, as the model's family defines them.
+    pub fn probabilities(&self, vit: &Vit) -> Vec<f32> {
+        vit.probabilities(&self.clean.logits)
     }
 }

@@ -1,6 +1,7 @@
 //! `neuronpath bench`: per-image time, peak memory and FLOP/s of path finding on
-//! the bundled model and on random ViT-Ti/16, ViT-B/16 and CLIP ViT-B/32 (written as
-//! timm checkpoints and read back through the loader), in default and fast mode.
+//! the bundled model and on random ViT-Ti/16, ViT-B/16, CLIP ViT-B/32 and SigLIP B/16
+//! (written as timm checkpoints, SigLIP as a Hugging Face folder, and read back through
+//! the loader), in default and fast mode.
 
 use anyhow::{Context, Result};
 use neuronpath::attribution::{Attributor, ImageContext, Integration, Method, ScoreForm};
@@ -23,6 +24,10 @@ pub enum Shape {
     /// layers, width 768, FFN 3072, quick GELU, a norm before block 0, zero-shot over
     /// 1000 classes through a 512-wide projection.
     ClipB32,
+    /// Random weights, SigLIP B/16's vision tower: 224x224, patch 16 (196 tokens, no
+    /// CLS), 12 layers, width 768, FFN 3072, tanh GELU, the attention-pooling head,
+    /// zero-shot over 1000 classes with a sigmoid per class.
+    SiglipB16,
 }
 
 #[derive(clap::Args)]
@@ -91,7 +96,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         });
     }
     println!(
-        "{:<8} {:<4} {:<22} {:>10} {:>9} {:>10} {:>12} {:>9} {:>7}",
+        "{:<10} {:<4} {:<22} {:>10} {:>9} {:>10} {:>12} {:>9} {:>7}",
         "shape", "on", "mode", "s/image", "vs ref", "peak GiB", "GFLOP/image", "GFLOP/s", "% peak"
     );
     super::with_threads(args.threads, || -> Result<()> {
@@ -135,7 +140,7 @@ fn measure(args: &Args, shape: Shape, vit: &Vit, images: &[Vec<f32>], on: &On) {
             Integration::LeftRiemann(m) => format!("default (riemann {m})"),
         };
         println!(
-            "{:<8} {:<4} {:<22} {:>10.3} {:>9} {:>10.2} {:>12.1} {:>9.1} {:>6.1}%",
+            "{:<10} {:<4} {:<22} {:>10.3} {:>9} {:>10.2} {:>12.1} {:>9.1} {:>6.1}%",
             clap::ValueEnum::to_possible_value(&shape)
                 .map_or(String::new(), |v| v.get_name().to_string()),
             on.name,
@@ -177,13 +182,13 @@ fn find_paths(vit: &Vit, images: &[Vec<f32>], rule: Integration) {
 fn build(shape: Shape, count: usize) -> Result<(Vit, Vec<Vec<f32>>)> {
     let vit = match shape {
         Shape::Cifar => model::load(Path::new(super::DEFAULT_MODEL), &LoadOptions::default())?,
-        Shape::Tiny => random_vit(Random::vit(192, 3, 768))?,
-        Shape::Base => random_vit(Random::vit(768, 12, 3072))?,
+        Shape::Tiny => random_vit(Random::of(Kind::Vit, 192, 3, 768))?,
+        Shape::Base => random_vit(Random::of(Kind::Vit, 768, 12, 3072))?,
         Shape::ClipB32 => random_vit(Random {
             patch: 32,
-            clip: true,
-            ..Random::vit(768, 12, 3072)
+            ..Random::of(Kind::Clip, 768, 12, 3072)
         })?,
+        Shape::SiglipB16 => random_vit(Random::of(Kind::Siglip, 768, 12, 3072))?,
     };
     let count = if shape == Shape::Cifar {
         12
@@ -207,25 +212,46 @@ fn build(shape: Shape, count: usize) -> Result<(Vit, Vec<Vec<f32>>)> {
     Ok((vit, images))
 }
 
+/// Which family a random benchmark model is, and so how it is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A plain ViT in timm's names, a 1000-class linear head.
+    Vit,
+    /// CLIP's image tower in timm's names: a norm before block 0, a patch embedding
+    /// without bias, quick GELU, a 512-wide projection classified zero-shot.
+    Clip,
+    /// SigLIP's vision tower as Hugging Face saves it (`config.json` and
+    /// `model.safetensors`): no CLS token, tanh GELU, the attention-pooling head,
+    /// classified zero-shot with a sigmoid per class.
+    Siglip,
+}
+
 /// The shape of a random 12-layer, 224x224 benchmark model.
 struct Random {
+    kind: Kind,
     d: usize,
     heads: usize,
     f: usize,
     patch: usize,
-    /// CLIP's image tower (timm's names): a norm before block 0, a patch embedding
-    /// without bias, quick GELU, a 512-wide projection classified zero-shot.
-    clip: bool,
 }
 
 impl Random {
-    fn vit(d: usize, heads: usize, f: usize) -> Random {
+    fn of(kind: Kind, d: usize, heads: usize, f: usize) -> Random {
         Random {
+            kind,
             d,
             heads,
             f,
             patch: 16,
-            clip: false,
+        }
+    }
+
+    /// The width of the image embedding a zero-shot kind is classified in.
+    fn embedding(&self) -> Option<usize> {
+        match self.kind {
+            Kind::Vit => None,
+            Kind::Clip => Some(512),
+            Kind::Siglip => Some(self.d),
         }
     }
 }
@@ -245,103 +271,183 @@ fn uniform() -> impl FnMut(usize) -> Vec<f32> {
     }
 }
 
-/// A random model of shape `r`, saved in timm's layout and loaded back (so the
-/// benchmark also exercises the loader); a CLIP tower with a random zero-shot
-/// classifier of 1000 unit rows beside it.
-fn random_vit(r: Random) -> Result<Vit> {
-    let Random { d, f, patch, .. } = r;
-    let (layers, tokens) = (12, (224 / patch).pow(2) + 1);
-    // A CLIP tower's head is its projection to the 512-wide embedding.
-    let classes = if r.clip { 512 } else { 1000 };
-    let mut random = uniform();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = vec![(
-        "patch_embed.proj.weight".into(),
-        vec![d, 3, patch, patch],
-        random(d * 3 * patch * patch),
-    )];
-    match r.clip {
-        true => tensors.extend([
-            ("norm_pre.weight".into(), vec![d], vec![1.0; d]),
-            ("norm_pre.bias".into(), vec![d], vec![0.0; d]),
-        ]),
-        false => tensors.push(("patch_embed.proj.bias".into(), vec![d], random(d))),
+/// Named tensors being written, with random weights and unit norms.
+struct Writer<R> {
+    random: R,
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl<R: FnMut(usize) -> Vec<f32>> Writer<R> {
+    fn random(&mut self, name: &str, shape: &[usize]) {
+        let values = (self.random)(shape.iter().product());
+        self.tensors.push((name.into(), shape.to_vec(), values));
     }
-    tensors.extend([
-        ("cls_token".into(), vec![1, 1, d], random(d)),
-        ("pos_embed".into(), vec![1, tokens, d], random(tokens * d)),
-        ("norm.weight".into(), vec![d], vec![1.0; d]),
-        ("norm.bias".into(), vec![d], vec![0.0; d]),
-        ("head.weight".into(), vec![classes, d], random(classes * d)),
-        ("head.bias".into(), vec![classes], vec![0.0; classes]),
-    ]);
-    for i in 0..layers {
+
+    fn linear(&mut self, name: &str, out: usize, inp: usize) {
+        self.random(&format!("{name}.weight"), &[out, inp]);
+        self.random(&format!("{name}.bias"), &[out]);
+    }
+
+    /// A LayerNorm at identity: `weight` 1, `bias` 0.
+    fn norm(&mut self, weight: &str, bias: &str, d: usize) {
+        self.tensors.push((weight.into(), vec![d], vec![1.0; d]));
+        self.tensors.push((bias.into(), vec![d], vec![0.0; d]));
+    }
+
+    /// `{name}.weight` and `{name}.bias`.
+    fn norm_named(&mut self, name: &str, d: usize) {
+        self.norm(&format!("{name}.weight"), &format!("{name}.bias"), d);
+    }
+
+    fn save(self, path: &Path) -> Result<()> {
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+            .tensors
+            .into_iter()
+            .map(|(name, shape, v)| {
+                (
+                    name,
+                    shape,
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                )
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(name, shape, b)| {
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    shape.clone(),
+                    b,
+                )?;
+                Ok((name.clone(), view))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        safetensors::serialize_to_file(views, None, path)
+            .with_context(|| format!("{}: cannot write", path.display()))
+    }
+}
+
+/// A random ViT or CLIP tower in timm's names.
+fn timm_tensors<R: FnMut(usize) -> Vec<f32>>(w: &mut Writer<R>, r: &Random) {
+    let Random { d, f, patch, .. } = *r;
+    let tokens = (224 / patch).pow(2) + 1;
+    // A CLIP tower's head is its projection to the embedding.
+    let classes = r.embedding().unwrap_or(1000);
+    w.random("patch_embed.proj.weight", &[d, 3, patch, patch]);
+    match r.kind {
+        Kind::Clip => w.norm_named("norm_pre", d),
+        _ => w.random("patch_embed.proj.bias", &[d]),
+    }
+    w.random("cls_token", &[1, 1, d]);
+    w.random("pos_embed", &[1, tokens, d]);
+    w.norm_named("norm", d);
+    w.random("head.weight", &[classes, d]);
+    w.tensors
+        .push(("head.bias".into(), vec![classes], vec![0.0; classes]));
+    for i in 0..12 {
         let n = |s: &str| format!("blocks.{i}.{s}");
-        for norm in ["norm1", "norm2"] {
-            tensors.push((n(&format!("{norm}.weight")), vec![d], vec![1.0; d]));
-            tensors.push((n(&format!("{norm}.bias")), vec![d], vec![0.0; d]));
-        }
-        for (name, out, inp) in [
-            ("attn.qkv", 3 * d, d),
-            ("attn.proj", d, d),
-            ("mlp.fc1", f, d),
-            ("mlp.fc2", d, f),
-        ] {
-            tensors.push((
-                n(&format!("{name}.weight")),
-                vec![out, inp],
-                random(out * inp),
-            ));
-            tensors.push((n(&format!("{name}.bias")), vec![out], random(out)));
-        }
+        w.norm_named(&n("norm1"), d);
+        w.norm_named(&n("norm2"), d);
+        w.linear(&n("attn.qkv"), 3 * d, d);
+        w.linear(&n("attn.proj"), d, d);
+        w.linear(&n("mlp.fc1"), f, d);
+        w.linear(&n("mlp.fc2"), d, f);
     }
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(name, shape, v)| {
-            (
-                name,
-                shape,
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(name, shape, b)| {
-            Ok((
-                name.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let stem = std::env::temp_dir().join(format!(
-        "neuronpath-bench-vit-{d}-{patch}-{}",
+}
+
+/// A random SigLIP vision tower in Hugging Face's names (`SiglipVisionModel`).
+fn siglip_tensors<R: FnMut(usize) -> Vec<f32>>(w: &mut Writer<R>, r: &Random) {
+    let Random { d, f, patch, .. } = *r;
+    let tokens = (224 / patch).pow(2);
+    w.random("embeddings.patch_embedding.weight", &[d, 3, patch, patch]);
+    w.random("embeddings.patch_embedding.bias", &[d]);
+    w.random("embeddings.position_embedding.weight", &[tokens, d]);
+    for i in 0..12 {
+        let n = |s: &str| format!("encoder.layers.{i}.{s}");
+        w.norm_named(&n("layer_norm1"), d);
+        w.norm_named(&n("layer_norm2"), d);
+        for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            w.linear(&n(&format!("self_attn.{proj}")), d, d);
+        }
+        w.linear(&n("mlp.fc1"), f, d);
+        w.linear(&n("mlp.fc2"), d, f);
+    }
+    w.norm_named("post_layernorm", d);
+    w.random("head.probe", &[1, 1, d]);
+    w.random("head.attention.in_proj_weight", &[3 * d, d]);
+    w.random("head.attention.in_proj_bias", &[3 * d]);
+    w.linear("head.attention.out_proj", d, d);
+    w.norm_named("head.layernorm", d);
+    w.linear("head.mlp.fc1", f, d);
+    w.linear("head.mlp.fc2", d, f);
+}
+
+/// A random model of shape `r`, saved in its layout (timm's; Hugging Face's for
+/// SigLIP) and loaded back, so the benchmark also exercises the loader; a zero-shot
+/// kind with a random classifier of 1000 unit rows.
+fn random_vit(r: Random) -> Result<Vit> {
+    let mut w = Writer {
+        random: uniform(),
+        tensors: Vec::new(),
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "neuronpath-bench-{}-{}-{}",
+        r.d,
+        r.patch,
         std::process::id()
     ));
-    let path = stem.with_extension("safetensors");
-    safetensors::serialize_to_file(views, None, &path)?;
-    let classifier = stem.with_extension("npy");
-    if r.clip {
-        let rows: Vec<f32> = random(1000 * classes)
-            .chunks_exact(classes)
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    // The classifier's rows first: saving consumes the writer.
+    let rows = r.embedding().map(|e| (e, (w.random)(1000 * e)));
+    let path = match r.kind {
+        Kind::Siglip => {
+            siglip_tensors(&mut w, &r);
+            let config = serde_json::json!({
+                "model_type": "siglip_vision_model",
+                "hidden_size": r.d,
+                "intermediate_size": r.f,
+                "num_hidden_layers": 12,
+                "num_attention_heads": r.heads,
+                "image_size": 224,
+                "patch_size": r.patch,
+            });
+            std::fs::write(dir.join("config.json"), config.to_string())?;
+            w.save(&dir.join("model.safetensors"))?;
+            dir.clone()
+        }
+        _ => {
+            timm_tensors(&mut w, &r);
+            let path = dir.join("model.safetensors");
+            w.save(&path)?;
+            path
+        }
+    };
+    let classifier = dir.join("text.npy");
+    if let Some((e, rows)) = rows {
+        let rows: Vec<f32> = rows
+            .chunks_exact(e)
             .flat_map(|row| {
                 let length = row.iter().map(|v| v * v).sum::<f32>().sqrt();
                 row.iter().map(move |v| v / length).collect::<Vec<_>>()
             })
             .collect();
-        write_npy(&classifier, &[1000, classes], &rows)?;
+        write_npy(&classifier, &[1000, e], &rows)?;
     }
+    let zero_shot = r.embedding().is_some();
     let vit = model::load(
         &path,
         &LoadOptions {
-            heads: Some(r.heads),
-            activation: r.clip.then_some(model::FfnActivation::QuickGelu),
-            classifier: r.clip.then(|| classifier.clone()),
-            logit_scale: r.clip.then_some(100.0),
+            // timm's files do not record it; Hugging Face's config does.
+            heads: (r.kind != Kind::Siglip).then_some(r.heads),
+            activation: (r.kind == Kind::Clip).then_some(model::FfnActivation::QuickGelu),
+            classifier: zero_shot.then(|| classifier.clone()),
+            // SigLIP's released scale and bias are about these (exp(4.7), -16.5).
+            logit_scale: zero_shot.then_some(if r.kind == Kind::Siglip { 110.0 } else { 100.0 }),
+            logit_bias: (r.kind == Kind::Siglip).then_some(-16.5),
             ..LoadOptions::default()
         },
     );
-    std::fs::remove_file(&path).ok();
-    std::fs::remove_file(&classifier).ok();
+    std::fs::remove_dir_all(&dir).ok();
     vit.context("loading the generated benchmark model")
 }
 
@@ -369,7 +475,7 @@ fn reference_seconds(dir: &Path, shape: Shape) -> Option<f64> {
         Shape::Cifar => "vit-cifar10-dev.json",
         Shape::Tiny => "timing-vit-tiny16-random.json",
         Shape::Base => "timing-vit-base16-random.json",
-        Shape::ClipB32 => return None,
+        Shape::ClipB32 | Shape::SiglipB16 => return None,
     };
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(file)).ok()?).ok()?;

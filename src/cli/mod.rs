@@ -71,32 +71,41 @@ enum Command {
 pub struct ModelArgs {
     /// Checkpoint: a Hugging Face folder (config.json + model.safetensors), a timm
     /// .safetensors, a PyTorch .pth/.pt state dict with timm names (a bare state dict
-    /// or {'model': ...} as the MAE release ships; read without running pickle), or a
-    /// Google ViT .npz; the layout and the family (ViT, or MAE with fc_norm) are detected.
+    /// or {'model': ...} as the MAE release ships; read without running pickle), an
+    /// open_clip folder or state dict, or a Google ViT .npz; the layout and the family
+    /// (ViT, MAE, DeiT, CLIP, SigLIP, DINOv2) are detected.
     #[arg(long, default_value = DEFAULT_MODEL)]
     pub model: std::path::PathBuf,
     /// Attention heads, for timm and .pth files, which do not record it (default:
     /// num_heads of a config.json beside the file, else width / 64).
     #[arg(long)]
     pub heads: Option<usize>,
-    /// Zero-shot classifier of a CLIP vision tower: a .npy of class text embeddings,
-    /// [classes, embedding], one row per class (used as given; CLIP's are unit rows).
-    /// Logits are the scale times the cosine of the image embedding and each row,
-    /// softmaxed over these classes. Note: a neuron's direct effect on a CLIP logit
-    /// understates its role; most of its effect runs through the later layers, which
-    /// the path search and JAS do follow.
+    /// Zero-shot classifier of a CLIP or SigLIP vision tower: a .npy of class text
+    /// embeddings, [classes, embedding], one row per class (used as given; CLIP's are
+    /// unit rows). Logits are the scale times the cosine of the image embedding and
+    /// each row (plus SigLIP's bias), softmaxed over these classes (SigLIP: a sigmoid
+    /// per class). Note: a neuron's direct effect on a CLIP logit understates its
+    /// role; most of its effect runs through the later layers, which the path search
+    /// and JAS do follow.
     #[arg(long)]
     pub classifier: Option<std::path::PathBuf>,
     /// The zero-shot logit scale, the multiplier itself (CLIP's logit_scale.exp());
-    /// default: a logit_scale.npy beside --classifier, else 100.
+    /// default: a logit_scale.npy beside --classifier, else the checkpoint's, else 100
+    /// (SigLIP: no default).
     #[arg(long)]
     pub logit_scale: Option<f32>,
+    /// SigLIP's zero-shot logit bias, added to every logit before each class's
+    /// sigmoid (its logit_bias); default: a logit_bias.npy beside --classifier, else
+    /// the checkpoint's. Refused for CLIP, whose softmax no bias changes.
+    #[arg(long, allow_hyphen_values = true)]
+    pub logit_bias: Option<f32>,
     /// Class names of the zero-shot classifier, one per line, in its row order.
     #[arg(long)]
     pub class_names: Option<std::path::PathBuf>,
     /// Zero-shot classes by name, their rows computed with the checkpoint's own text
-    /// tower and tokenizer (a Hugging Face CLIPModel, open_clip): "cat,dog,ship", or a
-    /// file with one class per line. Logit scale: the checkpoint's (or --logit-scale).
+    /// tower and tokenizer (a Hugging Face CLIPModel or SiglipModel, open_clip):
+    /// "cat,dog,ship", or a file with one class per line. Logit scale (and SigLIP's
+    /// bias): the checkpoint's (or --logit-scale, --logit-bias).
     #[arg(long, value_name = "A,B,C|FILE")]
     pub classes: Option<String>,
     /// The prompt a class name is put in for --classes, {} standing for the name
@@ -104,10 +113,11 @@ pub struct ModelArgs {
     /// of its prompts' embeddings, as open_clip's zero-shot classifiers are built.
     #[arg(long = "prompt", value_name = "TEMPLATE")]
     pub prompts: Vec<String>,
-    /// The text tower's vocabulary for --classes: a tokenizer.json (or a folder holding
-    /// one) or an open_clip BPE merges file (bpe_simple_vocab_16e6.txt.gz). Default: the
-    /// tokenizer.json of the checkpoint's folder, else OpenAI's CLIP vocabulary (bundled,
-    /// the one open_clip ships).
+    /// The text tower's vocabulary for --classes. CLIP: a tokenizer.json (or a folder
+    /// holding one) or an open_clip BPE merges file (bpe_simple_vocab_16e6.txt.gz);
+    /// default: the tokenizer.json of the checkpoint's folder, else OpenAI's CLIP
+    /// vocabulary (bundled, the one open_clip ships). SigLIP: a SentencePiece
+    /// spiece.model (or a folder holding one); default: the checkpoint folder's.
     #[arg(long)]
     pub tokenizer: Option<std::path::PathBuf>,
     /// The FFN activation of a checkpoint that does not say it: timm's CLIP towers
@@ -259,6 +269,7 @@ impl ModelArgs {
             heads: self.heads,
             classifier: self.classifier.clone(),
             logit_scale: self.logit_scale,
+            logit_bias: self.logit_bias,
             class_names: self.class_names.clone(),
             classes: self.classes.as_deref().map(class_list).transpose()?,
             prompts: self.prompts.clone(),

@@ -9,7 +9,7 @@ pub mod stats;
 
 use crate::attribution::ImageContext;
 use crate::model::{Action, Vit};
-use crate::numeric::{argmax, softmax};
+use crate::numeric::argmax;
 use crate::record::PathRecord;
 use anyhow::{bail, Result};
 use std::collections::HashSet;
@@ -95,10 +95,7 @@ pub struct Outcome {
 impl Outcome {
     /// The prediction of the unedited model.
     pub fn clean(vit: &Vit, image: &ImageContext) -> Outcome {
-        outcome(
-            &softmax(&image.clean.logits, vit.config.classes),
-            image.target,
-        )
+        outcome(&vit.probabilities(&image.clean.logits), image.target)
     }
 }
 
@@ -123,9 +120,8 @@ pub fn edited_outcomes(vit: &Vit, image: &ImageContext, edits: &[&NeuronEdit]) -
         .flat_map(|_| image.pixels.iter().copied())
         .collect();
     let logits = vit.logits(&pixels, &interventions);
-    let classes = vit.config.classes;
-    softmax(&logits, classes)
-        .chunks_exact(classes)
+    vit.probabilities(&logits)
+        .chunks_exact(vit.config.classes)
         .map(|p| outcome(p, image.target))
         .collect()
 }

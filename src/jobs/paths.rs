@@ -153,7 +153,7 @@ impl PathsJob {
         // A head's value is its scale: its paths are scored by the paper's form.
         let form = match self.unit {
             Activation::AttnZ => ScoreForm::Paper,
-            Activation::MlpPost => self.form,
+            Activation::MlpPost | Activation::HeadMlpPost => self.form,
         };
         let attributor = Attributor {
             vit,
@@ -346,7 +346,7 @@ impl PathsRun<'_> {
         let mut prints: Vec<Option<String>> = vec![None; ready.len()];
         for found in found {
             let (input, ctx) = &ready[found.image];
-            let probs = ctx.probabilities(vit.config.classes);
+            let probs = ctx.probabilities(vit);
             let predicted = argmax(&probs);
             sink.put(PathRecord {
                 image: input.key().to_string(),

@@ -1,5 +1,6 @@
 //! Input-only backward pass over a [`Tape`]: the gradient of each sequence's
-//! target-class softmax probability with respect to the values at given sites.
+//! target-class probability (as the family defines it: a softmax, SigLIP's
+//! sigmoid) with respect to the values at given sites.
 //!
 //! No weight gradient is formed: each linear layer costs one GEMM backwards,
 //! so the backward costs about as much as the forward.
@@ -9,7 +10,6 @@ use super::exec::{AttentionShape, Batch, Executor};
 use super::site::{Activation, Site};
 use super::tape::{BlockTape, Tape};
 use super::vit::Linear;
-use crate::numeric::softmax;
 
 /// Gradients of each sequence's target probability, keyed by site.
 pub struct Gradients {
@@ -41,25 +41,6 @@ impl Gradients {
     }
 }
 
-/// `d p_t / d logits = p_t (e_t - p)` of every sequence, and the probabilities `p_t`.
-fn probability_gradient(logits: &[f32], targets: &[usize], classes: usize) -> (Vec<f32>, Vec<f32>) {
-    let probs = softmax(logits, classes);
-    let mut dlogits = vec![0f32; targets.len() * classes];
-    let mut probability = Vec::with_capacity(targets.len());
-    for (i, &target) in targets.iter().enumerate() {
-        let p = &probs[i * classes..(i + 1) * classes];
-        let pt = p[target];
-        probability.push(pt);
-        for (k, g) in dlogits[i * classes..(i + 1) * classes]
-            .iter_mut()
-            .enumerate()
-        {
-            *g = pt * (f32::from(k == target) - p[k]);
-        }
-    }
-    (dlogits, probability)
-}
-
 /// Where a block's backward stops, and which of its sites' gradients it reports.
 struct Stop<'s> {
     sites: &'s [Site],
@@ -79,9 +60,11 @@ impl<E: Executor> Passes<'_, E> {
         sites: &[Site],
         input_grad: bool,
     ) -> (Gradients, Option<E::Tensor>) {
-        let (dlogits, probability) = probability_gradient(logits, targets, self.vit.config.classes);
+        let c = &self.vit.config;
+        let (dlogits, probability) = c.family.probability.gradient(logits, targets, c.classes);
         let mut grads = Gradients::new(probability);
-        let mut dx = self.readout_backward(&tape.readout, dlogits, targets.len());
+        let mut dx =
+            self.readout_backward(&tape.readout, dlogits, targets.len(), sites, &mut grads);
         let lowest_site = sites.iter().map(|s| s.block).min();
         for (bi, bt) in tape.blocks.iter().enumerate().rev() {
             let l = tape.from + bi;

@@ -11,6 +11,7 @@
 use super::engine::Passes;
 use super::exec::Cpu;
 use super::family::{Compat, Readout};
+use super::forward::Keep;
 use super::site::Tokens;
 use super::vit::Vit;
 
@@ -53,6 +54,9 @@ impl Vit {
                 }),
                 _ => None,
             },
+            // The pooling head is not linear in a write: its attention weights and
+            // its MLP depend on it.
+            Readout::AttentionPool => None,
         }
     }
 
@@ -81,14 +85,15 @@ impl Vit {
         };
         let mut features = vec![0f32; c.family.readout.width(d)];
         features[block * d..(block + 1) * d].copy_from_slice(&u);
-        let out = self.weights.head.b.len();
-        let y: Vec<f32> = self
-            .weights
-            .head
-            .w
-            .chunks_exact(features.len())
-            .map(|row| row.iter().zip(&features).map(|(a, b)| a * b).sum())
-            .collect();
+        let y: Vec<f32> = match &self.weights.head {
+            Some(head) => head
+                .w
+                .chunks_exact(features.len())
+                .map(|row| row.iter().zip(&features).map(|(a, b)| a * b).sum())
+                .collect(),
+            None => features,
+        };
+        let out = y.len();
         Some(match &self.weights.zero_shot {
             None => y,
             Some(zs) => zs
@@ -108,7 +113,9 @@ impl Vit {
         let entry = self.entry(tokens)?;
         let c = &self.config;
         let passes = Passes::new(self, &Cpu);
-        let (_, tape) = passes.readout_forward(&output.to_vec(), 1, true);
+        let tape = passes
+            .readout_forward(&output.to_vec(), 1, &[], Keep::TAPE)
+            .tape;
         let rows = c.rows(tokens);
         let patches = c.rows(Tokens::Patches);
         let written = patches.clone().filter(|p| rows.contains(p));

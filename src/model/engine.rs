@@ -88,6 +88,7 @@ impl<E: Executor> Engine for E {
         let out = p.forward(p.embed(pixels), 0, &[], keep);
         Activations {
             neurons: out.neurons.into_iter().map(|t| self.take_host(t)).collect(),
+            head: out.head.map(|t| self.take_host(t)),
             output: self.take_host(out.output.expect("output kept")),
             logits: out.logits,
         }

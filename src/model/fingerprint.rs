@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Hash of the weights file's bytes (`model.safetensors` of a Hugging Face folder),
 /// the loaded configuration (covering `--heads`), normalisation and class names,
-/// and what was given beside the file: a zero-shot classifier's rows and scale
+/// and what was given beside the file: a zero-shot classifier's rows, scale and bias
 /// (`--classifier`, or `--classes` with their prompts), a `--head` probe. The same
 /// for a copy or a move of the checkpoint, different for any other model.
 pub fn fingerprint(checkpoint: &Path, vit: &Vit) -> Result<String> {
@@ -26,10 +26,13 @@ pub fn fingerprint(checkpoint: &Path, vit: &Vit) -> Result<String> {
     let mut both = [crate::numeric::fingerprint(&bytes), described].concat();
     // Only for the models that have them, so that other fingerprints stay as they were.
     if let Some(z) = &vit.weights.zero_shot {
-        both += &floats(z.text.iter().chain([&z.scale]));
+        let bias = (z.bias != 0.0).then_some(&z.bias);
+        both += &floats(z.text.iter().chain([&z.scale]).chain(bias));
     }
-    if vit.config.family.name.ends_with("linear probe") {
-        both += &floats(vit.weights.head.w.iter().chain(&vit.weights.head.b));
+    if let Some(head) = &vit.weights.head {
+        if vit.config.family.name.ends_with("linear probe") {
+            both += &floats(head.w.iter().chain(&head.b));
+        }
     }
     Ok(crate::numeric::fingerprint(both.as_bytes()))
 }

@@ -58,12 +58,15 @@ pub(super) struct ForwardOut<T> {
     pub mid: Vec<T>,
     /// With [`Keep::neurons`] (and not residuals): the last block's output.
     pub output: Option<T>,
+    /// With [`Keep::residuals`] or [`Keep::neurons`], for a model with an
+    /// attention-pooling head: its MLP's values ([`super::Site::HEAD_MLP`]).
+    pub head: Option<T>,
     pub branch_point: Option<BranchPoint<T>>,
     pub tape: Option<Tape<T>>,
 }
 
 /// The intervention at block `l`'s `activation`, if any (at most one).
-fn intervention_at<'a>(
+pub(super) fn intervention_at<'a>(
     interventions: &[Intervention<'a>],
     l: usize,
     activation: Activation,
@@ -130,6 +133,7 @@ impl<E: Executor> Passes<'_, E> {
             residual: Vec::new(),
             mid: Vec::new(),
             output: None,
+            head: None,
             branch_point: None,
             tape: None,
         };
@@ -142,8 +146,9 @@ impl<E: Executor> Passes<'_, E> {
             out.neurons.extend(block.neurons);
             blocks.extend(block.tape);
         }
-        let (logits, readout) = self.readout_forward(&x, b.seqs, keep.tape);
-        out.logits = logits;
+        let readout = self.readout_forward(&x, b.seqs, interventions, keep);
+        out.logits = readout.logits;
+        out.head = readout.head;
         if keep.residuals {
             out.residual.push(x);
         } else if keep.neurons {
@@ -153,7 +158,7 @@ impl<E: Executor> Passes<'_, E> {
             out.tape = Some(Tape {
                 from,
                 blocks,
-                readout,
+                readout: readout.tape,
             });
         }
         out
@@ -192,7 +197,7 @@ impl<E: Executor> Passes<'_, E> {
             });
         }
         let neurons = match self.vit.unit {
-            Activation::MlpPost => ffn.neurons,
+            Activation::MlpPost | Activation::HeadMlpPost => ffn.neurons,
             Activation::AttnZ => attn.z,
         };
         let tape = match (attn.norm1, ffn.norm2) {
@@ -308,14 +313,14 @@ impl<E: Executor> Passes<'_, E> {
 
     /// Applies `intervention` to a site's values `g` (laid out as `b`, a unit being
     /// `unit` consecutive values of a row); returns the rows it replaced.
-    fn apply(
+    pub(super) fn apply(
         &self,
         intervention: Intervention,
         g: &mut E::Tensor,
         b: Batch,
         unit: usize,
     ) -> Option<Range<usize>> {
-        let site = self.vit.config.rows(intervention.site.tokens);
+        let site = self.vit.site_rows(intervention.site);
         let rows = clip(site.clone(), b.rows);
         match intervention.action {
             Action::Replace(values) => {

@@ -2,7 +2,8 @@
 //!
 //! A [`Site`] names a block, an activation of that block and a set of token rows,
 //! printed in the spirit of TransformerLens hook names: `blocks.3.mlp.post@cls` is
-//! the post-activation FFN output of block 3 at the CLS token. An
+//! the post-activation FFN output of block 3 at the CLS token; `head.mlp.post` the
+//! post-activation of an attention-pooling head's MLP (SigLIP), after every block. An
 //! [`Intervention`] pairs a site with an [`Action`]; the forward pass applies it,
 //! and the backward pass reports gradients keyed by site.
 
@@ -20,15 +21,21 @@ pub enum Activation {
     /// The attention output before the output projection (`attn.z`, TransformerLens'
     /// `hook_z`): one unit per head, its `head_dim` values.
     AttnZ,
+    /// The attention-pooling head's MLP after its non-linearity (`head.mlp.post`,
+    /// SigLIP): one unit per channel, at the head's one row (the probe's). Not in a
+    /// block: its site is [`Site::HEAD_MLP`].
+    HeadMlpPost,
 }
 
 impl Activation {
+    /// The activations of a block.
     pub const ALL: [Activation; 2] = [Activation::MlpPost, Activation::AttnZ];
 
     pub fn name(self) -> &'static str {
         match self {
             Activation::MlpPost => "mlp.post",
             Activation::AttnZ => "attn.z",
+            Activation::HeadMlpPost => "head.mlp.post",
         }
     }
 }
@@ -96,6 +103,16 @@ pub struct Site {
 }
 
 impl Site {
+    /// The block index of a site after every block (the readout's).
+    pub const AFTER_BLOCKS: usize = usize::MAX;
+
+    /// The attention-pooling head's MLP post-activation (SigLIP), at its one row.
+    pub const HEAD_MLP: Site = Site {
+        block: Site::AFTER_BLOCKS,
+        activation: Activation::HeadMlpPost,
+        tokens: Tokens::All,
+    };
+
     /// The FFN post-activation of `block` at `tokens`.
     pub fn mlp_post(block: usize, tokens: Tokens) -> Site {
         Site {
@@ -108,6 +125,9 @@ impl Site {
 
 impl fmt::Display for Site {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.activation == Activation::HeadMlpPost {
+            return f.write_str(self.activation.name());
+        }
         write!(
             f,
             "blocks.{}.{}@{}",
@@ -121,9 +141,13 @@ impl fmt::Display for Site {
 impl FromStr for Site {
     type Err = anyhow::Error;
 
-    /// Parses `blocks.N.mlp.post@cls` (or `@patches`, `@all`).
+    /// Parses `blocks.N.mlp.post@cls` (or `@patches`, `@all`), and `head.mlp.post`.
     fn from_str(s: &str) -> Result<Site> {
-        let bad = || format!("{s:?} is not a site name (e.g. blocks.3.mlp.post@cls)");
+        if s == Site::HEAD_MLP.activation.name() {
+            return Ok(Site::HEAD_MLP);
+        }
+        let bad =
+            || format!("{s:?} is not a site name (e.g. blocks.3.mlp.post@cls, head.mlp.post)");
         let (hook, tokens) = s.split_once('@').with_context(bad)?;
         let rest = hook.strip_prefix("blocks.").with_context(bad)?;
         let (block, activation) = rest.split_once('.').with_context(bad)?;
@@ -194,6 +218,11 @@ mod tests {
             Site::mlp_post(3, Tokens::Cls).to_string(),
             "blocks.3.mlp.post@cls"
         );
+        let head = Site::HEAD_MLP;
+        assert_eq!(head.to_string(), "head.mlp.post");
+        assert_eq!("head.mlp.post".parse::<Site>().unwrap(), head);
+        let json = serde_json::to_string(&head).unwrap();
+        assert_eq!(serde_json::from_str::<Site>(&json).unwrap(), head);
     }
 
     #[test]
@@ -206,6 +235,8 @@ mod tests {
             "blocks.3.attn.z",
             "blocks.3.mlp.post@distillation",
             "layer.3.mlp.post@cls",
+            "blocks.3.head.mlp.post@cls",
+            "head.mlp.post@cls",
         ] {
             assert!(bad.parse::<Site>().is_err(), "{bad}");
         }

@@ -28,9 +28,22 @@ pub(super) struct Tape<T> {
     pub readout: ReadoutTape<T>,
 }
 
-/// What the readout's backward needs: the statistics of each norm applied, and
-/// the projected embedding of a zero-shot head.
+/// What the readout's backward needs: the statistics of each norm applied, the
+/// projected embedding of a zero-shot head, and the attention-pooling head's tape.
 pub(super) struct ReadoutTape<T> {
     pub norms: Vec<NormStats<T>>,
     pub embedding: Option<T>,
+    pub pool: Option<PoolTape<T>>,
+}
+
+/// The attention-pooling head's activations kept for the backward pass.
+pub(super) struct PoolTape<T> {
+    /// The fused Q, K, V of every token (token 0's Q the probe's), and the weights.
+    pub qkv: T,
+    pub probs: T,
+    pub norm: NormStats<T>,
+    /// The MLP non-linearity's derivative at its fc1 output.
+    pub act_grad: T,
+    /// The MLP's values were overwritten by a [`super::Action::Replace`].
+    pub replaced: bool,
 }

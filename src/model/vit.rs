@@ -1,9 +1,9 @@
 //! The Vision Transformer: configuration, weights and the clean forward pass.
 //!
 //! Pre-norm ViT (Dosovitskiy et al. 2021) as Hugging Face, timm and the original
-//! Google release implement it: patch embedding, CLS token, learned position
-//! embedding, `L` blocks of `x += Attn(LN1(x)); x += FFN(LN2(x))`, then the
-//! family's readout ([`Readout`]) and a linear head.
+//! Google release implement it: patch embedding, CLS token (not SigLIP's), learned
+//! position embedding, `L` blocks of `x += Attn(LN1(x)); x += FFN(LN2(x))`, then
+//! the family's readout ([`Readout`]) and a linear head.
 
 use super::exec::gpu::Gpu;
 use super::family::{Compat, Family};
@@ -69,14 +69,33 @@ pub struct Block<T = Vec<f32>> {
     pub fc2: Linear<T>,
 }
 
-/// A zero-shot classifier (CLIP): `logits[c] = scale * <e / |e|, text[c]>` for the
-/// projected image embedding `e`.
+/// A zero-shot classifier (CLIP, SigLIP): `logits[c] = scale * <e / |e|, text[c]> +
+/// bias` for the (projected) image embedding `e`.
 #[derive(Clone, Debug)]
 pub struct ZeroShot<T = Vec<f32>> {
     /// `[classes, embedding]`, one class text embedding per row (used as given).
     pub text: T,
     /// The multiplier (CLIP's `logit_scale.exp()`, 100 for the released models).
     pub scale: f32,
+    /// Added to every logit (SigLIP's `logit_bias`; CLIP has none: 0).
+    pub bias: f32,
+}
+
+/// An attention-pooling head (SigLIP's `vision_model.head`): the probe is the one
+/// query of a multi-head attention over the normed tokens (as many heads as the
+/// blocks), then `x + fc2(act(fc1(LN(x))))` on that one row.
+#[derive(Clone, Debug)]
+pub struct AttentionPool<T = Vec<f32>> {
+    /// `[hidden]`, the learned query before its projection.
+    pub probe: T,
+    /// Q, K and V fused, `[3 * hidden, hidden]` (`in_proj_weight`, `in_proj_bias`):
+    /// Q projects the probe, K and V the tokens.
+    pub qkv: Linear<T>,
+    pub proj: Linear<T>,
+    pub norm: LayerNorm<T>,
+    /// The head's MLP, as wide as the blocks' FFN and with their non-linearity.
+    pub fc1: Linear<T>,
+    pub fc2: Linear<T>,
 }
 
 /// Every weight of a model: host vectors as loaded, or the copies an executor
@@ -97,9 +116,12 @@ pub struct Weights<T = Vec<f32>> {
     /// The norm the readout applies before the head: the final LayerNorm (CLIP's
     /// `post_layernorm`), or `fc_norm` after a patch mean.
     pub norm: LayerNorm<T>,
+    /// The attention-pooling head of a [`super::Readout::AttentionPool`] readout.
+    pub pool: Option<AttentionPool<T>>,
     /// The head on the readout (`[classes, readout width]`), or, for a zero-shot
-    /// model, the projection to the embedding space (`[embedding, hidden]`).
-    pub head: Linear<T>,
+    /// model, the projection to the embedding space (`[embedding, hidden]`); none
+    /// where the readout's features are the embedding (SigLIP's pooled output).
+    pub head: Option<Linear<T>>,
     pub zero_shot: Option<ZeroShot<T>>,
 }
 
@@ -144,10 +166,19 @@ impl<T> Weights<T> {
                 })
                 .collect(),
             norm: self.norm.map(f),
-            head: self.head.map(f),
+            pool: self.pool.as_ref().map(|p| AttentionPool {
+                probe: f(&p.probe),
+                qkv: p.qkv.map(f),
+                proj: p.proj.map(f),
+                norm: p.norm.map(f),
+                fc1: p.fc1.map(f),
+                fc2: p.fc2.map(f),
+            }),
+            head: self.head.as_ref().map(|h| h.map(f)),
             zero_shot: self.zero_shot.as_ref().map(|z| ZeroShot {
                 text: f(&z.text),
                 scale: z.scale,
+                bias: z.bias,
             }),
         }
     }
@@ -267,6 +298,9 @@ pub struct CleanTrace {
 pub struct Activations {
     /// Each block's values at the neuron site, `[layers][S * rows * width]`.
     pub neurons: Vec<Vec<f32>>,
+    /// The attention-pooling head's MLP post-activation ([`Site::HEAD_MLP`]),
+    /// `[S, intermediate]`, for a model with one.
+    pub head: Option<Vec<f32>>,
     /// The last block's output, `[S, tokens, hidden]` (rows the readout does not
     /// read, nor the neuron site, are not computed).
     pub output: Vec<f32>,
@@ -275,6 +309,15 @@ pub struct Activations {
 }
 
 impl Vit {
+    /// The probabilities of `[S, classes]` logits, as the family turns logits into
+    /// them ([`super::family::Probability`]: a softmax, or SigLIP's sigmoid per class).
+    pub fn probabilities(&self, logits: &[f32]) -> Vec<f32> {
+        self.config
+            .family
+            .probability
+            .of(logits, self.config.classes)
+    }
+
     /// The checkpoint's name for class `c`, when it has one.
     pub fn class_name(&self, c: usize) -> Option<String> {
         self.class_names.as_ref().and_then(|n| n.get(c).cloned())
@@ -308,7 +351,7 @@ impl Vit {
     /// Units per layer: FFN neurons, or heads.
     pub fn units(&self) -> usize {
         match self.unit {
-            Activation::MlpPost => self.config.intermediate,
+            Activation::MlpPost | Activation::HeadMlpPost => self.config.intermediate,
             Activation::AttnZ => self.config.heads,
         }
     }
@@ -316,8 +359,17 @@ impl Vit {
     /// Values per token row of the unit's site: the FFN width, or the model's.
     pub fn unit_width(&self) -> usize {
         match self.unit {
-            Activation::MlpPost => self.config.intermediate,
+            Activation::MlpPost | Activation::HeadMlpPost => self.config.intermediate,
             Activation::AttnZ => self.config.hidden,
+        }
+    }
+
+    /// The rows of `site` in its sequence: the tokens' rows of a block's site, the
+    /// one row of the pooling head's.
+    pub fn site_rows(&self, site: Site) -> Range<usize> {
+        match site.activation {
+            Activation::HeadMlpPost => 0..1,
+            _ => self.config.rows(site.tokens),
         }
     }
 

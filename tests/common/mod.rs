@@ -193,7 +193,9 @@ pub fn fixture(rel: &str) -> PathBuf {
 
 /// Every family fixture: the shared ones (DeiT, the CLIP vision tower, DINOv2) and
 /// this repository's (Hugging Face CLIPModel, open_clip in both files, timm's CLIP
-/// towers, DINOv2 run at another size than it was trained at, backbones with probes).
+/// towers, DINOv2 run at another size than it was trained at, backbones with probes,
+/// SigLIP's vision tower, and SiglipModel with class rows from its text tower and
+/// with a classifier).
 pub fn family_fixtures() -> Vec<Fixture> {
     use neuronpath::model::{FfnActivation, LoadOptions, Probe};
     let classes = Some(FIXTURE_CLASSES.iter().map(|c| c.to_string()).collect());
@@ -242,7 +244,7 @@ pub fn family_fixtures() -> Vec<Fixture> {
             "clip-hf",
             "clip-hf",
             LoadOptions {
-                classes,
+                classes: classes.clone(),
                 ..LoadOptions::default()
             },
         ),
@@ -291,6 +293,30 @@ pub fn family_fixtures() -> Vec<Fixture> {
             "timm-dinov2-backbone",
             LoadOptions {
                 head: probe("timm-dinov2-backbone"),
+                ..LoadOptions::default()
+            },
+        ),
+        own(
+            "siglip-vision",
+            "siglip-vision",
+            LoadOptions {
+                classifier: Some(fixture("siglip-vision/text.npy")),
+                ..LoadOptions::default()
+            },
+        ),
+        own(
+            "siglip",
+            "siglip",
+            LoadOptions {
+                classes: classes.clone(),
+                ..LoadOptions::default()
+            },
+        ),
+        own(
+            "siglip classifier",
+            "siglip",
+            LoadOptions {
+                classifier: Some(fixture("siglip-vision/text.npy")),
                 ..LoadOptions::default()
             },
         ),

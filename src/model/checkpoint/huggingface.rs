@@ -3,17 +3,18 @@
 //! some modules on load but writes the older names, which are the ones read here).
 //! One table per `model_type` maps names to parts: ViT, DeiT (distilled or not), CLIP
 //! (the vision tower with its projection, or `CLIPModel` with its text tower, which
-//! computes the zero-shot class rows), DINOv2 (with or without registers, GELU or
-//! SwiGLU, at any image size), and any of them saved as a backbone without its head
-//! (with a `--head` probe).
+//! computes the zero-shot class rows), SigLIP (`SiglipVisionModel`, or `SiglipModel`
+//! with its text tower: no CLS token, an attention-pooling head, a sigmoid per
+//! class), DINOv2 (with or without registers, GELU or SwiGLU, at any image size),
+//! and any of them saved as a backbone without its head (with a `--head` probe).
 
 use super::config::Json;
 use super::interpolate::{self, Bicubic};
-use super::text::{TextConfig, TextNames, TextTower};
+use super::text::{Reads, TextConfig, TextNames, TextTower};
 use super::zero_shot::Text;
 use super::{assemble, average_heads, check_consumed, join, BlockNames, Qkv, Tensors};
-use crate::model::family::{Compat, Family, FfnActivation, Readout};
-use crate::model::vit::{Block, Layout, Linear, Vit, VitConfig, Weights, ZeroShot};
+use crate::model::family::{Compat, Family, FfnActivation, Probability, Readout};
+use crate::model::vit::{AttentionPool, Block, Layout, Linear, Vit, VitConfig, Weights, ZeroShot};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -63,7 +64,7 @@ const CLIP_BLOCK: BlockNames = BlockNames {
     scales: None,
 };
 
-/// `CLIPModel`'s text tower, under `text_model`.
+/// `CLIPModel`'s and `SiglipModel`'s text tower, under `text_model`.
 const CLIP_TEXT: TextNames = TextNames {
     token_embedding: "embeddings.token_embedding.weight",
     positions: "embeddings.position_embedding.weight",
@@ -103,6 +104,15 @@ fn names_for(kind: &str, json: &Value, swiglu: bool) -> Option<(Names, Family)> 
                 zero_shot: true,
                 ..Family::VIT
             },
+        ),
+        "siglip_vision_model" => (
+            Names {
+                root: "vision_model",
+                layers: "encoder.layers",
+                block: CLIP_BLOCK,
+                norm: "post_layernorm",
+            },
+            Family::SIGLIP,
         ),
         "dinov2" | "dinov2_with_registers" => (
             Names {
@@ -162,6 +172,10 @@ impl Defaults {
             "clip_vision_model" | "clip_text_model" => Defaults {
                 activation: "quick_gelu",
                 eps: 1e-5,
+            },
+            "siglip_vision_model" | "siglip_text_model" => Defaults {
+                activation: "gelu_pytorch_tanh",
+                eps: 1e-6,
             },
             "dinov2" | "dinov2_with_registers" => Defaults {
                 activation: "gelu",
@@ -226,11 +240,12 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
     }
     let top = Json::new(&config_path, &json);
     let kind = top.string("model_type")?.unwrap_or("vit");
-    // CLIPModel: the vision tower's settings are nested, the text tower beside them.
-    let clip_model = kind == "clip";
-    let (kind, vision) = match clip_model {
-        true => ("clip_vision_model", sub_config(&top, "vision_config")?),
-        false => (kind, Json::new(&config_path, &json)),
+    // CLIPModel, SiglipModel: the vision tower's settings are nested, the text
+    // tower beside them.
+    let towers = Towers::of(kind);
+    let (kind, vision) = match towers {
+        Some(t) => (t.vision, sub_config(&top, "vision_config")?),
+        None => (kind, Json::new(&config_path, &json)),
     };
     let cfg = Config {
         json: vision,
@@ -243,12 +258,8 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
             .pointer("/architectures/0")
             .and_then(Value::as_str)
             .unwrap_or("?");
-        let siglip = match kind.starts_with("siglip") {
-            true => ": SigLIP (no CLS token, an attention-pooling head, a sigmoid per class) is not modelled yet",
-            false => "",
-        };
         bail!(
-            "{}: model_type {kind:?} ({arch}) is not supported{siglip} (vit, deit, clip, clip_vision_model, dinov2, dinov2_with_registers)",
+            "{}: model_type {kind:?} ({arch}) is not supported (vit, deit, clip, clip_vision_model, siglip, siglip_vision_model, dinov2, dinov2_with_registers)",
             config_path.display()
         );
     };
@@ -259,8 +270,14 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
         );
     }
     family.activation = cfg.activation(family)?;
-    if clip_model {
-        family.name = "CLIP (vision and text towers)";
+    if let Some(t) = towers {
+        family.name = t.name;
+    }
+    if cfg.json.boolean("vision_use_head")? == Some(false) {
+        bail!(
+            "{}: vision_use_head is false: a SigLIP vision tower without its attention-pooling head (its pooled output, what it classifies zero-shot, is that head's), which this tool does not model",
+            config_path.display()
+        );
     }
     let mut tensors = Tensors::read(&weights_path)?;
     // A backbone saved alone (`Dinov2Model`, `ViTModel`) has no root prefix.
@@ -314,9 +331,16 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
         })
         .collect::<Result<Vec<Block>>>()?;
     let norm = tensors.pp(root).norm(names.norm, d, eps)?;
-    let text = match clip_model {
-        true => Some(text_tower(&mut tensors, &top, dir)?),
-        false => None,
+    let pool = match family.readout {
+        Readout::AttentionPool => Some(attention_pool(
+            &mut tensors.pp(&join(root, "head")),
+            &config,
+        )?),
+        _ => None,
+    };
+    let text = match towers {
+        Some(t) => Some(text_tower(&mut tensors, &top, dir, t)?),
+        None => None,
     };
     let mut config = config;
     let (head, zero_shot, names_of_classes) =
@@ -337,6 +361,7 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
             norm_pre,
             blocks,
             norm,
+            pool,
             head,
             zero_shot,
         },
@@ -346,6 +371,67 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
         layout: Layout::HuggingFace,
         class_names: names_of_classes,
         normalization,
+    })
+}
+
+/// A model type holding a vision and a text tower, each with a config of its own.
+#[derive(Clone, Copy)]
+struct Towers {
+    /// The vision tower's model type.
+    vision: &'static str,
+    /// The text tower's.
+    text: &'static str,
+    /// The family's name, for people.
+    name: &'static str,
+    text_names: &'static TextNames,
+    /// The text projection: `text_projection` (no bias), `text_model.head`.
+    projection: &'static str,
+}
+
+impl Towers {
+    fn of(kind: &str) -> Option<Towers> {
+        match kind {
+            "clip" => Some(Towers {
+                vision: "clip_vision_model",
+                text: "clip_text_model",
+                name: "CLIP (vision and text towers)",
+                text_names: &CLIP_TEXT,
+                projection: "text_projection",
+            }),
+            "siglip" => Some(Towers {
+                vision: "siglip_vision_model",
+                text: "siglip_text_model",
+                name: "SigLIP (vision and text towers)",
+                text_names: &CLIP_TEXT,
+                projection: "text_model.head",
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// SigLIP's attention-pooling head (`head.*` of its vision tower, as `scope`):
+/// `probe`, `attention.in_proj_*` and `out_proj` (an `nn.MultiheadAttention` with
+/// the blocks' head count), `layernorm`, `mlp.fc1`/`fc2` (the blocks' FFN width).
+fn attention_pool(scope: &mut super::Scope, c: &VitConfig) -> Result<AttentionPool> {
+    let (d, f, eps) = (c.hidden, c.intermediate, c.layer_norm_eps);
+    if !scope.contains("probe") {
+        bail!(
+            "{}: no {}: a SigLIP vision tower saved without its attention-pooling head, which this tool does not model",
+            scope.file().display(),
+            scope.name("probe")
+        );
+    }
+    Ok(AttentionPool {
+        probe: scope.take("probe", &[1, 1, d])?,
+        qkv: Linear {
+            w: scope.take("attention.in_proj_weight", &[3 * d, d])?,
+            b: scope.take("attention.in_proj_bias", &[3 * d])?,
+        },
+        proj: scope.linear("attention.out_proj", d, d)?,
+        norm: scope.norm("layernorm", d, eps)?,
+        fc1: scope.linear("mlp.fc1", c.family.activation.fc1_width(f), d)?,
+        fc2: scope.linear("mlp.fc2", d, f)?,
     })
 }
 
@@ -392,30 +478,40 @@ impl RunSize {
     }
 }
 
-/// `CLIPModel`'s text tower (`text_model.*`, `text_projection`, `logit_scale`).
-fn text_tower(t: &mut Tensors, top: &Json, dir: &Path) -> Result<Text> {
+/// The text tower of `CLIPModel` (`text_model.*`, `text_projection`, `logit_scale`)
+/// or `SiglipModel` (`text_model.*` with `text_model.head`, `logit_scale`,
+/// `logit_bias`).
+fn text_tower(t: &mut Tensors, top: &Json, dir: &Path, towers: Towers) -> Result<Text> {
     let cfg = Config {
         json: sub_config(top, "text_config")?,
-        defaults: Defaults::of("clip_text_model"),
+        defaults: Defaults::of(towers.text),
     };
     let text_config = TextConfig {
         heads: cfg.json.size("num_attention_heads")?,
         activation: cfg.activation(Family::VIT)?,
         eps: cfg.eps()?,
+        reads: match towers.text {
+            "siglip_text_model" => Reads::LastPadded,
+            _ => Reads::Eot,
+        },
     };
-    let e = t.dim("text_projection.weight", 0)?;
+    let proj = towers.projection;
+    let e = t.dim(&format!("{proj}.weight"), 0)?;
     let w = t.dim("text_model.embeddings.token_embedding.weight", 1)?;
-    let projection = t.pp("").weight_only("text_projection", &[e, w])?;
+    let projection = match t.contains(&format!("{proj}.bias")) {
+        true => t.pp("").linear(proj, e, w)?,
+        false => t.pp("").weight_only(proj, &[e, w])?,
+    };
     let tower = TextTower::load(
         &mut t.pp("text_model"),
-        &CLIP_TEXT,
+        towers.text_names,
         &text_config,
         projection,
     )?;
     let eot = cfg.json.uint("eos_token_id", 0)?;
     Ok(Text {
         tower,
-        scale: super::zero_shot::logit_scale(t)?,
+        calibration: super::zero_shot::calibration(t)?,
         folder: dir.to_path_buf(),
         eot: eot.map(|e| u32::try_from(e).unwrap_or(u32::MAX)),
     })
@@ -430,15 +526,44 @@ fn head(
     c: &mut VitConfig,
     options: &super::LoadOptions,
     text: Option<Text>,
-) -> Result<(Linear, Option<ZeroShot>, Option<Vec<String>>)> {
+) -> Result<(Option<Linear>, Option<ZeroShot>, Option<Vec<String>>)> {
     let d = c.hidden;
     let file = t.file().to_path_buf();
+    let probability = c.family.probability;
     if c.family.zero_shot && t.contains("visual_projection.weight") {
         let embedding = t.dim("visual_projection.weight", 0)?;
         let head = t.pp("").weight_only("visual_projection", &[embedding, d])?;
-        let (zero_shot, names) = super::zero_shot::classifier(options, embedding, &file, text)?;
+        let (zero_shot, names) =
+            super::zero_shot::classifier(options, embedding, &file, text, probability)?;
         c.classes = zero_shot.text.len() / embedding;
-        return Ok((head, Some(zero_shot), names));
+        return Ok((Some(head), Some(zero_shot), names));
+    }
+    // SigLIP: the pooled output is the embedding, classified zero-shot unless a
+    // probe is given.
+    if c.family.readout == Readout::AttentionPool {
+        if let Some(probe) = &options.head {
+            super::zero_shot::refuse_classifier(options, &file)?;
+            let (head, readout) = probe.read(d)?;
+            if readout != Readout::Cls {
+                bail!(
+                    "{}: a probe on SigLIP's pooled output reads {d} features, not {}",
+                    probe.weight.display(),
+                    head.w.len() / head.b.len()
+                );
+            }
+            c.family = Family {
+                name: "SigLIP vision tower + linear probe",
+                zero_shot: false,
+                probability: Probability::Softmax,
+                ..c.family
+            };
+            c.classes = head.b.len();
+            return Ok((Some(head), None, None));
+        }
+        let (zero_shot, names) =
+            super::zero_shot::classifier(options, d, &file, text, probability)?;
+        c.classes = zero_shot.text.len() / d;
+        return Ok((None, Some(zero_shot), names));
     }
     // A CLIP vision tower saved without its projection is a backbone.
     c.family.zero_shot = false;
@@ -458,7 +583,7 @@ fn head(
             _ => "backbone + linear probe",
         };
         c.classes = head.b.len();
-        return Ok((head, None, None));
+        return Ok((Some(head), None, None));
     };
     super::zero_shot::refuse_classifier(options, &file)?;
     if options.head.is_some() {
@@ -477,7 +602,7 @@ fn head(
         root.linear("classifier", classes, c.family.readout.width(d))?
     };
     c.classes = classes;
-    Ok((head, None, class_names(json, classes)?))
+    Ok((Some(head), None, class_names(json, classes)?))
 }
 
 /// The names of `id2label` for `classes` classes (`"?"` for one it leaves out).
@@ -509,6 +634,15 @@ fn embeddings(
         let cls = e.take("class_embedding", &[d])?;
         let pos = e.take("position_embedding.weight", &[tokens, d])?;
         return Ok((patch, cls, pos));
+    }
+    if kind == "siglip_vision_model" {
+        // No CLS token: the positions are the patches'.
+        let patch = Linear {
+            w: e.take("patch_embedding.weight", &patch_shape)?,
+            b: e.take("patch_embedding.bias", &[d])?,
+        };
+        let pos = e.take("position_embedding.weight", &[tokens, d])?;
+        return Ok((patch, Vec::new(), pos));
     }
     let patch = Linear {
         w: e.take("patch_embeddings.projection.weight", &patch_shape)?,

@@ -11,6 +11,7 @@ mod interpolate;
 mod open_clip;
 mod probe;
 mod pytorch;
+mod sentencepiece;
 mod text;
 mod timm;
 mod tokenizer;
@@ -34,8 +35,11 @@ pub struct LoadOptions {
     /// `[classes, embedding]`, one row per class.
     pub classifier: Option<PathBuf>,
     /// Its logit scale (the multiplier; default: a `logit_scale.npy` beside the
-    /// classifier, else the checkpoint's, else CLIP's 100).
+    /// classifier, else the checkpoint's, else CLIP's 100; SigLIP has no default).
     pub logit_scale: Option<f32>,
+    /// Its logit bias, added to every logit (SigLIP's; default: a `logit_bias.npy`
+    /// beside the classifier, else the checkpoint's). A softmax's takes none.
+    pub logit_bias: Option<f32>,
     /// Its class names, one per line.
     pub class_names: Option<PathBuf>,
     /// Zero-shot classes whose rows the checkpoint's own text tower computes from
@@ -113,6 +117,9 @@ fn check_options(o: &LoadOptions) -> Result<()> {
     }
     if o.logit_scale.is_some() && o.classifier.is_none() && o.classes.is_none() {
         bail!("--logit-scale is for a CLIP vision tower's zero-shot classifier and goes with --classifier or --classes");
+    }
+    if o.logit_bias.is_some() && o.classifier.is_none() && o.classes.is_none() {
+        bail!("--logit-bias is for a SigLIP vision tower's zero-shot classifier and goes with --classifier or --classes");
     }
     Ok(())
 }
@@ -619,7 +626,10 @@ pub(crate) fn assemble(mut vit: Vit) -> Result<Vit> {
 /// family each suggests.
 const OTHER_FAMILIES: [(&str, &str); 2] = [
     ("pre_logits", "a pre-logits head"),
-    ("attn_pool", "an attention-pooling head (SigLIP)"),
+    (
+        "attn_pool",
+        "timm's SigLIP (an attention-pooling head; SigLIP is read as Hugging Face saves it)",
+    ),
 ];
 
 /// Refuses, before anything is built, a file with tensors of a family not modelled.
@@ -697,7 +707,8 @@ impl Tensors {
 }
 
 impl Scope<'_> {
-    fn name(&self, s: &str) -> String {
+    /// The full name of `s` in this scope.
+    pub(crate) fn name(&self, s: &str) -> String {
         join(&self.prefix, s)
     }
 

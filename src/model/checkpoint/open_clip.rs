@@ -6,10 +6,10 @@
 //! must be given (`--activation`), and the rest is OpenAI CLIP's.
 
 use super::config::Json;
-use super::text::{TextConfig, TextNames, TextTower};
+use super::text::{Reads, TextConfig, TextNames, TextTower};
 use super::zero_shot::Text;
 use super::{assemble, check_consumed, config_from_shapes, BlockNames, LoadOptions, Qkv, Tensors};
-use crate::model::family::{Compat, Family, FfnActivation};
+use crate::model::family::{Compat, Family, FfnActivation, Probability};
 use crate::model::vit::{Block, Filter, Geometry, Layout, Normalization, Vit, Weights};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -100,8 +100,13 @@ pub fn load(mut tensors: Tensors, options: &LoadOptions) -> Result<Vit> {
     let norm = v.norm("ln_post", d, EPS)?;
     let head = v.matmul_param("proj")?;
     let text = text_tower(&mut tensors, &cfg, activation)?;
-    let (zero_shot, class_names) =
-        super::zero_shot::classifier(options, head.b.len(), &file, Some(text))?;
+    let (zero_shot, class_names) = super::zero_shot::classifier(
+        options,
+        head.b.len(),
+        &file,
+        Some(text),
+        Probability::Softmax,
+    )?;
     config.classes = zero_shot.text.len() / head.b.len();
     check_consumed(&tensors)?;
     assemble(Vit {
@@ -115,7 +120,8 @@ pub fn load(mut tensors: Tensors, options: &LoadOptions) -> Result<Vit> {
             norm_pre,
             blocks,
             norm,
-            head,
+            pool: None,
+            head: Some(head),
             zero_shot: Some(zero_shot),
         },
         gpu: None,
@@ -141,13 +147,14 @@ fn text_tower(t: &mut Tensors, cfg: &Beside, activation: FfnActivation) -> Resul
         heads,
         activation,
         eps: EPS,
+        reads: Reads::Eot,
     };
     let mut root = t.pp("");
     let projection = root.matmul_param("text_projection")?;
     let tower = TextTower::load(&mut root, &TEXT, &config, projection)?;
     Ok(Text {
         tower,
-        scale: super::zero_shot::logit_scale(t)?,
+        calibration: super::zero_shot::calibration(t)?,
         folder: cfg.folder.clone(),
         eot: None,
     })

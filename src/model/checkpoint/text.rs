@@ -1,11 +1,11 @@
-//! CLIP's text tower, run once per run on the CPU to turn class prompts into
-//! zero-shot class rows: token and position embeddings, pre-norm blocks under a
-//! causal mask, the final LayerNorm, the features of the EOT token (the last of a
-//! prompt's tokens), the text projection, then unit length, as `encode_text(...,
-//! normalize=True)` and `get_text_features` followed by normalisation do.
-//!
-//! Only the tokens up to EOT are run: under the causal mask the padding after it
-//! cannot reach it.
+//! The text tower of CLIP and SigLIP, run once per run on the CPU to turn class
+//! prompts into zero-shot class rows: token and position embeddings, pre-norm
+//! blocks, the final LayerNorm, the features of one position, the text projection,
+//! then unit length, as `encode_text(..., normalize=True)` and `get_text_features`
+//! followed by normalisation do. CLIP's blocks run under a causal mask and read the
+//! EOT token (the last of a prompt's tokens: only the tokens up to it are run, as
+//! the padding after it cannot reach it); SigLIP's see every token and read the
+//! last position of the prompt padded to the context length ([`Reads`]).
 
 use super::{BlockNames, Scope};
 use crate::model::exec::cpu::kernels::{self, matmul, LayerNormOut, MatRef};
@@ -28,6 +28,17 @@ pub(crate) struct TextTower {
     projection: Linear,
     heads: usize,
     activation: FfnActivation,
+    reads: Reads,
+}
+
+/// Which position's features are a prompt's embedding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reads {
+    /// The EOT token's, the last of a prompt, under a causal mask (CLIP).
+    Eot,
+    /// The last position's of a prompt padded to the context length, every token
+    /// seeing every other (SigLIP).
+    LastPadded,
 }
 
 /// What a layout calls the text tower's parts, and its sizes (the rest is read off
@@ -47,6 +58,7 @@ pub(crate) struct TextConfig {
     pub heads: usize,
     pub activation: FfnActivation,
     pub eps: f32,
+    pub reads: Reads,
 }
 
 impl TextTower {
@@ -93,7 +105,13 @@ impl TextTower {
             projection,
             heads,
             activation: config.activation,
+            reads: config.reads,
         })
+    }
+
+    /// Which position it reads.
+    pub(crate) fn reads(&self) -> Reads {
+        self.reads
     }
 
     /// Rows of the token embedding: the vocabulary size the tokenizer must match.
@@ -114,8 +132,9 @@ impl TextTower {
         self.final_norm.gamma.len()
     }
 
-    /// Unit-length embeddings `[sequences, embedding]` of token sequences (each
-    /// ending in EOT, at most `context` long, ids below `vocab`).
+    /// Unit-length embeddings `[sequences, embedding]` of token sequences (ids below
+    /// `vocab`; each ending in EOT and at most `context` long, or for
+    /// [`Reads::LastPadded`] padded to `context`).
     pub(crate) fn embed(&self, sequences: &[Vec<u32>]) -> Vec<f32> {
         let w = self.width();
         let mut x: Vec<f32> = sequences
@@ -156,7 +175,7 @@ impl TextTower {
         let mut start = 0;
         for &n in lengths {
             let range = start * w..(start + n) * w;
-            self.causal_attention(
+            self.attention(
                 &qkv[start * 3 * w..(start + n) * 3 * w],
                 n,
                 &mut attended[range],
@@ -171,8 +190,9 @@ impl TextTower {
     }
 
     /// Multi-head attention of one sequence of `n` tokens where token `i` sees
-    /// tokens `0..=i`.
-    fn causal_attention(&self, qkv: &[f32], n: usize, out: &mut [f32]) {
+    /// tokens `0..=i` (CLIP's causal mask), or all of them.
+    fn attention(&self, qkv: &[f32], n: usize, out: &mut [f32]) {
+        let causal = self.reads == Reads::Eot;
         let w = self.width();
         let dh = w / self.heads;
         let scale = 1.0 / (dh as f32).sqrt();
@@ -184,8 +204,9 @@ impl TextTower {
             matmul(&mut scores, n, q, k.t(), false, Serial);
             for (i, row) in scores.chunks_exact_mut(n).enumerate() {
                 row.iter_mut().for_each(|s| *s *= scale);
-                softmax_rows(&mut row[..=i], i + 1);
-                row[i + 1..].fill(0.0);
+                let seen = if causal { i + 1 } else { n };
+                softmax_rows(&mut row[..seen], seen);
+                row[seen..].fill(0.0);
             }
             matmul(
                 &mut out[h * dh..],

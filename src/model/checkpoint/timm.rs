@@ -13,7 +13,7 @@ use super::{
     assemble, average_heads, block_count, check_consumed, config_from_shapes, BlockNames, Qkv,
     Tensors,
 };
-use crate::model::family::{Compat, Family, FfnActivation, Readout};
+use crate::model::family::{Compat, Family, FfnActivation, Probability, Readout};
 use crate::model::vit::{
     Block, Layout, Linear, Normalization, Vit, VitConfig, Weights, ZeroShot, IMAGENET_MEAN,
     IMAGENET_STD,
@@ -136,7 +136,8 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
             norm_pre,
             blocks,
             norm,
-            head,
+            pool: None,
+            head: Some(head),
             zero_shot,
         },
         gpu: None,
@@ -189,7 +190,8 @@ fn head(
     }
     if options.classifier.is_some() {
         c.family.zero_shot = true;
-        let (zero_shot, names) = super::zero_shot::classifier(options, classes, &file, None)?;
+        let (zero_shot, names) =
+            super::zero_shot::classifier(options, classes, &file, None, Probability::Softmax)?;
         c.classes = zero_shot.text.len() / classes;
         return Ok((head, Some(zero_shot), names));
     }

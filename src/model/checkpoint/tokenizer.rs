@@ -185,6 +185,11 @@ impl ClipTokenizer {
         &self.source
     }
 
+    /// The end-of-text id.
+    pub(crate) fn eot(&self) -> u32 {
+        self.eot
+    }
+
     /// `[SOT, text's tokens, EOT]`, cut to `context` with EOT last (as both
     /// libraries truncate).
     pub(crate) fn encode(&self, text: &str, context: usize) -> Result<Vec<u32>> {
@@ -296,7 +301,7 @@ fn gunzip(bytes: &[u8]) -> Result<String> {
 /// Characters the tokenizer handles exactly as both libraries: printable ASCII and
 /// whitespace, and the letters of Latin-1 and Latin Extended-A (which NFC leaves
 /// alone and which lower-case to one letter); not `İ`, whose lower case is two.
-fn reproduced(c: char) -> bool {
+pub(super) fn reproduced(c: char) -> bool {
     matches!(c, ' '..='~' | '\t' | '\n' | '\r')
         || (('\u{C0}'..='\u{17F}').contains(&c) && !matches!(c, '\u{D7}' | '\u{F7}' | '\u{130}'))
 }
