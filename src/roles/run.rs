@@ -167,6 +167,15 @@ impl NeuronScan<'_> {
         if self.options.batch == 0 {
             bail!("batch 0: a scan takes at least one image per pass");
         }
+        let tokens = self.options.rank.tokens();
+        if vit.config.rows(tokens).is_empty() {
+            bail!(
+                "--rank {}: this model has no {} token ({}): rank by patch-max or patch-mean",
+                self.options.rank,
+                tokens.name(),
+                vit.config.family.name
+            );
+        }
         let started_with = self.started_with();
         let (mut scan, mut done) = self.resume(vit, state, &started_with)?;
         set_site(vit, self.options.rank.tokens());
