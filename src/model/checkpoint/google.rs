@@ -2,7 +2,7 @@
 //! HWIO patch kernel): the layout the paper's code loads. No config is stored:
 //! the head count comes from the `query/kernel` shape `[hidden, heads, head_dim]`.
 
-use super::{assemble, block_count, check_consumed, config_from_shapes, Tensors};
+use super::{assemble, block_count, check_consumed, config_from_shapes, Loaded, Tensors};
 use crate::model::vit::{Block, LayerNorm, Layout, Linear, Normalization, Vit, Weights};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -148,7 +148,7 @@ pub fn load(path: &Path) -> Result<Vit> {
     let final_norm = norm(&mut tensors, "Transformer/encoder_norm")?;
     let head = dense(&mut tensors, "head", d, classes, &[d, classes], &[classes])?;
     check_consumed(&tensors)?;
-    assemble(Vit {
+    assemble(Loaded {
         config,
         weights: Weights {
             patch_embed,
@@ -161,10 +161,6 @@ pub fn load(path: &Path) -> Result<Vit> {
             head: Some(head),
             zero_shot: None,
         },
-        gpu: None,
-        compat: crate::model::Compat::Principled,
-        neuron_tokens: crate::model::Family::VIT.neuron_tokens(),
-        unit: crate::model::site::Activation::MlpPost,
         layout: Layout::GoogleNpz,
         class_names: None,
         normalization: Normalization::imagenet("ImageNet (as the paper's code)"),

@@ -12,8 +12,8 @@ use super::config::Json;
 use super::interpolate::{self, Bicubic};
 use super::text::{Reads, TextConfig, TextNames, TextTower};
 use super::zero_shot::Text;
-use super::{assemble, average_heads, check_consumed, join, BlockNames, Qkv, Tensors};
-use crate::model::family::{Compat, Family, FfnActivation, Probability, Readout};
+use super::{assemble, average_heads, check_consumed, join, BlockNames, Loaded, Qkv, Tensors};
+use crate::model::family::{Family, FfnActivation, Probability, Readout};
 use crate::model::vit::{AttentionPool, Block, Layout, Linear, Vit, VitConfig, Weights, ZeroShot};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -351,8 +351,7 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
         sizes.processor,
         sizes.run,
     );
-    assemble(Vit {
-        neuron_tokens: config.family.neuron_tokens(),
+    assemble(Loaded {
         config,
         weights: Weights {
             patch_embed,
@@ -365,9 +364,6 @@ pub fn load(dir: &Path, options: &super::LoadOptions) -> Result<Vit> {
             head,
             zero_shot,
         },
-        gpu: None,
-        compat: Compat::Principled,
-        unit: crate::model::site::Activation::MlpPost,
         layout: Layout::HuggingFace,
         class_names: names_of_classes,
         normalization,

@@ -17,8 +17,9 @@ mod timm;
 mod tokenizer;
 mod zero_shot;
 
-use super::family::FfnActivation;
-use super::vit::{Block, LayerNorm, Linear, Vit, VitConfig};
+use super::family::{Compat, FfnActivation};
+use super::site::Activation;
+use super::vit::{Block, LayerNorm, Layout, Linear, Normalization, Vit, VitConfig, Weights};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -605,7 +606,36 @@ pub(crate) fn check_config(c: &VitConfig) -> Result<()> {
 }
 
 /// The patch/pos/cls/head parts and blocks, checked for consistency.
-pub(crate) fn assemble(mut vit: Vit) -> Result<Vit> {
+/// What a loader reads off a checkpoint; [`assemble`] makes the model of it.
+pub(crate) struct Loaded {
+    pub config: VitConfig,
+    pub weights: Weights,
+    pub layout: Layout,
+    pub class_names: Option<Vec<String>>,
+    pub normalization: Normalization,
+}
+
+/// The model of what a loader read, at the settings every model starts with: on
+/// the CPU, principled arithmetic, FFN neurons at the family's tokens.
+pub(crate) fn assemble(loaded: Loaded) -> Result<Vit> {
+    let Loaded {
+        config,
+        weights,
+        layout,
+        class_names,
+        normalization,
+    } = loaded;
+    let mut vit = Vit {
+        neuron_tokens: config.family.neuron_tokens(),
+        config,
+        weights,
+        gpu: None,
+        compat: Compat::Principled,
+        unit: Activation::MlpPost,
+        layout,
+        class_names,
+        normalization,
+    };
     let c = &vit.config;
     if vit.weights.blocks.len() != c.layers {
         bail!(

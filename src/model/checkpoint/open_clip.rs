@@ -8,8 +8,10 @@
 use super::config::Json;
 use super::text::{Reads, TextConfig, TextNames, TextTower};
 use super::zero_shot::Text;
-use super::{assemble, check_consumed, config_from_shapes, BlockNames, LoadOptions, Qkv, Tensors};
-use crate::model::family::{Compat, Family, FfnActivation, Probability};
+use super::{
+    assemble, check_consumed, config_from_shapes, BlockNames, LoadOptions, Loaded, Qkv, Tensors,
+};
+use crate::model::family::{Family, FfnActivation, Probability};
 use crate::model::vit::{Block, Filter, Geometry, Layout, Normalization, Vit, Weights};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -109,8 +111,7 @@ pub fn load(mut tensors: Tensors, options: &LoadOptions) -> Result<Vit> {
     )?;
     config.classes = zero_shot.text.len() / head.b.len();
     check_consumed(&tensors)?;
-    assemble(Vit {
-        neuron_tokens: config.family.neuron_tokens(),
+    assemble(Loaded {
         normalization: cfg.normalization(config.image_size),
         config,
         weights: Weights {
@@ -124,9 +125,6 @@ pub fn load(mut tensors: Tensors, options: &LoadOptions) -> Result<Vit> {
             head: Some(head),
             zero_shot: Some(zero_shot),
         },
-        gpu: None,
-        compat: Compat::Principled,
-        unit: crate::model::site::Activation::MlpPost,
         layout: Layout::OpenClip,
         class_names,
     })

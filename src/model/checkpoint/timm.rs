@@ -10,10 +10,10 @@
 
 use super::config::Json;
 use super::{
-    assemble, average_heads, block_count, check_consumed, config_from_shapes, BlockNames, Qkv,
-    Tensors,
+    assemble, average_heads, block_count, check_consumed, config_from_shapes, BlockNames, Loaded,
+    Qkv, Tensors,
 };
-use crate::model::family::{Compat, Family, FfnActivation, Probability, Readout};
+use crate::model::family::{Family, FfnActivation, Probability, Readout};
 use crate::model::vit::{
     Block, Layout, Linear, Normalization, Vit, VitConfig, Weights, ZeroShot, IMAGENET_MEAN,
     IMAGENET_STD,
@@ -126,8 +126,7 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
         Some("safetensors") => Layout::Timm,
         _ => Layout::PyTorch,
     };
-    assemble(Vit {
-        neuron_tokens: config.family.neuron_tokens(),
+    assemble(Loaded {
         config,
         weights: Weights {
             patch_embed,
@@ -140,9 +139,6 @@ pub fn load(mut tensors: Tensors, options: &super::LoadOptions) -> Result<Vit> {
             head: Some(head),
             zero_shot,
         },
-        gpu: None,
-        compat: Compat::Principled,
-        unit: crate::model::site::Activation::MlpPost,
         layout,
         class_names,
         normalization: beside.normalization,
